@@ -1,0 +1,48 @@
+//! The subcommands, as the binary runs them on every rank.
+
+pub mod data;
+pub mod info;
+pub mod train;
+
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::data::dir::DirDataset;
+use crate::data::synthetic::Synthetic;
+use crate::error::{Error, Result};
+use crate::model::spec::ModelSpec;
+
+/// The dataset a config names: a directory, or the embedded synthetic set.
+pub fn open_dataset(cfg: &TrainConfig) -> Result<Box<dyn Dataset>> {
+    Ok(match &cfg.data.path {
+        Some(dir) => Box::new(DirDataset::open(dir)?),
+        None => Box::new(Synthetic::new(
+            cfg.data.synthetic_seed,
+            cfg.data.synthetic_train,
+            cfg.data.synthetic_val,
+        )),
+    })
+}
+
+/// The model for a config and a dataset: the dataset's tasks with loss
+/// weights from the config where given.
+pub fn model_spec(cfg: &TrainConfig, data: &dyn Dataset) -> Result<ModelSpec> {
+    let mut tasks = data.tasks().to_vec();
+    for (name, &w) in &cfg.task_weights {
+        match tasks.iter_mut().find(|t| &t.name == name) {
+            Some(t) => t.weight = w,
+            None => {
+                let known: Vec<&str> = data.tasks().iter().map(|t| t.name.as_str()).collect();
+                return Err(Error::config(format!(
+                    "task weight for unknown task {name:?}; the dataset has tasks {}",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(ModelSpec {
+        input_dim: data.input_dim(),
+        hidden: cfg.model.hidden.clone(),
+        activation: cfg.model.activation,
+        tasks,
+    })
+}

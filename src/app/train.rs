@@ -1,0 +1,144 @@
+//! `ringtrain train`: set-up (every check agreed by all ranks before any
+//! work), the loop, evaluation and the saved parameters.
+
+use crate::app::{model_spec, open_dataset};
+use crate::backend::cpu::Cpu;
+use crate::checkpoint::{load_params, save_params};
+use crate::cli::TrainArgs;
+use crate::comm::{Communicator, agree, check_same};
+use crate::config::TrainConfig;
+use crate::data::{Dataset, Split, sampler};
+use crate::error::{Error, Result};
+use crate::model::layout::{ParamLayout, checksum, init_params};
+use crate::model::spec::ModelSpec;
+use crate::report::Reporter;
+use crate::train::{HostReduce, Trainer};
+use crate::world::World;
+
+pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
+    let cfg = agree(comm, args.to_config())?;
+    let data = agree(comm, open_dataset(&cfg))?;
+    let spec = agree(comm, model_spec(&cfg, &*data))?;
+    agree(comm, check_batch(&cfg, &*data, comm.size()))?;
+    agree(comm, check_data_slice(&*data, comm))?;
+
+    let layout = ParamLayout::new(&spec);
+    let init = agree(
+        comm,
+        match &cfg.train.init {
+            Some(p) => load_params(p, &spec, &layout),
+            None => Ok(init_params(&layout, cfg.train.seed)),
+        },
+    )?;
+    check_same(comm, "checksum of the initial parameters", checksum(&init))?;
+    let mut rep = agree(
+        comm,
+        Reporter::new(
+            world.is_root(),
+            &spec.tasks,
+            cfg.train.steps,
+            cfg.train.log_every,
+            cfg.train.global_batch,
+            cfg.train.metrics_out.as_deref(),
+        ),
+    )?;
+
+    let reduce = HostReduce(comm);
+    let mut tr = Trainer::new(&cfg, spec.clone(), comm, &reduce, &*data, Cpu::<f32>::new(), &init);
+    print_header(&rep, world, comm, &cfg, &spec, &*data, tr.num_params());
+
+    // From here on every rank runs the same collectives; an error on one
+    // rank (an unreadable file, a full disk) must end all of them.
+    let fatal = |e: Error| -> ! {
+        eprintln!("ringtrain: rank {}: error: {e}", world.rank);
+        world.abort(2)
+    };
+    let steps = cfg.train.steps;
+    for step in 0..steps {
+        let r = tr.step(step).unwrap_or_else(|e| fatal(e));
+        rep.step(&r).unwrap_or_else(|e| fatal(e));
+        let done = step + 1;
+        let every = cfg.train.eval_every;
+        if (every > 0 && done % every == 0) || done == steps {
+            let m = tr.evaluate().unwrap_or_else(|e| fatal(e));
+            rep.eval(done, &m).unwrap_or_else(|e| fatal(e));
+        }
+    }
+    rep.finish().unwrap_or_else(|e| fatal(e));
+
+    let saved = match (&cfg.train.save, world.is_root()) {
+        (Some(path), true) => save_params(path, &spec, &tr.model.layout, &tr.params_to_host())
+            .map(|()| rep.line(&format!("saved parameters to {}", path.display()))),
+        _ => Ok(()),
+    };
+    agree(comm, saved)
+}
+
+/// The global batch must give every rank at least one sample and must
+/// fit in the training set (a batch never repeats a sample).
+fn check_batch(cfg: &TrainConfig, data: &dyn Dataset, world: usize) -> Result<()> {
+    let gb = cfg.train.global_batch;
+    if gb < world {
+        return Err(Error::config(format!(
+            "--global-batch {gb} is smaller than the number of ranks ({world}): every rank needs at least one sample"
+        )));
+    }
+    let n = data.len(Split::Train);
+    if gb > n {
+        return Err(Error::config(format!(
+            "--global-batch {gb} is larger than the training set ({n} samples)"
+        )));
+    }
+    Ok(())
+}
+
+/// Each rank checks its slice of both splits; together they check all.
+fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
+    for split in [Split::Train, Split::Val] {
+        let r = sampler::shard(data.len(split), comm.rank(), comm.size());
+        data.validate_rows(split, r.start, r.end)?;
+    }
+    Ok(())
+}
+
+fn print_header(
+    rep: &Reporter,
+    world: &World,
+    comm: &dyn Communicator,
+    cfg: &TrainConfig,
+    spec: &ModelSpec,
+    data: &dyn Dataset,
+    params: usize,
+) {
+    let heads: Vec<String> = spec
+        .tasks
+        .iter()
+        .map(|t| format!("{}:{}({}) λ={}", t.name, t.kind.name(), t.kind.out_dim(), t.weight))
+        .collect();
+    let per_rank = sampler::shard(cfg.train.global_batch, 0, comm.size()).len();
+    rep.line(&format!(
+        "ringtrain: {} rank(s) via {} ({}), backend cpu f32, {} thread(s)/rank",
+        world.size,
+        comm.name(),
+        world.mpi_library.as_deref().unwrap_or("no MPI"),
+        cfg.train.threads
+    ));
+    rep.line(&format!(
+        "model: {} -> {:?} {} -> {} | {} parameters",
+        spec.input_dim,
+        spec.hidden,
+        spec.activation.name(),
+        heads.join(", "),
+        params
+    ));
+    rep.line(&format!(
+        "data: {} | global batch {} (~{} per rank) | {} steps | {:?} lr {} {:?}",
+        data.describe(),
+        cfg.train.global_batch,
+        per_rank,
+        cfg.train.steps,
+        cfg.optim.optimizer,
+        cfg.optim.lr,
+        cfg.optim.schedule
+    ));
+}

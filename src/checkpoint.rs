@@ -1,0 +1,146 @@
+//! Parameters in and out as safetensors, readable by PyTorch.
+//!
+//! Tensors are named and shaped like the equivalent PyTorch module
+//! (`trunk.0.weight` [out, in], `heads.<task>.bias` [out], ...); the model
+//! spec travels as JSON in the metadata (`ringtrain.spec`), so a file alone
+//! is enough to rebuild the model elsewhere.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::layout::ParamLayout;
+use crate::model::spec::ModelSpec;
+
+pub const SPEC_KEY: &str = "ringtrain.spec";
+
+/// Writes `bytes` to `path` so that readers see the old file or the new
+/// one, never a part: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let io = |e| Error::io(path, e);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// The safetensors bytes of the parameters, with the spec in the metadata.
+pub fn params_to_bytes(
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+    params: &[f32],
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>> {
+    let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut views = vec![];
+    for e in &layout.entries {
+        let data = &bytes[4 * e.offset..4 * (e.offset + e.len())];
+        let v = TensorView::new(Dtype::F32, e.shape.clone(), data)
+            .map_err(|err| Error::Comm(format!("safetensors: {err}")))?;
+        views.push((e.name.clone(), v));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert(
+        SPEC_KEY.to_string(),
+        serde_json::to_string(spec).expect("spec serialises"),
+    );
+    for (k, v) in extra {
+        meta.insert(k.to_string(), v.clone());
+    }
+    safetensors::serialize(views, Some(meta))
+        .map_err(|err| Error::Comm(format!("safetensors: {err}")))
+}
+
+pub fn save_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout, params: &[f32]) -> Result<()> {
+    write_atomic(path, &params_to_bytes(spec, layout, params, &[])?)
+}
+
+/// Reads parameters for `spec` from a safetensors file. Every tensor of the
+/// layout must be present as f32 with the right shape; if the file carries
+/// a ringtrain spec it must describe the same architecture.
+pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| Error::Params {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    if let Some(json) = meta.metadata().as_ref().and_then(|m| m.get(SPEC_KEY)) {
+        let theirs: ModelSpec = serde_json::from_str(json)
+            .map_err(|e| bad(format!("unreadable {SPEC_KEY} metadata ({e})")))?;
+        check_same_architecture(&theirs, spec).map_err(bad)?;
+    }
+    let mut params = vec![0f32; layout.total];
+    for e in &layout.entries {
+        let t = st
+            .tensor(&e.name)
+            .map_err(|_| bad(format!("tensor {} is missing", e.name)))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor {} has dtype {:?}, expected F32",
+                e.name,
+                t.dtype()
+            )));
+        }
+        if t.shape() != e.shape.as_slice() {
+            return Err(bad(format!(
+                "tensor {} has shape {:?}, the model needs {:?}",
+                e.name,
+                t.shape(),
+                e.shape
+            )));
+        }
+        for (p, c) in params[e.range()].iter_mut().zip(t.data().chunks_exact(4)) {
+            *p = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    }
+    Ok(params)
+}
+
+fn check_same_architecture(file: &ModelSpec, ours: &ModelSpec) -> std::result::Result<(), String> {
+    let kinds = |s: &ModelSpec| -> Vec<(String, crate::tasks::TaskKind)> {
+        s.tasks.iter().map(|t| (t.name.clone(), t.kind)).collect()
+    };
+    if file.input_dim != ours.input_dim
+        || file.hidden != ours.hidden
+        || file.activation != ours.activation
+        || kinds(file) != kinds(ours)
+    {
+        return Err(format!(
+            "saved model is input {} hidden {:?} {} tasks {:?}; this run is input {} hidden {:?} {} tasks {:?}",
+            file.input_dim,
+            file.hidden,
+            file.activation.name(),
+            kinds(file),
+            ours.input_dim,
+            ours.hidden,
+            ours.activation.name(),
+            kinds(ours)
+        ));
+    }
+    Ok(())
+}

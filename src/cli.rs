@@ -1,0 +1,228 @@
+//! Command-line interface (clap). Values given here override the config
+//! file, which overrides the defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{OptimizerKind, Schedule, TrainConfig};
+use crate::error::{Error, Result};
+use crate::model::spec::Activation;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringtrain",
+    version,
+    about = "Data-parallel multi-task training: launch with `mpirun -np N ringtrain train`"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train the multi-task model (synchronous data-parallel SGD).
+    Train(TrainArgs),
+    /// Print the world (ranks, hosts, MPI library) and the available backends.
+    Info,
+    /// Dataset tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Write the embedded synthetic dataset as a dataset directory (.npy files).
+    Synth {
+        /// Directory to create (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Training samples.
+        #[arg(long, default_value_t = 65536)]
+        train: usize,
+        /// Validation samples.
+        #[arg(long, default_value_t = 8192)]
+        val: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time the training step, split into phases, against a GEMM-only baseline.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Compute device (only `cpu` in this build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Samples per rank per step (the global batch is this times the ranks).
+    #[arg(long, default_value_t = 256)]
+    pub batch_per_rank: usize,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 50)]
+    pub iters: u64,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ModelArgs {
+    /// Trunk layer widths, comma-separated (e.g. 256,256).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    #[arg(long, value_enum)]
+    pub activation: Option<Activation>,
+    /// Compute threads per rank (CPU backend).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// TOML config file (see docs/config.md); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Dataset directory (.npy files + tasks.toml); default: embedded synthetic set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Samples per step over all ranks (split as evenly as possible).
+    #[arg(long)]
+    pub global_batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    #[arg(long)]
+    pub min_lr: Option<f32>,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long)]
+    pub clip_norm: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Validate every N steps and at the end (0: only at the end).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Print a training line every N steps (plain output).
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Write the final parameters here (safetensors, PyTorch names).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Start from parameters saved by --save.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Write one JSON object per step and per evaluation (JSON Lines).
+    #[arg(long)]
+    pub metrics_out: Option<PathBuf>,
+    /// Loss weight of a task, NAME=WEIGHT (repeatable).
+    #[arg(long = "task-weight", value_name = "NAME=WEIGHT")]
+    pub task_weight: Vec<String>,
+    /// Compute device (only `cpu` in this build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl ModelArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        if let Some(h) = &self.hidden {
+            c.model.hidden = h.clone();
+        }
+        if let Some(a) = self.activation {
+            c.model.activation = a;
+        }
+        if let Some(t) = self.threads {
+            c.train.threads = t;
+        }
+    }
+}
+
+impl TrainArgs {
+    /// Defaults, then the config file, then these flags; then validated.
+    pub fn to_config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_file(p)?,
+            None => TrainConfig::default(),
+        };
+        self.model.apply(&mut c);
+        macro_rules! set {
+            ($flag:ident => $($field:tt)+) => {
+                if let Some(v) = self.$flag.clone() {
+                    c.$($field)+ = v;
+                }
+            };
+        }
+        set!(steps => train.steps);
+        set!(global_batch => train.global_batch);
+        set!(seed => train.seed);
+        set!(eval_every => train.eval_every);
+        set!(log_every => train.log_every);
+        set!(lr => optim.lr);
+        set!(optimizer => optim.optimizer);
+        set!(momentum => optim.momentum);
+        set!(weight_decay => optim.weight_decay);
+        set!(schedule => optim.schedule);
+        if self.warmup_steps.is_some() {
+            c.optim.warmup_steps = self.warmup_steps;
+        }
+        set!(min_lr => optim.min_lr);
+        set!(clip_norm => optim.clip_norm);
+        if self.data.is_some() {
+            c.data.path = self.data.clone();
+        }
+        if self.save.is_some() {
+            c.train.save = self.save.clone();
+        }
+        if self.init.is_some() {
+            c.train.init = self.init.clone();
+        }
+        if self.metrics_out.is_some() {
+            c.train.metrics_out = self.metrics_out.clone();
+        }
+        for tw in &self.task_weight {
+            let (name, w) = tw
+                .split_once('=')
+                .ok_or_else(|| Error::config(format!("--task-weight {tw:?}: expected NAME=WEIGHT")))?;
+            let w: f32 = w
+                .parse()
+                .map_err(|_| Error::config(format!("--task-weight {tw:?}: {w:?} is not a number")))?;
+            c.task_weights.insert(name.to_string(), w);
+        }
+        check_device(&self.device)?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" | "auto" => Ok(()),
+        other => Err(Error::config(format!(
+            "--device {other}: this build has the cpu backend only (cpu, auto)"
+        ))),
+    }
+}

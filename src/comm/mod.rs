@@ -1,0 +1,73 @@
+//! Collective communication between ranks.
+//!
+//! [`Communicator`] is what the rest of the program sees: sum/average
+//! all-reduce of f32 buffers, small f64/u64 reductions and gathers for
+//! control data, broadcast and barrier. `mpi` implements it over
+//! MPI_COMM_WORLD; `single` is the world of one rank (no MPI needed).
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod single;
+
+use crate::error::{Error, Result};
+
+pub trait Communicator {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Short name for logs ("mpi", "single").
+    fn name(&self) -> &'static str;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over ranks of small control values, in place.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Every rank's value, indexed by rank.
+    fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>>;
+    /// Every rank's `mine` (the same length on all ranks), concatenated in
+    /// rank order.
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<u8>>;
+    /// Root's bytes to every rank (all ranks pass buffers of the same length).
+    fn broadcast(&self, root: usize, buf: &mut [u8]) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+
+    /// g ← (1/n) Σ g_i: the synchronous-SGD gradient average.
+    fn all_reduce_avg(&self, buf: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum(buf)?;
+        let n = self.size();
+        if n > 1 {
+            let inv = 1.0 / n as f32;
+            buf.iter_mut().for_each(|v| *v *= inv);
+        }
+        Ok(())
+    }
+}
+
+/// Makes a rank-local outcome collective: if any rank failed, every rank
+/// returns an error, the lowest failing rank its own and the others
+/// [`Error::OtherRank`] (so exactly one message is printed). Call it at the
+/// same point on every rank.
+pub fn agree<T>(comm: &dyn Communicator, local: Result<T>) -> Result<T> {
+    let failed = comm.all_gather_u64(local.is_err() as u64)?;
+    match failed.iter().position(|&f| f != 0) {
+        None => local,
+        Some(r) if r == comm.rank() => local,
+        Some(r) => Err(Error::OtherRank(r)),
+    }
+}
+
+/// Checks that a value (a hash) is the same on every rank; the error names
+/// the ranks that differ from rank 0.
+pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()> {
+    let all = comm.all_gather_u64(value)?;
+    let odd: Vec<String> = (0..all.len())
+        .filter(|&r| all[r] != all[0])
+        .map(|r| r.to_string())
+        .collect();
+    if odd.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Consistency(format!(
+            "{what} differs from rank 0 on rank(s) {}",
+            odd.join(", ")
+        )))
+    }
+}

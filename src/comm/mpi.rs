@@ -1,0 +1,75 @@
+//! Collectives over MPI_COMM_WORLD (rsmpi).
+
+use std::cell::RefCell;
+
+use mpi::collective::SystemOperation;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{CommunicatorCollectives, Root};
+use mpi::topology::Communicator as _;
+
+use super::Communicator;
+use crate::error::Result;
+
+pub struct MpiComm {
+    world: SimpleCommunicator,
+    /// rsmpi has no MPI_IN_PLACE: a receive buffer, grown once and reused.
+    scratch: RefCell<Vec<f32>>,
+}
+
+impl MpiComm {
+    /// MPI must be initialised (see `world::World`).
+    pub fn world() -> Self {
+        MpiComm {
+            world: SimpleCommunicator::world(),
+            scratch: RefCell::new(vec![]),
+        }
+    }
+}
+
+impl Communicator for MpiComm {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        let mut scratch = self.scratch.borrow_mut();
+        if scratch.len() < buf.len() {
+            scratch.resize(buf.len(), 0.0);
+        }
+        let out = &mut scratch[..buf.len()];
+        self.world
+            .all_reduce_into(&*buf, out, SystemOperation::sum());
+        buf.copy_from_slice(out);
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        let mut out = vec![0f64; buf.len()];
+        self.world
+            .all_reduce_into(&*buf, &mut out[..], SystemOperation::sum());
+        buf.copy_from_slice(&out);
+        Ok(())
+    }
+    fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>> {
+        let mut out = vec![0u64; self.size()];
+        self.world.all_gather_into(&value, &mut out[..]);
+        Ok(out)
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; mine.len() * self.size()];
+        self.world.all_gather_into(mine, &mut out[..]);
+        Ok(out)
+    }
+    fn broadcast(&self, root: usize, buf: &mut [u8]) -> Result<()> {
+        self.world.process_at_rank(root as i32).broadcast_into(buf);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.world.barrier();
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! One `TrainConfig`: defaults, then a TOML file, then command-line
+//! overrides, validated as a whole before anything runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::spec::Activation;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: LoopConfig,
+    pub optim: OptimConfig,
+    /// Per-task loss weights λ_t overriding the dataset's defaults.
+    pub task_weights: BTreeMap<String, f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset directory (.npy + tasks.toml); None: the embedded synthetic set.
+    pub path: Option<PathBuf>,
+    /// Seed and sizes of the embedded synthetic dataset.
+    pub synthetic_seed: u64,
+    pub synthetic_train: usize,
+    pub synthetic_val: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    pub steps: u64,
+    pub global_batch: usize,
+    /// Seeds parameter init and the order of samples.
+    pub seed: u64,
+    /// Validate every N steps and at the end (0: only at the end).
+    pub eval_every: u64,
+    /// Print a training line every N steps (when not on a TTY).
+    pub log_every: u64,
+    pub save: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub metrics_out: Option<PathBuf>,
+    /// Compute threads per rank (CPU backend).
+    pub threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Linear warm-up, then cosine decay to `min_lr`.
+    Cosine,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub schedule: Schedule,
+    /// Warm-up steps of the cosine schedule (default: 5% of the steps).
+    pub warmup_steps: Option<u64>,
+    pub min_lr: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub clip_norm: f32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            hidden: vec![256, 256],
+            activation: Activation::Relu,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: None,
+            synthetic_seed: 1,
+            synthetic_train: 65536,
+            synthetic_val: 8192,
+        }
+    }
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            steps: 600,
+            global_batch: 256,
+            seed: 0,
+            eval_every: 200,
+            log_every: 50,
+            save: None,
+            init: None,
+            metrics_out: None,
+            threads: 1,
+        }
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            optimizer: OptimizerKind::Adamw,
+            lr: 2e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            schedule: Schedule::Cosine,
+            warmup_steps: None,
+            min_lr: 0.0,
+            clip_norm: 1.0,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            train: LoopConfig::default(),
+            optim: OptimConfig::default(),
+            task_weights: BTreeMap::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Defaults overlaid with a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every value that does not depend on the data or the world.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        let t = &self.train;
+        let o = &self.optim;
+        if t.steps == 0 {
+            return bad("--steps must be at least 1".into());
+        }
+        if t.global_batch == 0 {
+            return bad("--global-batch must be at least 1".into());
+        }
+        if t.threads == 0 || t.threads > 1024 {
+            return bad(format!("--threads must be in 1..=1024, got {}", t.threads));
+        }
+        if self.model.hidden.contains(&0) {
+            return bad("--hidden: every layer width must be at least 1".into());
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", o.lr));
+        }
+        if !(o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum)) {
+            return bad(format!("--momentum must be in [0, 1), got {}", o.momentum));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be >= 0, got {}",
+                o.weight_decay
+            ));
+        }
+        for (name, b) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                return bad(format!("optim.{name} must be in [0, 1), got {b}"));
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return bad(format!("optim.eps must be > 0, got {}", o.eps));
+        }
+        if !(o.min_lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr) {
+            return bad(format!("--min-lr must be in [0, lr], got {}", o.min_lr));
+        }
+        if self.warmup_steps() > t.steps {
+            return bad(format!(
+                "--warmup-steps ({}) exceeds --steps ({})",
+                self.warmup_steps(),
+                t.steps
+            ));
+        }
+        if !(o.clip_norm.is_finite() && o.clip_norm >= 0.0) {
+            return bad(format!("--clip-norm must be >= 0, got {}", o.clip_norm));
+        }
+        for (task, w) in &self.task_weights {
+            if !(w.is_finite() && *w >= 0.0) {
+                return bad(format!("weight of task {task} must be >= 0, got {w}"));
+            }
+        }
+        if self.data.path.is_none() && (self.data.synthetic_train == 0 || self.data.synthetic_val == 0)
+        {
+            return bad("synthetic dataset sizes must be at least 1".into());
+        }
+        for p in [&t.save, &t.metrics_out].into_iter().flatten() {
+            check_output_path(p)?;
+        }
+        Ok(())
+    }
+
+    pub fn warmup_steps(&self) -> u64 {
+        self.optim.warmup_steps.unwrap_or(self.train.steps / 20)
+    }
+
+    /// Learning rate at a 0-based step.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let o = &self.optim;
+        let warmup = self.warmup_steps();
+        match o.schedule {
+            Schedule::Constant => o.lr,
+            Schedule::Cosine => {
+                if step < warmup {
+                    return o.lr * (step + 1) as f32 / warmup as f32;
+                }
+                let span = (self.train.steps - warmup).max(1) as f64;
+                let frac = (step - warmup) as f64 / span;
+                let cos = 0.5 * (1.0 + (std::f64::consts::PI * frac).cos());
+                (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
+            }
+        }
+    }
+}
+
+/// An output file must go into an existing directory and must not be a
+/// directory itself; checked up front so a long run never fails at the end.
+pub fn check_output_path(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: is a directory, expected a file path",
+            p.display()
+        )));
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: directory {} does not exist",
+            p.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_toml_overlays() {
+        TrainConfig::default().validate().unwrap();
+        let c: TrainConfig = toml::from_str(
+            "[train]\nsteps = 10\n[optim]\noptimizer = \"sgd\"\n[task_weights]\nshape = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.train.steps, 10);
+        assert_eq!(c.optim.optimizer, OptimizerKind::Sgd);
+        assert_eq!(c.task_weights["shape"], 0.5);
+        assert_eq!(c.train.global_batch, LoopConfig::default().global_batch);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<TrainConfig>("[train]\nstep = 10\n").is_err());
+        let mut c = TrainConfig::default();
+        c.optim.lr = -1.0;
+        assert!(c.validate().is_err());
+        let mut c = TrainConfig::default();
+        c.optim.momentum = 1.0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn cosine_schedule_warms_up_and_decays() {
+        let mut c = TrainConfig::default();
+        c.train.steps = 100;
+        c.optim.warmup_steps = Some(10);
+        c.optim.lr = 1.0;
+        assert!((c.lr_at(0) - 0.1).abs() < 1e-6);
+        assert!((c.lr_at(9) - 1.0).abs() < 1e-6);
+        assert!((c.lr_at(10) - 1.0).abs() < 1e-6);
+        assert!(c.lr_at(99) < 0.01);
+        assert!(c.lr_at(55) < c.lr_at(30));
+    }
+}

@@ -1,0 +1,321 @@
+//! The embedded default dataset: three tasks that all depend on one latent
+//! vector, so a shared trunk helps every head.
+//!
+//! Each sample draws a latent `z ∈ R^8 ~ N(0, I)`; the input is
+//! `x = tanh(A z) + 0.1 ε` (32 values), and the labels are
+//! - `shape` (classify, 4 classes): `argmax(C z + 0.3 ε)`,
+//! - `size` (regress, dim 2): `[sin(w1·z), (w2·z)²/2 − 0.5] + 0.1 ε`,
+//! - `flag` (binary): `w3·z + 0.5 tanh(w4·z) + 0.3 ε > 0.3`,
+//!
+//! each missing (NaN) with probability 0.15, 0.25 and 0.10. `A`, `C` and the
+//! `w`s come from the dataset seed; every sample is a pure function of
+//! (seed, split, index), generated on demand, so nothing is stored.
+
+use super::sampler::{hash_words, splitmix64};
+use super::{Dataset, Split, check_fill_args};
+use crate::error::Result;
+use crate::tasks::{TaskKind, TaskSpec};
+
+const LATENT: usize = 8;
+const INPUT: usize = 32;
+const CLASSES: usize = 4;
+/// Label columns: shape, size (2), flag.
+const LABELS: usize = 4;
+const MISSING: [f64; 3] = [0.15, 0.25, 0.10];
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Tags separating the random streams of one sample (and the parameters).
+#[derive(Clone, Copy)]
+enum Stream {
+    Latent = 1,
+    InputNoise,
+    ShapeNoise,
+    SizeNoise,
+    FlagNoise,
+    Missing,
+    Params,
+}
+
+/// Counter-based random numbers: value `k` of the stream `key`.
+#[derive(Clone, Copy)]
+struct Rng {
+    key: u64,
+}
+
+impl Rng {
+    fn new(words: &[u64]) -> Self {
+        Rng {
+            key: hash_words(words),
+        }
+    }
+
+    /// Uniform in the open interval (0, 1): value `k` of a SplitMix64
+    /// sequence started at `key`.
+    fn uniform(self, k: u64) -> f64 {
+        let bits = splitmix64(self.key.wrapping_add(k.wrapping_mul(GOLDEN))) >> 11;
+        (bits as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Standard normal `k` by Box-Muller: normals `2m` and `2m+1` are the
+    /// cosine and sine branches of uniform pair `m`.
+    fn normal(self, k: u64) -> f64 {
+        let m = k / 2;
+        let (u1, u2) = (self.uniform(2 * m), self.uniform(2 * m + 1));
+        let angle = std::f64::consts::TAU * u2;
+        let branch = if k.is_multiple_of(2) { angle.cos() } else { angle.sin() };
+        (-2.0 * u1.ln()).sqrt() * branch
+    }
+}
+
+type Vec8 = [f64; LATENT];
+
+fn dot(a: &Vec8, b: &Vec8) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The synthetic multi-task dataset.
+#[derive(Clone, Debug)]
+pub struct Synthetic {
+    seed: u64,
+    n_train: usize,
+    n_val: usize,
+    tasks: Vec<TaskSpec>,
+    a: [Vec8; INPUT],
+    c: [Vec8; CLASSES],
+    /// Unit vectors, so each `w·z` is N(0, 1).
+    w: [Vec8; 4],
+}
+
+impl Synthetic {
+    pub fn new(seed: u64, n_train: usize, n_val: usize) -> Self {
+        let param = |which: u64, scale: f64| -> Vec8 {
+            let rng = Rng::new(&[seed, Stream::Params as u64, which]);
+            std::array::from_fn(|j| rng.normal(j as u64) * scale)
+        };
+        let unit = |which: u64| -> Vec8 {
+            let v = param(which, 1.0);
+            let norm = dot(&v, &v).sqrt().max(1e-12);
+            v.map(|x| x / norm)
+        };
+        let a = std::array::from_fn(|i| param(i as u64, 1.0 / (LATENT as f64).sqrt()));
+        let c = std::array::from_fn(|i| param(100 + i as u64, 1.0));
+        let w = std::array::from_fn(|i| unit(200 + i as u64));
+        Synthetic {
+            seed,
+            n_train,
+            n_val,
+            tasks: default_tasks(),
+            a,
+            c,
+            w,
+        }
+    }
+
+    /// 65536 training and 8192 validation samples.
+    pub fn default_sizes(seed: u64) -> Self {
+        Synthetic::new(seed, 65536, 8192)
+    }
+
+    /// Generates sample `index` of `split` into `x` (32) and `labels` (4).
+    fn row(&self, split: Split, index: u64, x: &mut [f32], labels: &mut [f32]) {
+        let split_id = match split {
+            Split::Train => 1,
+            Split::Val => 2,
+        };
+        let rng = |s: Stream| Rng::new(&[self.seed, split_id, index, s as u64]);
+        let latent = rng(Stream::Latent);
+        let z: Vec8 = std::array::from_fn(|j| latent.normal(j as u64));
+
+        let noise = rng(Stream::InputNoise);
+        for (i, (xi, ai)) in x.iter_mut().zip(&self.a).enumerate() {
+            *xi = (dot(ai, &z).tanh() + 0.1 * noise.normal(i as u64)) as f32;
+        }
+
+        let noise = rng(Stream::ShapeNoise);
+        let scores = self
+            .c
+            .iter()
+            .enumerate()
+            .map(|(k, ck)| dot(ck, &z) + 0.3 * noise.normal(k as u64));
+        let class = argmax(scores);
+
+        let noise = rng(Stream::SizeNoise);
+        let size0 = dot(&self.w[0], &z).sin() + 0.1 * noise.normal(0);
+        let size1 = dot(&self.w[1], &z).powi(2) / 2.0 - 0.5 + 0.1 * noise.normal(1);
+
+        let noise = rng(Stream::FlagNoise);
+        let score = dot(&self.w[2], &z) + 0.5 * dot(&self.w[3], &z).tanh() + 0.3 * noise.normal(0);
+        let flag = if score > 0.3 { 1.0 } else { 0.0 };
+
+        let missing = rng(Stream::Missing);
+        let present = |t: usize| missing.uniform(t as u64) >= MISSING[t];
+        let or_nan = |keep: bool, v: f64| if keep { v as f32 } else { f32::NAN };
+        labels[0] = or_nan(present(0), class as f64);
+        let size_present = present(1);
+        labels[1] = or_nan(size_present, size0);
+        labels[2] = or_nan(size_present, size1);
+        labels[3] = or_nan(present(2), flag);
+    }
+}
+
+fn argmax(values: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+fn default_tasks() -> Vec<TaskSpec> {
+    let spec = |name: &str, kind| TaskSpec {
+        name: name.into(),
+        kind,
+        weight: 1.0,
+    };
+    vec![
+        spec("shape", TaskKind::Classify { classes: CLASSES }),
+        spec("size", TaskKind::Regress { dim: 2 }),
+        spec("flag", TaskKind::Binary),
+    ]
+}
+
+impl Dataset for Synthetic {
+    fn describe(&self) -> String {
+        format!(
+            "synthetic(seed={}, train={}, val={})",
+            self.seed, self.n_train, self.n_val
+        )
+    }
+
+    fn input_dim(&self) -> usize {
+        INPUT
+    }
+
+    fn tasks(&self) -> &[TaskSpec] {
+        &self.tasks
+    }
+
+    fn len(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.n_train,
+            Split::Val => self.n_val,
+        }
+    }
+
+    fn fill(&self, split: Split, indices: &[u64], x: &mut [f32], labels: &mut [f32]) -> Result<()> {
+        check_fill_args(self, split, indices, x, labels)?;
+        let rows = x
+            .chunks_exact_mut(INPUT)
+            .zip(labels.chunks_exact_mut(LABELS));
+        for (&i, (xr, lr)) in indices.iter().zip(rows) {
+            self.row(split, i, xr, lr);
+        }
+        Ok(())
+    }
+
+    /// Generated data is valid by construction.
+    fn validate_rows(&self, _split: Split, _lo: usize, _hi: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::columns;
+
+    fn fill_all(ds: &Synthetic, split: Split, idx: &[u64]) -> (Vec<f32>, Vec<f32>) {
+        let mut x = vec![0.0; idx.len() * INPUT];
+        let mut l = vec![0.0; idx.len() * LABELS];
+        ds.fill(split, idx, &mut x, &mut l).unwrap();
+        (x, l)
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    #[test]
+    fn layout_matches_tasks() {
+        let ds = Synthetic::new(1, 10, 5);
+        let cols = columns(&ds);
+        assert_eq!(
+            (cols.label_cols, cols.label_off.clone()),
+            (LABELS, vec![0, 1, 3])
+        );
+        assert_eq!(ds.describe(), "synthetic(seed=1, train=10, val=5)");
+        assert_eq!(Synthetic::default_sizes(3).len(Split::Train), 65536);
+        assert_eq!(Synthetic::default_sizes(3).len(Split::Val), 8192);
+    }
+
+    #[test]
+    fn deterministic_and_batch_equals_rows() {
+        let ds = Synthetic::new(7, 1000, 100);
+        let idx = [5u64, 999, 0, 5, 321];
+        let (x, l) = fill_all(&ds, Split::Train, &idx);
+        let again = Synthetic::new(7, 1000, 100);
+        assert_eq!((bits(&x), bits(&l)), {
+            let (x2, l2) = fill_all(&again, Split::Train, &idx);
+            (bits(&x2), bits(&l2))
+        });
+        for (j, &i) in idx.iter().enumerate() {
+            let (xr, lr) = fill_all(&ds, Split::Train, &[i]);
+            assert_eq!(bits(&xr), bits(&x[j * INPUT..(j + 1) * INPUT]));
+            assert_eq!(bits(&lr), bits(&l[j * LABELS..(j + 1) * LABELS]));
+        }
+        assert_eq!(bits(&x[..INPUT]), bits(&x[3 * INPUT..4 * INPUT]));
+        assert!(x.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn seeds_and_splits_differ() {
+        let idx: Vec<u64> = (0..50).collect();
+        let (a, _) = fill_all(&Synthetic::new(1, 100, 100), Split::Train, &idx);
+        let (b, _) = fill_all(&Synthetic::new(2, 100, 100), Split::Train, &idx);
+        let (c, _) = fill_all(&Synthetic::new(1, 100, 100), Split::Val, &idx);
+        assert_ne!(bits(&a), bits(&b));
+        assert_ne!(bits(&a), bits(&c));
+    }
+
+    #[test]
+    fn rejects_bad_fill_args() {
+        let ds = Synthetic::new(1, 10, 5);
+        let (mut x, mut l) = (vec![0.0; INPUT], vec![0.0; LABELS]);
+        assert!(ds.fill(Split::Val, &[5], &mut x, &mut l).is_err());
+        assert!(ds.fill(Split::Train, &[1, 2], &mut x, &mut l).is_err());
+        assert!(ds.fill(Split::Train, &[9], &mut x, &mut l).is_ok());
+    }
+
+    #[test]
+    fn label_statistics() {
+        let n = 20000;
+        let ds = Synthetic::new(11, n, 10);
+        let idx: Vec<u64> = (0..n as u64).collect();
+        let (x, l) = fill_all(&ds, Split::Train, &idx);
+        let rows: Vec<&[f32]> = l.chunks_exact(LABELS).collect();
+        let rate = |c: usize| rows.iter().filter(|r| r[c].is_nan()).count() as f64 / n as f64;
+        for (c, want) in [(0, 0.15), (1, 0.25), (3, 0.10)] {
+            assert!((rate(c) - want).abs() < 0.02, "column {c}: {}", rate(c));
+        }
+        // Both size columns are missing together.
+        assert!(rows.iter().all(|r| r[1].is_nan() == r[2].is_nan()));
+        let mut counts = [0usize; CLASSES];
+        for r in rows.iter().filter(|r| !r[0].is_nan()) {
+            counts[r[0] as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > n / 40), "classes {counts:?}");
+        let flags: Vec<f32> = rows.iter().map(|r| r[3]).filter(|v| !v.is_nan()).collect();
+        assert!(flags.iter().all(|&v| v == 0.0 || v == 1.0));
+        let pos = flags.iter().sum::<f32>() as f64 / flags.len() as f64;
+        assert!((0.15..0.85).contains(&pos), "positive rate {pos}");
+        let sizes: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| [r[1], r[2]])
+            .filter(|v| !v.is_nan())
+            .collect();
+        assert!(sizes.iter().all(|v| v.abs() < 20.0));
+        assert!(x.iter().all(|v| v.abs() < 2.0));
+    }
+}

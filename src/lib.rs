@@ -1,0 +1,19 @@
+//! ringtrain: synchronous data-parallel training of a multi-task network
+//! across MPI ranks. See docs/ARCHITECTURE.md for the map of the crate.
+
+pub mod app;
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod comm;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod rng;
+pub mod tasks;
+pub mod train;
+pub mod world;

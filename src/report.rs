@@ -1,0 +1,180 @@
+//! What rank 0 shows and records: a progress bar on a terminal (plain lines
+//! otherwise), evaluation lines, and the JSON Lines metrics file.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::metrics::TaskMetrics;
+use crate::tasks::TaskSpec;
+use crate::train::StepReport;
+
+pub struct Reporter {
+    root: bool,
+    bar: Option<ProgressBar>,
+    metrics: Option<(BufWriter<File>, std::path::PathBuf)>,
+    tasks: Vec<TaskSpec>,
+    steps: u64,
+    log_every: u64,
+    global_batch: usize,
+}
+
+impl Reporter {
+    /// On rank 0 only: opens the metrics file and the progress bar.
+    pub fn new(
+        root: bool,
+        tasks: &[TaskSpec],
+        steps: u64,
+        log_every: u64,
+        global_batch: usize,
+        metrics_out: Option<&Path>,
+    ) -> Result<Self> {
+        let metrics = match metrics_out {
+            Some(p) if root => Some((
+                BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?),
+                p.to_path_buf(),
+            )),
+            _ => None,
+        };
+        let bar = (root && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new(steps);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos:>6}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Ok(Reporter {
+            root,
+            bar,
+            metrics,
+            tasks: tasks.to_vec(),
+            steps,
+            log_every: log_every.max(1),
+            global_batch,
+        })
+    }
+
+    /// A line on stdout from rank 0 (above the bar, if there is one).
+    pub fn line(&self, s: &str) {
+        if !self.root {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+
+    fn record(&mut self, v: Value) -> Result<()> {
+        if let Some((w, p)) = &mut self.metrics {
+            writeln!(w, "{v}").map_err(|e| Error::io(p.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    pub fn step(&mut self, r: &StepReport) -> Result<()> {
+        if !self.root {
+            return Ok(());
+        }
+        let sps = self.global_batch as f64 / r.times.total;
+        let per_task: Vec<String> = self
+            .tasks
+            .iter()
+            .zip(&r.task_losses)
+            .map(|(t, l)| format!("{} {:.4}", t.name, l))
+            .collect();
+        let summary = format!(
+            "loss {:.4} | {} | lr {:.2e} | gnorm {:.3} | {:.0} samples/s",
+            r.loss,
+            per_task.join(" "),
+            r.lr,
+            r.grad_norm,
+            sps
+        );
+        match &self.bar {
+            Some(b) => {
+                b.set_position(r.step + 1);
+                b.set_message(summary);
+            }
+            None => {
+                let n = r.step + 1;
+                if n % self.log_every == 0 || n == 1 || n == self.steps {
+                    println!("step {n:>6}/{} | {summary}", self.steps);
+                }
+            }
+        }
+        let losses: Map<String, Value> = self
+            .tasks
+            .iter()
+            .zip(&r.task_losses)
+            .map(|(t, &l)| (t.name.clone(), json!(l)))
+            .collect();
+        let t = &r.times;
+        self.record(json!({
+            "type": "train",
+            "step": r.step + 1,
+            "loss": r.loss,
+            "losses": losses,
+            "lr": r.lr,
+            "grad_norm": r.grad_norm,
+            "step_time_s": t.total,
+            "comm_time_s": t.comm,
+            "forward_time_s": t.forward,
+            "backward_time_s": t.backward,
+            "update_time_s": t.update,
+            "samples_per_s": sps,
+        }))
+    }
+
+    pub fn eval(&mut self, step: u64, metrics: &[(String, TaskMetrics)]) -> Result<()> {
+        if !self.root {
+            return Ok(());
+        }
+        let parts: Vec<String> = metrics.iter().map(|(n, m)| format_task(n, m)).collect();
+        self.line(&format!("eval  {step:>6}/{} | {}", self.steps, parts.join(" | ")));
+        let tasks: Map<String, Value> = metrics
+            .iter()
+            .map(|(n, m)| (n.clone(), serde_json::to_value(m).expect("metrics serialise")))
+            .collect();
+        self.record(json!({ "type": "eval", "step": step, "tasks": tasks }))
+    }
+
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(b) = self.bar.take() {
+            b.finish();
+        }
+        if let Some((w, p)) = &mut self.metrics {
+            w.flush().map_err(|e| Error::io(p.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// "shape acc 0.912 (base 0.301) loss 0.25" and the like.
+pub fn format_task(name: &str, m: &TaskMetrics) -> String {
+    let mut s = format!("{name}");
+    if let Some(a) = m.accuracy {
+        s += &format!(" acc {a:.4}");
+    }
+    if let Some(a) = m.auc {
+        s += &format!(" auc {a:.4}");
+    }
+    if let Some(b) = m.baseline_accuracy {
+        s += &format!(" (majority {b:.4})");
+    }
+    if let Some(r) = m.rmse {
+        s += &format!(" rmse {r:.4}");
+    }
+    if let Some(r) = m.r2 {
+        s += &format!(" r2 {r:.4}");
+    }
+    s + &format!(" loss {:.4}", m.loss)
+}

@@ -1,0 +1,338 @@
+//! The training loop. One step, top to bottom:
+//!
+//! ```text
+//! batch  = the global batch of (seed, step); this rank takes its slice
+//! counts = Σ_ranks present labels per task   -> loss scales λ_t·n/N_t
+//! out    = model.forward(x)
+//! grads  = model.backward(losses)            -> one flat buffer
+//! grads  = (1/n) Σ_ranks grads               (all-reduce)
+//! params = optimizer(params, grads)          identical on every rank
+//! ```
+
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
+use crate::comm::Communicator;
+use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::{Dataset, Split, sampler};
+use crate::error::Result;
+use crate::metrics::{EvalStats, TaskMetrics};
+use crate::model::Model;
+use crate::model::spec::ModelSpec;
+use crate::tasks::TaskKind;
+
+/// How the gradient buffer of backend `B` is averaged over ranks.
+pub trait GradReduce<B: Backend> {
+    fn all_reduce_avg(&self, be: &B, grads: &mut B::Buf, len: usize) -> Result<()>;
+}
+
+/// Host-memory backends reduce with the host communicator.
+pub struct HostReduce<'a>(pub &'a dyn Communicator);
+
+impl GradReduce<crate::backend::cpu::Cpu<f32>> for HostReduce<'_> {
+    fn all_reduce_avg(&self, _: &crate::backend::cpu::Cpu<f32>, g: &mut Vec<f32>, len: usize) -> Result<()> {
+        self.0.all_reduce_avg(&mut g[..len])
+    }
+}
+
+/// What one step measured, for logs and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct StepReport {
+    pub step: u64,
+    pub lr: f32,
+    /// Σ λ_t L_t and each L_t (NaN if no label of the task was present).
+    pub loss: f64,
+    pub task_losses: Vec<f64>,
+    pub grad_norm: f32,
+    pub times: StepTimes,
+}
+
+/// Seconds spent in each phase of a step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub data: f64,
+    pub forward: f64,
+    pub backward: f64,
+    pub comm: f64,
+    pub update: f64,
+    pub total: f64,
+}
+
+pub struct Trainer<'a, B: Backend> {
+    pub cfg: &'a TrainConfig,
+    pub spec: ModelSpec,
+    comm: &'a dyn Communicator,
+    reduce: &'a dyn GradReduce<B>,
+    data: &'a dyn Dataset,
+    pub be: B,
+    pub model: Model<B>,
+    pub params: B::Buf,
+    grads: B::Buf,
+    /// Momentum (SGD) or first and second moments (AdamW).
+    opt_state: B::Buf,
+    /// Per-task loss sums, then the squared gradient norm.
+    stats: B::Buf,
+    host_x: Vec<f32>,
+    host_labels: Vec<f32>,
+    /// This rank's rows of every global batch.
+    shard: Range<usize>,
+}
+
+impl<'a, B: Backend> Trainer<'a, B> {
+    pub fn new(
+        cfg: &'a TrainConfig,
+        spec: ModelSpec,
+        comm: &'a dyn Communicator,
+        reduce: &'a dyn GradReduce<B>,
+        data: &'a dyn Dataset,
+        be: B,
+        init: &[f32],
+    ) -> Self {
+        let shard = sampler::shard(cfg.train.global_batch, comm.rank(), comm.size());
+        let max_rows = shard.len().max(1);
+        let model = Model::new(&be, spec.clone(), max_rows);
+        let n = model.layout.total;
+        let mut params = be.alloc(n);
+        be.upload(init, &mut params, 0);
+        let state_len = match cfg.optim.optimizer {
+            OptimizerKind::Sgd => n,
+            OptimizerKind::Adamw => 2 * n,
+        };
+        Trainer {
+            host_x: vec![0.0; max_rows * spec.input_dim],
+            host_labels: vec![0.0; max_rows * model.cols.label_cols],
+            grads: be.alloc(n),
+            opt_state: be.alloc(state_len),
+            stats: be.alloc(spec.tasks.len() + 1),
+            params,
+            model,
+            spec,
+            cfg,
+            comm,
+            reduce,
+            data,
+            be,
+            shard,
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.model.layout.total
+    }
+
+    /// Floats held per rank: parameters, gradients, optimizer state, activations.
+    pub fn memory_estimate_bytes(&self) -> usize {
+        let n = self.num_params();
+        let state = match self.cfg.optim.optimizer {
+            OptimizerKind::Sgd => n,
+            OptimizerKind::Adamw => 2 * n,
+        };
+        4 * (2 * n + state + self.model.workspace_len())
+    }
+
+    pub fn params_to_host(&self) -> Vec<f32> {
+        let mut p = vec![0.0; self.num_params()];
+        self.be.download(&self.params, 0, &mut p);
+        p
+    }
+
+    /// One synchronous data-parallel SGD step.
+    pub fn step(&mut self, step: u64) -> Result<StepReport> {
+        let mut t = StepTimes::default();
+        let start = Instant::now();
+        let rows = self.shard.len();
+        let ntask = self.spec.tasks.len();
+
+        // This rank's slice of the global batch of (seed, step).
+        let batch = sampler::global_batch(
+            self.cfg.train.seed,
+            step,
+            self.cfg.train.global_batch,
+            self.data.len(Split::Train),
+        );
+        let x_len = rows * self.spec.input_dim;
+        let l_len = rows * self.model.cols.label_cols;
+        self.data.fill(
+            Split::Train,
+            &batch[self.shard.clone()],
+            &mut self.host_x[..x_len],
+            &mut self.host_labels[..l_len],
+        )?;
+        self.be.upload(&self.host_x[..x_len], &mut self.model.x, 0);
+        self.be.upload(&self.host_labels[..l_len], &mut self.model.labels, 0);
+        t.data = start.elapsed().as_secs_f64();
+
+        // Each task's loss is the mean over labels present in the whole
+        // global batch, so every rank needs the global counts N_t.
+        let c0 = Instant::now();
+        let mut counts = self.local_label_counts(rows);
+        self.comm.all_reduce_sum_f64(&mut counts)?;
+        t.comm += c0.elapsed().as_secs_f64();
+        let losses = self.loss_args(rows, &counts);
+
+        let f0 = Instant::now();
+        self.model.forward(&self.be, &self.params, rows);
+        t.forward = f0.elapsed().as_secs_f64();
+
+        let b0 = Instant::now();
+        self.model.backward(
+            &self.be,
+            &self.params,
+            &mut self.grads,
+            &mut self.stats,
+            &losses,
+            rows,
+            false,
+            &mut |_| {},
+        );
+        t.backward = b0.elapsed().as_secs_f64();
+
+        // g = (1/n) Σ g_i.
+        let c1 = Instant::now();
+        let n = self.num_params();
+        self.reduce.all_reduce_avg(&self.be, &mut self.grads, n)?;
+        t.comm += c1.elapsed().as_secs_f64();
+
+        let u0 = Instant::now();
+        let lr = self.cfg.lr_at(step);
+        self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
+        let args = self.update_args(step, lr);
+        self.be
+            .update(args, n, &mut self.params, &self.grads, &mut self.opt_state, &self.stats);
+        t.update = u0.elapsed().as_secs_f64();
+
+        // Global per-task losses, for the log.
+        let c2 = Instant::now();
+        let mut stats = vec![0f32; ntask + 1];
+        self.be.download(&self.stats, 0, &mut stats);
+        let mut sums: Vec<f64> = stats[..ntask].iter().map(|&v| v as f64).collect();
+        self.comm.all_reduce_sum_f64(&mut sums)?;
+        t.comm += c2.elapsed().as_secs_f64();
+        let task_losses: Vec<f64> = sums
+            .iter()
+            .zip(&counts)
+            .map(|(&s, &c)| if c > 0.0 { s / c } else { f64::NAN })
+            .collect();
+        let loss = task_losses
+            .iter()
+            .zip(&self.spec.tasks)
+            .filter(|(l, _)| !l.is_nan())
+            .map(|(l, task)| task.weight as f64 * l)
+            .sum();
+        t.total = start.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step,
+            lr,
+            loss,
+            task_losses,
+            grad_norm: stats[ntask].sqrt(),
+            times: t,
+        })
+    }
+
+    /// Present labels per task among this rank's rows (elements for regress).
+    fn local_label_counts(&self, rows: usize) -> Vec<f64> {
+        let cols = &self.model.cols;
+        self.spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| {
+                let w = task.kind.label_dim();
+                (0..rows)
+                    .map(|r| {
+                        let at = r * cols.label_cols + cols.label_off[t];
+                        self.host_labels[at..at + w]
+                            .iter()
+                            .filter(|v| !v.is_nan())
+                            .count() as f64
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn loss_args(&self, rows: usize, global_counts: &[f64]) -> Vec<LossArgs> {
+        let cols = &self.model.cols;
+        let n = self.comm.size() as f64;
+        self.spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| LossArgs {
+                kind: task.kind,
+                rows,
+                out_cols: cols.out_cols,
+                out_off: cols.out_off[t],
+                label_cols: cols.label_cols,
+                label_off: cols.label_off[t],
+                // ×n because the all-reduce averages over ranks.
+                grad_scale: if global_counts[t] > 0.0 {
+                    (task.weight as f64 * n / global_counts[t]) as f32
+                } else {
+                    0.0
+                },
+                stat: t,
+            })
+            .collect()
+    }
+
+    fn update_args(&self, step: u64, lr: f32) -> UpdateArgs {
+        let o = &self.cfg.optim;
+        UpdateArgs {
+            lr,
+            weight_decay: o.weight_decay,
+            clip: (o.clip_norm > 0.0).then_some(o.clip_norm),
+            norm_sq_stat: self.spec.tasks.len(),
+            rule: match o.optimizer {
+                OptimizerKind::Sgd => UpdateRule::Sgd {
+                    momentum: o.momentum,
+                    first_step: step == 0,
+                },
+                OptimizerKind::Adamw => UpdateRule::AdamW {
+                    beta1: o.beta1,
+                    beta2: o.beta2,
+                    eps: o.eps,
+                    step: step + 1,
+                },
+            },
+        }
+    }
+
+    /// Metrics on the validation split, sharded over ranks and all-reduced.
+    pub fn evaluate(&mut self) -> Result<Vec<(String, TaskMetrics)>> {
+        let n_val = self.data.len(Split::Val);
+        let mine = sampler::shard(n_val, self.comm.rank(), self.comm.size());
+        let mut stats = EvalStats::new(&self.spec.tasks);
+        let chunk = self.model.max_rows;
+        let cols = self.model.cols.clone();
+        let mut out = vec![0f32; chunk * cols.out_cols];
+        let mut lo = mine.start;
+        while lo < mine.end {
+            let hi = (lo + chunk).min(mine.end);
+            let rows = hi - lo;
+            let idx: Vec<u64> = (lo as u64..hi as u64).collect();
+            let (x, l) = (rows * self.spec.input_dim, rows * cols.label_cols);
+            self.data.fill(
+                Split::Val,
+                &idx,
+                &mut self.host_x[..x],
+                &mut self.host_labels[..l],
+            )?;
+            self.be.upload(&self.host_x[..x], &mut self.model.x, 0);
+            self.model.forward(&self.be, &self.params, rows);
+            self.be
+                .download(&self.model.out, 0, &mut out[..rows * cols.out_cols]);
+            stats.add(rows, &out, &self.host_labels[..l]);
+            lo = hi;
+        }
+        self.comm.all_reduce_sum_f64(&mut stats.sums)?;
+        Ok(stats.finish())
+    }
+}
+
+/// Whether the task kind is scored by accuracy (for printing).
+pub fn has_accuracy(kind: TaskKind) -> bool {
+    !matches!(kind, TaskKind::Regress { .. })
+}
