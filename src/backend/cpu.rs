@@ -297,3 +297,286 @@ impl<T: Elem> Backend for Cpu<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every op against central finite differences (f64) or a direct formula.
+    use super::*;
+    use crate::rng::normal;
+
+    fn randn(n: usize, stream: u64) -> Vec<f64> {
+        (0..n).map(|i| normal(7, stream, i as u64)).collect()
+    }
+
+    fn assert_close(fd: f64, an: f64, what: &str) {
+        let err = (fd - an).abs() / (1e-7 + fd.abs().max(an.abs()));
+        assert!(err < 1e-6, "{what}: finite difference {fd} vs analytic {an}");
+    }
+
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
+            for &z in &[-2.3, -0.7, -0.05, 0.03, 0.4, 1.9, 4.0] {
+                let eps = 1e-6;
+                let fd = (act_fwd(act, z + eps) - act_fwd(act, z - eps)) / (2.0 * eps);
+                let an = act_grad(act, z, act_fwd(act, z));
+                assert_close(fd, an, &format!("{act:?} at {z}"));
+            }
+        }
+    }
+
+    #[test]
+    fn act_backward_multiplies_incoming_gradient() {
+        let be = Cpu::<f64>::new();
+        let z = randn(10, 1);
+        let h: Vec<f64> = z.iter().map(|&v| act_fwd(Activation::Gelu, v)).collect();
+        let mut dh = randn(10, 2);
+        let keep = dh.clone();
+        be.act_backward(Activation::Gelu, 10, &z, &h, &mut dh);
+        for i in 0..10 {
+            assert_close(keep[i] * act_grad(Activation::Gelu, z[i], h[i]), dh[i], "dz");
+        }
+    }
+
+    /// Masked loss of every kind: gradient of Σ per-label loss against FD,
+    /// zero gradient where labels are missing, and the sum itself.
+    #[test]
+    fn task_losses_match_finite_differences() {
+        let be = Cpu::<f64>::new();
+        let kinds = [
+            TaskKind::Classify { classes: 4 },
+            TaskKind::Regress { dim: 3 },
+            TaskKind::Binary,
+        ];
+        for kind in kinds {
+            let rows = 6;
+            let w = kind.out_dim();
+            let lw = kind.label_dim();
+            // The task sits at column 1 of a wider output and label matrix.
+            let (out_cols, label_cols) = (w + 2, lw + 1);
+            let mut out = randn(rows * out_cols, 3);
+            let mut labels = vec![0.0; rows * label_cols];
+            for r in 0..rows {
+                for j in 0..lw {
+                    labels[r * label_cols + 1 + j] = match kind {
+                        TaskKind::Classify { .. } => (r % 4) as f64,
+                        TaskKind::Binary => (r % 2) as f64,
+                        TaskKind::Regress { .. } => normal(7, 4, (r * lw + j) as u64),
+                    };
+                }
+            }
+            labels[2 * label_cols + 1] = f64::NAN; // row 2 missing (first column)
+            let a = LossArgs {
+                kind,
+                rows,
+                out_cols,
+                out_off: 1,
+                label_cols,
+                label_off: 1,
+                grad_scale: 0.5,
+                stat: 1,
+            };
+            let loss = |out: &Vec<f64>| {
+                let mut d = vec![0.0; rows * out_cols];
+                let mut s = vec![0.0; 2];
+                be.task_loss(a, out, &labels, &mut d, &mut s);
+                (s[1], d)
+            };
+            let (_, dout) = loss(&out);
+            let eps = 1e-6;
+            for r in 0..rows {
+                for c in 0..out_cols {
+                    let i = r * out_cols + c;
+                    let keep = out[i];
+                    out[i] = keep + eps;
+                    let lp = loss(&out).0;
+                    out[i] = keep - eps;
+                    let lm = loss(&out).0;
+                    out[i] = keep;
+                    let fd = 0.5 * (lp - lm) / (2.0 * eps);
+                    assert_close(fd, dout[i], &format!("{kind:?} [{r},{c}]"));
+                }
+            }
+            // Columns outside the task and the missing row get no gradient.
+            for r in 0..rows {
+                assert_eq!(dout[r * out_cols], 0.0);
+                assert_eq!(dout[r * out_cols + out_cols - 1], 0.0);
+            }
+            if !matches!(kind, TaskKind::Regress { .. }) {
+                assert!(dout[2 * out_cols + 1..2 * out_cols + 1 + w].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn loss_values_match_textbook_formulas() {
+        let be = Cpu::<f64>::new();
+        let run = |kind, out: Vec<f64>, y: Vec<f64>| {
+            let a = LossArgs {
+                kind,
+                rows: 1,
+                out_cols: out.len(),
+                out_off: 0,
+                label_cols: y.len(),
+                label_off: 0,
+                grad_scale: 1.0,
+                stat: 0,
+            };
+            let mut d = vec![0.0; out.len()];
+            let mut s = vec![0.0];
+            be.task_loss(a, &out, &y, &mut d, &mut s);
+            s[0]
+        };
+        let ce = run(TaskKind::Classify { classes: 3 }, vec![1.0, 2.0, 3.0], vec![0.0]);
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        assert!((ce - (lse - 1.0)).abs() < 1e-12);
+        let bce = run(TaskKind::Binary, vec![0.3], vec![1.0]);
+        let p = 1.0 / (1.0 + (-0.3f64).exp());
+        assert!((bce + p.ln()).abs() < 1e-12);
+        // Large logits stay finite.
+        assert!(run(TaskKind::Binary, vec![-800.0], vec![1.0]).is_finite());
+        assert!(run(TaskKind::Classify { classes: 2 }, vec![900.0, -900.0], vec![1.0]).is_finite());
+        let mse = run(TaskKind::Regress { dim: 2 }, vec![1.0, 5.0], vec![3.0, f64::NAN]);
+        assert!((mse - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn linear_layer_gradients_match_finite_differences() {
+        // Z = X W^T + b, L = Σ G ⊙ Z: dW = G^T X, db = Σ_rows G, dX = G W.
+        let be = Cpu::<f64>::new();
+        let (rows, inp, out) = (5, 4, 3);
+        let x = randn(rows * inp, 5);
+        let mut wb = randn(out * inp + out, 6);
+        let g = randn(rows * out, 8);
+        let forward = |wb: &Vec<f64>, x: &Vec<f64>| {
+            let mut z = vec![0.0; rows * out];
+            be.gemm(
+                Gemm {
+                    m: rows,
+                    n: out,
+                    k: inp,
+                    trans_a: false,
+                    trans_b: true,
+                    a_off: 0,
+                    b_off: 0,
+                    c_off: 0,
+                    alpha: 1.0,
+                    beta: 0.0,
+                },
+                x,
+                wb,
+                &mut z,
+            );
+            be.bias_act(None, rows, out, wb, out * inp, &mut z, None);
+            z.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let mut grads = vec![0.0; out * inp + out];
+        let gemm = |m, n, k, ta, tb| Gemm {
+            m,
+            n,
+            k,
+            trans_a: ta,
+            trans_b: tb,
+            a_off: 0,
+            b_off: 0,
+            c_off: 0,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        be.gemm(gemm(out, inp, rows, true, false), &g, &x, &mut grads);
+        be.col_sum(rows, out, &g, &mut grads, out * inp, 0.0);
+        let mut dx = vec![0.0; rows * inp];
+        be.gemm(gemm(rows, inp, out, false, false), &g, &wb, &mut dx);
+        let eps = 1e-6;
+        for i in 0..wb.len() {
+            let keep = wb[i];
+            wb[i] = keep + eps;
+            let lp = forward(&wb, &x);
+            wb[i] = keep - eps;
+            let lm = forward(&wb, &x);
+            wb[i] = keep;
+            assert_close((lp - lm) / (2.0 * eps), grads[i], &format!("dW/db {i}"));
+        }
+        let mut x2 = x.clone();
+        for i in 0..x.len() {
+            x2[i] = x[i] + eps;
+            let lp = forward(&wb, &x2);
+            x2[i] = x[i] - eps;
+            let lm = forward(&wb, &x2);
+            x2[i] = x[i];
+            assert_close((lp - lm) / (2.0 * eps), dx[i], &format!("dX {i}"));
+        }
+    }
+
+    #[test]
+    fn sgd_and_adamw_follow_pytorch_semantics() {
+        let be = Cpu::<f64>::new();
+        let p0 = vec![1.0, -2.0];
+        let g = vec![0.5, 0.25];
+        let stats = vec![g.iter().map(|v| v * v).sum::<f64>()];
+        // SGD, momentum 0.9, wd 0.1, two steps with the same gradient.
+        let mut p = p0.clone();
+        let mut v = vec![0.0; 2];
+        for step in 0..2 {
+            let a = UpdateArgs {
+                lr: 0.1,
+                weight_decay: 0.1,
+                clip: None,
+                norm_sq_stat: 0,
+                rule: UpdateRule::Sgd {
+                    momentum: 0.9,
+                    first_step: step == 0,
+                },
+            };
+            be.update(a, 2, &mut p, &g, &mut v, &stats);
+        }
+        // Step 1: v = g + wd p0; p1 = p0 - lr v. Step 2: v = 0.9 v + g + wd p1.
+        for i in 0..2 {
+            let v1 = g[i] + 0.1 * p0[i];
+            let p1 = p0[i] - 0.1 * v1;
+            let v2 = 0.9 * v1 + g[i] + 0.1 * p1;
+            assert!((p[i] - (p1 - 0.1 * v2)).abs() < 1e-6, "sgd {i}");
+        }
+        // AdamW one step: p = p(1 - lr wd) - lr · ĝ/(|ĝ| + eps) with ĝ = g.
+        let mut p = p0.clone();
+        let mut mv = vec![0.0; 4];
+        let a = UpdateArgs {
+            lr: 0.01,
+            weight_decay: 0.1,
+            clip: None,
+            norm_sq_stat: 0,
+            rule: UpdateRule::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                step: 1,
+            },
+        };
+        be.update(a, 2, &mut p, &g, &mut mv, &stats);
+        for i in 0..2 {
+            let want = p0[i] * (1.0 - 0.001) - 0.01 * g[i] / (g[i].abs() + 1e-8);
+            assert!((p[i] - want).abs() < 1e-6, "adamw {i}: {} vs {want}", p[i]);
+        }
+    }
+
+    #[test]
+    fn clipping_scales_the_gradient_to_the_max_norm() {
+        let be = Cpu::<f64>::new();
+        let g = vec![3.0, 4.0]; // norm 5
+        let stats = vec![25.0];
+        let mut p = vec![0.0, 0.0];
+        let mut v = vec![0.0; 2];
+        let a = UpdateArgs {
+            lr: 1.0,
+            weight_decay: 0.0,
+            clip: Some(1.0),
+            norm_sq_stat: 0,
+            rule: UpdateRule::Sgd {
+                momentum: 0.0,
+                first_step: true,
+            },
+        };
+        be.update(a, 2, &mut p, &g, &mut v, &stats);
+        assert!((p[0] + 0.6).abs() < 1e-6 && (p[1] + 0.8).abs() < 1e-6);
+    }
+}

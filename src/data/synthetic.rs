@@ -62,7 +62,7 @@ impl Rng {
         let m = k / 2;
         let (u1, u2) = (self.uniform(2 * m), self.uniform(2 * m + 1));
         let angle = std::f64::consts::TAU * u2;
-        let branch = if k.is_multiple_of(2) { angle.cos() } else { angle.sin() };
+        let branch = if k % 2 == 0 { angle.cos() } else { angle.sin() };
         (-2.0 * u1.ln()).sqrt() * branch
     }
 }
@@ -98,7 +98,9 @@ impl Synthetic {
             v.map(|x| x / norm)
         };
         let a = std::array::from_fn(|i| param(i as u64, 1.0 / (LATENT as f64).sqrt()));
-        let c = std::array::from_fn(|i| param(100 + i as u64, 1.0));
+        // Rows of equal norm keep the four classes roughly balanced.
+        let scale = (LATENT as f64).sqrt();
+        let c = std::array::from_fn(|i| unit(100 + i as u64).map(|v| v * scale));
         let w = std::array::from_fn(|i| unit(200 + i as u64));
         Synthetic {
             seed,

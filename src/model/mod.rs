@@ -203,3 +203,171 @@ impl<B: Backend> Model<B> {
         be.col_sum(rows, lin.out, dz, grads, lin.b, beta);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The whole model against central finite differences, in f64.
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use crate::rng;
+    use crate::tasks::{TaskKind, TaskSpec};
+    use spec::Activation;
+
+    fn spec(act: Activation, hidden: Vec<usize>) -> ModelSpec {
+        let t = |name: &str, kind, weight| TaskSpec {
+            name: name.into(),
+            kind,
+            weight,
+        };
+        ModelSpec {
+            input_dim: 5,
+            hidden,
+            activation: act,
+            tasks: vec![
+                t("c", TaskKind::Classify { classes: 3 }, 1.0),
+                t("r", TaskKind::Regress { dim: 2 }, 0.7),
+                t("b", TaskKind::Binary, 1.3),
+            ],
+        }
+    }
+
+    /// Inputs and labels of 7 rows with some labels missing (NaN).
+    fn batch(rows: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..rows * 5)
+            .map(|i| rng::normal(3, 1, i as u64) as f32)
+            .collect();
+        let mut labels = vec![];
+        for r in 0..rows {
+            let missing = |k: u64| rng::uniform(3, 2, (r as u64) * 8 + k) < 0.25;
+            labels.push(if missing(0) { f32::NAN } else { (r % 3) as f32 });
+            for d in 0..2 {
+                let y = rng::normal(3, 3, (r * 2 + d) as u64) as f32;
+                labels.push(if missing(1 + d as u64) { f32::NAN } else { y });
+            }
+            labels.push(if missing(4) { f32::NAN } else { (r % 2) as f32 });
+        }
+        // Every task keeps at least one label.
+        labels[0] = 1.0;
+        labels[1] = 0.5;
+        labels[3] = 1.0;
+        (x, labels)
+    }
+
+    /// Loss L = Σ λ_t (Σ per-label loss / N_t) and its gradient.
+    fn loss_and_grad(
+        be: &Cpu<f64>,
+        m: &mut Model<Cpu<f64>>,
+        params: &Vec<f64>,
+        rows: usize,
+        labels: &[f32],
+    ) -> (f64, Vec<f64>) {
+        let cols = m.cols.clone();
+        let args: Vec<LossArgs> = m
+            .spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| {
+                let w = task.kind.label_dim();
+                let n = (0..rows)
+                    .flat_map(|r| &labels[r * cols.label_cols + cols.label_off[t]..][..w])
+                    .filter(|v| !v.is_nan())
+                    .count();
+                LossArgs {
+                    kind: task.kind,
+                    rows,
+                    out_cols: cols.out_cols,
+                    out_off: cols.out_off[t],
+                    label_cols: cols.label_cols,
+                    label_off: cols.label_off[t],
+                    grad_scale: task.weight / n as f32,
+                    stat: t,
+                }
+            })
+            .collect();
+        let mut grads = be.alloc(m.layout.total);
+        let mut stats = be.alloc(args.len());
+        m.forward(be, params, rows);
+        m.backward(be, params, &mut grads, &mut stats, &args, rows, false, &mut |_| {});
+        let loss = args
+            .iter()
+            .map(|a| stats[a.stat] * a.grad_scale as f64)
+            .sum();
+        (loss, grads)
+    }
+
+    fn check_model(act: Activation, hidden: Vec<usize>) {
+        let be = Cpu::<f64>::new();
+        let rows = 7;
+        let mut m = Model::new(&be, spec(act, hidden), rows);
+        let (x, labels) = batch(rows);
+        be.upload(&x, &mut m.x, 0);
+        be.upload(&labels, &mut m.labels, 0);
+        let init = layout::init_params(&m.layout, 11);
+        let mut params = be.alloc(m.layout.total);
+        be.upload(&init, &mut params, 0);
+        let (_, grads) = loss_and_grad(&be, &mut m, &params, rows, &labels);
+        let eps = 1e-6;
+        let mut worst: f64 = 0.0;
+        for i in 0..params.len() {
+            let keep = params[i];
+            params[i] = keep + eps;
+            let (lp, _) = loss_and_grad(&be, &mut m, &params, rows, &labels);
+            params[i] = keep - eps;
+            let (lm, _) = loss_and_grad(&be, &mut m, &params, rows, &labels);
+            params[i] = keep;
+            let fd = (lp - lm) / (2.0 * eps);
+            let err = (fd - grads[i]).abs() / (1e-6 + fd.abs().max(grads[i].abs()));
+            worst = worst.max(err);
+            assert!(
+                err < 1e-5,
+                "{act:?}: param {i}: finite difference {fd} vs backward {}",
+                grads[i]
+            );
+        }
+        assert!(grads.iter().any(|g| g.abs() > 1e-3), "gradient is all zero");
+        eprintln!("{act:?}: worst relative error {worst:.2e}");
+    }
+
+    #[test]
+    fn whole_model_gradient_matches_finite_differences_relu() {
+        check_model(Activation::Relu, vec![6, 4]);
+    }
+
+    #[test]
+    fn whole_model_gradient_matches_finite_differences_gelu() {
+        check_model(Activation::Gelu, vec![6, 4]);
+    }
+
+    #[test]
+    fn whole_model_gradient_matches_finite_differences_tanh() {
+        check_model(Activation::Tanh, vec![6, 4, 3]);
+    }
+
+    #[test]
+    fn heads_only_model_gradient_matches_finite_differences() {
+        check_model(Activation::Relu, vec![]);
+    }
+
+    #[test]
+    fn accumulate_adds_to_existing_gradients() {
+        let be = Cpu::<f64>::new();
+        let rows = 7;
+        let mut m = Model::new(&be, spec(Activation::Tanh, vec![4]), rows);
+        let (x, labels) = batch(rows);
+        be.upload(&x, &mut m.x, 0);
+        be.upload(&labels, &mut m.labels, 0);
+        let mut params = be.alloc(m.layout.total);
+        be.upload(&layout::init_params(&m.layout, 1), &mut params, 0);
+        let (_, g) = loss_and_grad(&be, &mut m, &params, rows, &labels);
+        let args: Vec<LossArgs> = vec![];
+        let mut acc = g.clone();
+        let mut stats = be.alloc(3);
+        m.forward(&be, &params, rows);
+        // No losses: dout stays as computed before, so backward adds g again.
+        m.backward(&be, &params, &mut acc, &mut stats, &args, rows, true, &mut |_| {});
+        for (a, b) in acc.iter().zip(&g) {
+            assert!((a - 2.0 * b).abs() < 1e-12);
+        }
+    }
+}
