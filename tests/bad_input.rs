@@ -1,0 +1,438 @@
+//! User errors under `mpirun -np 2`: a bad flag, value, file or config
+//! ends every rank with exit code 2 and ONE clear message (not one per
+//! rank), quickly (no hang), and writes nothing.
+//!
+//! Each case runs with an existing `--save` file (which must be left
+//! byte-identical) and a `--metrics-out` path (which must not be created),
+//! unless the case is about one of those flags itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::Run;
+
+/// A user error is found before any training step; a run that takes this
+/// long has hung (or trained), far below the helper's 300 s kill timeout.
+const NO_HANG: Duration = Duration::from_secs(60);
+
+const RANKS: usize = 2;
+
+/// What the pre-existing `--save` file holds: not parameters, so it also
+/// cannot be mistaken for a file written by a run.
+const SENTINEL: &[u8] = b"sentinel: this file must survive a failed run unchanged\n";
+
+/// One MPI job at a time: the runs share two cores, and the elapsed-time
+/// check should measure a run, not the queue.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Who prints the one message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    /// clap's usage error, printed by rank 0 only (`error: ...`).
+    Clap,
+    /// `ringtrain: error: ...`, printed by one rank after all agreed.
+    Ringtrain,
+}
+
+/// Runs `mpirun -np 2 ringtrain ARGS` (plus output flags, see the module
+/// comment) in a fresh directory and checks it ended as one user error
+/// whose message contains `fragment`.
+fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Run {
+    let out = common::tempdir(&format!("bad-{name}-out"));
+    let save = out.join("existing.safetensors");
+    let metrics = out.join("metrics.jsonl");
+    std::fs::write(&save, SENTINEL).expect("write sentinel");
+    let mut full: Vec<&str> = args.to_vec();
+    if !args.contains(&"--save") {
+        full.extend(["--save", s(&save)]);
+    }
+    if !args.contains(&"--metrics-out") {
+        full.extend(["--metrics-out", s(&metrics)]);
+    }
+    let run = {
+        let _one = serial();
+        common::mpirun(RANKS, &full)
+    };
+    let ctx = format!(
+        "case {name}: ringtrain {}\n--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        full.join(" "),
+        run.code,
+        run.elapsed,
+        run.stdout,
+        run.stderr
+    );
+
+    assert_eq!(run.code, Some(2), "exit code must be 2\n{ctx}");
+    assert!(
+        run.elapsed < NO_HANG,
+        "took {:?} (>= {NO_HANG:?}): a user error must end the job at once\n{ctx}",
+        run.elapsed
+    );
+    for bad in ["panicked", "internal error", "MPI_ABORT", "rank 1: error", "rank 0: error"] {
+        assert!(!run.stderr.contains(bad), "unexpected {bad:?}\n{ctx}");
+    }
+
+    // Exactly one message, naming the problem.
+    let hits = run.stderr.matches(fragment).count();
+    assert_eq!(hits, 1, "{fragment:?} must appear exactly once in stderr\n{ctx}");
+    let ours: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ringtrain: error"))
+        .collect();
+    match kind {
+        Msg::Ringtrain => {
+            assert_eq!(ours.len(), 1, "one `ringtrain: error` line, not one per rank\n{ctx}");
+            assert!(
+                ours[0].starts_with("ringtrain: error: ") && ours[0].contains(fragment),
+                "the message line must carry {fragment:?}\n{ctx}"
+            );
+        }
+        Msg::Clap => {
+            assert!(ours.is_empty(), "clap errors are clap's own message\n{ctx}");
+            let errors = run.stderr.lines().filter(|l| l.starts_with("error:")).count();
+            assert_eq!(errors, 1, "one clap error, from rank 0 only\n{ctx}");
+            assert_eq!(run.stderr.matches("Usage:").count(), 1, "one usage line\n{ctx}");
+        }
+    }
+
+    // Nothing written.
+    assert!(!run.stdout.contains("saved parameters"), "{ctx}");
+    assert_eq!(
+        std::fs::read(&save).ok().as_deref(),
+        Some(SENTINEL),
+        "the existing --save file was changed or removed\n{ctx}"
+    );
+    assert!(!metrics.exists(), "--metrics-out file was created\n{ctx}");
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .expect("list output dir")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["existing.safetensors"], "files appeared in the output dir\n{ctx}");
+    let _ = std::fs::remove_dir_all(&out);
+    run
+}
+
+// ---------------------------------------------------------------- .npy files
+
+/// A NumPy .npy v1.0 file: magic, version 1.0, u16 header length, the
+/// header dict padded with spaces and '\n' to a multiple of 64 bytes, data.
+fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims = match shape {
+        [d] => format!("({d},)"),
+        _ => format!(
+            "({})",
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(dict.len()).expect("short header").to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn write_npy_i64(path: &Path, values: &[i64]) {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, npy_bytes("<i8", &[values.len()], &data)).expect("write .npy");
+}
+
+/// A small valid dataset directory (64 train, 16 val rows) from
+/// `ringtrain data synth`, to be broken by the caller.
+fn synth_dataset(name: &str) -> PathBuf {
+    let dir = common::tempdir(&format!("bad-{name}-data")).join("ds");
+    let _one = serial();
+    common::single(&["data", "synth", "--out", s(&dir), "--train", "64", "--val", "16"]).ok();
+    for f in ["tasks.toml", "train/x.npy", "train/shape.npy", "val/x.npy"] {
+        assert!(dir.join(f).is_file(), "data synth wrote no {f}");
+    }
+    dir
+}
+
+/// Training flags for the 64-row datasets: short, small, batch that fits.
+fn data_args(dir: &Path) -> Vec<&str> {
+    vec!["train", "--data", s(dir), "--steps", "2", "--global-batch", "16", "--hidden", "8"]
+}
+
+// ------------------------------------------------------------ flags, values
+
+#[test]
+fn unknown_flag_is_one_clap_error() {
+    expect_user_error("flag", &["train", "--no-such-flag"], Msg::Clap, "'--no-such-flag'");
+}
+
+#[test]
+fn negative_lr() {
+    expect_user_error(
+        "lr",
+        &["train", "--steps", "2", "--lr=-1"],
+        Msg::Ringtrain,
+        "--lr must be a positive number, got -1",
+    );
+}
+
+/// `--lr -1` (with a space) may be refused by clap (a value that looks like
+/// a flag) or by validation; either way it is one clean error.
+#[test]
+fn negative_lr_as_separate_word() {
+    let run = {
+        let args = ["train", "--steps", "2", "--lr", "-1"];
+        let _one = serial();
+        common::mpirun(RANKS, &args)
+    };
+    let kind = if run.stderr.contains("ringtrain: error") {
+        (Msg::Ringtrain, "--lr must be a positive number")
+    } else {
+        (Msg::Clap, "'-1'")
+    };
+    expect_user_error("lr-space", &["train", "--steps", "2", "--lr", "-1"], kind.0, kind.1);
+}
+
+#[test]
+fn momentum_out_of_range() {
+    expect_user_error(
+        "momentum",
+        &["train", "--steps", "2", "--optimizer", "sgd", "--momentum", "1.5"],
+        Msg::Ringtrain,
+        "--momentum must be in [0, 1), got 1.5",
+    );
+}
+
+#[test]
+fn zero_steps() {
+    expect_user_error("steps", &["train", "--steps", "0"], Msg::Ringtrain, "--steps must be at least 1");
+}
+
+#[test]
+fn zero_width_layer() {
+    expect_user_error(
+        "hidden",
+        &["train", "--steps", "2", "--hidden", "0,4"],
+        Msg::Ringtrain,
+        "--hidden: every layer width must be at least 1",
+    );
+}
+
+#[test]
+fn global_batch_smaller_than_world() {
+    expect_user_error(
+        "batch",
+        &["train", "--steps", "2", "--global-batch", "1"],
+        Msg::Ringtrain,
+        "--global-batch 1 is smaller than the number of ranks (2)",
+    );
+}
+
+#[test]
+fn task_weight_for_unknown_task() {
+    expect_user_error(
+        "task-weight",
+        &["train", "--steps", "2", "--task-weight", "nosuchtask=1"],
+        Msg::Ringtrain,
+        "unknown task \"nosuchtask\"",
+    );
+}
+
+#[test]
+fn task_weight_without_value() {
+    expect_user_error(
+        "task-weight-syntax",
+        &["train", "--steps", "2", "--task-weight", "shape"],
+        Msg::Ringtrain,
+        "expected NAME=WEIGHT",
+    );
+}
+
+#[test]
+fn config_file_with_unknown_key() {
+    let dir = common::tempdir("bad-config");
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, "[train]\nsteps = 2\nstepz = 3\n").expect("write config");
+    let run = expect_user_error(
+        "config",
+        &["train", "--config", s(&cfg)],
+        Msg::Ringtrain,
+        "stepz",
+    );
+    assert!(run.stderr.contains("run.toml"), "the message names the file\n{}", run.stderr);
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = common::tempdir("bad-config-missing");
+    let cfg = dir.join("no-such-config.toml");
+    expect_user_error(
+        "config-missing",
+        &["train", "--config", s(&cfg)],
+        Msg::Ringtrain,
+        "no-such-config.toml",
+    );
+}
+
+// ----------------------------------------------------------------- outputs
+
+#[test]
+fn save_into_missing_directory() {
+    let dir = common::tempdir("bad-save-dir");
+    let target = dir.join("no-such-dir").join("model.safetensors");
+    expect_user_error(
+        "save-dir",
+        &["train", "--steps", "2", "--save", s(&target)],
+        Msg::Ringtrain,
+        "does not exist",
+    );
+    assert!(!dir.join("no-such-dir").exists(), "the directory was created");
+}
+
+#[test]
+fn metrics_out_is_a_directory() {
+    let dir = common::tempdir("bad-metrics-dir");
+    let target = dir.join("metrics");
+    std::fs::create_dir(&target).expect("mkdir");
+    expect_user_error(
+        "metrics-dir",
+        &["train", "--steps", "2", "--metrics-out", s(&target)],
+        Msg::Ringtrain,
+        "is a directory",
+    );
+    assert_eq!(std::fs::read_dir(&target).expect("list").count(), 0, "wrote into the directory");
+}
+
+// -------------------------------------------------------------------- data
+
+#[test]
+fn missing_data_directory() {
+    let dir = common::tempdir("bad-data-missing");
+    let missing = dir.join("no-such-dataset");
+    expect_user_error(
+        "data-missing",
+        &["train", "--steps", "2", "--data", s(&missing)],
+        Msg::Ringtrain,
+        "no-such-dataset",
+    );
+}
+
+#[test]
+fn malformed_inputs_file() {
+    let dir = synth_dataset("garbage");
+    std::fs::write(dir.join("train/x.npy"), b"garbage bytes, certainly not NumPy\x00\x01\x02")
+        .expect("write garbage");
+    let run = expect_user_error("data-garbage", &data_args(&dir), Msg::Ringtrain, "not a .npy file");
+    assert!(run.stderr.contains("train/x.npy"), "names the file\n{}", run.stderr);
+}
+
+#[test]
+fn labels_with_other_row_count() {
+    let dir = synth_dataset("rows");
+    write_npy_i64(&dir.join("train/shape.npy"), &[0; 48]);
+    let run = expect_user_error(
+        "data-rows",
+        &data_args(&dir),
+        Msg::Ringtrain,
+        "has 48 rows, but x.npy beside it has 64",
+    );
+    assert!(run.stderr.contains("train/shape.npy"), "names the file\n{}", run.stderr);
+}
+
+/// Row 60 of 64 is in the last rank's slice only (rank 1 checks rows
+/// 32..64): the error must still end every rank, with one message.
+#[test]
+fn class_label_out_of_range_seen_by_last_rank_only() {
+    let dir = synth_dataset("label");
+    let mut labels = vec![0i64; 64];
+    labels[60] = 7;
+    write_npy_i64(&dir.join("train/shape.npy"), &labels);
+    let run = expect_user_error(
+        "data-label",
+        &data_args(&dir),
+        Msg::Ringtrain,
+        "label 7 at row 60 out of range for task 'shape' with 4 classes",
+    );
+    assert!(run.stderr.contains("train/shape.npy"), "names the file\n{}", run.stderr);
+}
+
+/// A NaN in the last element of the training inputs (last rank's slice).
+#[test]
+fn non_finite_input() {
+    let dir = synth_dataset("nan");
+    let path = dir.join("train/x.npy");
+    let mut bytes = std::fs::read(&path).expect("read x.npy");
+    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
+    assert!(header.contains("'<f4'"), "data synth writes float32 inputs: {header}");
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, bytes).expect("write x.npy");
+    let run = expect_user_error(
+        "data-nan",
+        &data_args(&dir),
+        Msg::Ringtrain,
+        "non-finite input NaN at row 63",
+    );
+    assert!(run.stderr.contains("train/x.npy"), "names the file\n{}", run.stderr);
+}
+
+// -------------------------------------------------------------------- init
+
+#[test]
+fn init_from_missing_file() {
+    let dir = common::tempdir("bad-init-missing");
+    let p = dir.join("no-such-init.safetensors");
+    expect_user_error(
+        "init-missing",
+        &["train", "--steps", "2", "--init", s(&p)],
+        Msg::Ringtrain,
+        "no-such-init.safetensors",
+    );
+}
+
+#[test]
+fn init_from_garbage_file() {
+    let dir = common::tempdir("bad-init-garbage");
+    let p = dir.join("garbage.safetensors");
+    std::fs::write(&p, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot safetensors at all").expect("write");
+    let run = expect_user_error(
+        "init-garbage",
+        &["train", "--steps", "2", "--init", s(&p)],
+        Msg::Ringtrain,
+        "not a valid safetensors file",
+    );
+    assert!(run.stderr.contains("garbage.safetensors"), "names the file\n{}", run.stderr);
+}
+
+#[test]
+fn init_from_other_architecture() {
+    let dir = common::tempdir("bad-init-arch");
+    let a = dir.join("A.safetensors");
+    {
+        let _one = serial();
+        common::single(&["train", "--steps", "2", "--hidden", "8", "--save", s(&a)]).ok();
+    }
+    assert!(a.is_file(), "the 2-step run saved no parameters");
+    let run = expect_user_error(
+        "init-arch",
+        &["train", "--steps", "2", "--hidden", "16", "--init", s(&a)],
+        Msg::Ringtrain,
+        "saved model is input",
+    );
+    assert!(
+        run.stderr.contains("A.safetensors") && run.stderr.contains("[8]") && run.stderr.contains("[16]"),
+        "names the file and both architectures\n{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,89 @@
+//! Properties of training through the real binary under mpirun:
+//! world-size invariance, determinism, and that the model learns.
+
+mod common;
+
+use common::{mpirun, read_params, rel_diff, tempdir};
+
+/// A short run at a fixed global batch; returns the saved parameters.
+fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32> {
+    let out = dir.join(format!("{tag}.safetensors"));
+    let out_s = out.to_str().unwrap();
+    let mut args = vec![
+        "train", "--steps", "12", "--global-batch", "30", "--eval-every", "0", "--hidden",
+        "32,16", "--save", out_s,
+    ];
+    args.extend_from_slice(extra);
+    mpirun(np, &args).ok();
+    read_params(&out)
+}
+
+#[test]
+fn world_size_invariance_adamw() {
+    let dir = tempdir("wsi-adamw");
+    // 30 samples: 2 and 4 ranks split it unequally (15/15, 8/7/8/7).
+    let one = train(1, &dir, "n1", &[]);
+    for np in [2, 3, 4] {
+        let many = train(np, &dir, &format!("n{np}"), &[]);
+        let d = rel_diff(&many, &one);
+        eprintln!("{np} ranks vs 1: relative difference {d:e}");
+        assert!(d <= 1e-5, "{np} ranks differ from 1 rank: {d:e}");
+    }
+}
+
+#[test]
+fn world_size_invariance_sgd_momentum_with_clipping() {
+    let dir = tempdir("wsi-sgd");
+    let extra = [
+        "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--weight-decay", "0.01",
+        "--clip-norm", "0.5", "--activation", "tanh",
+    ];
+    let one = train(1, &dir, "n1", &extra);
+    for np in [2, 3] {
+        let d = rel_diff(&train(np, &dir, &format!("n{np}"), &extra), &one);
+        eprintln!("{np} ranks vs 1: relative difference {d:e}");
+        assert!(d <= 1e-5, "{np} ranks differ from 1 rank: {d:e}");
+    }
+}
+
+#[test]
+fn identical_runs_give_bit_identical_parameters() {
+    let dir = tempdir("determinism");
+    let a = train(2, &dir, "a", &[]);
+    let b = train(2, &dir, "b", &[]);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // And the seed matters.
+    let c = train(2, &dir, "c", &["--seed", "5"]);
+    assert!(rel_diff(&c, &a) > 1e-3);
+}
+
+#[test]
+fn learns_every_task_beyond_its_trivial_baseline() {
+    let dir = tempdir("learning");
+    let metrics = dir.join("m.jsonl");
+    mpirun(
+        2,
+        &[
+            "train", "--steps", "300", "--global-batch", "128", "--eval-every", "0",
+            "--metrics-out", metrics.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let eval: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "eval")
+        .last()
+        .expect("an eval record");
+    let t = &eval["tasks"];
+    let f = |task: &str, key: &str| t[task][key].as_f64().unwrap();
+    // Majority-class accuracy and the mean predictor (R² = 0) are the baselines.
+    assert!(f("shape", "accuracy") > f("shape", "baseline_accuracy") + 0.25, "{t}");
+    assert!(f("flag", "accuracy") > f("flag", "baseline_accuracy") + 0.1, "{t}");
+    assert!(f("flag", "auc") > 0.85, "{t}");
+    assert!(f("size", "r2") > 0.5, "{t}");
+    // One record per step plus the final evaluation.
+    let train_lines = text.lines().filter(|l| l.contains("\"type\":\"train\"")).count();
+    assert_eq!(train_lines, 300);
+}
