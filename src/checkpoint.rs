@@ -24,7 +24,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let io = |e| Error::io(path, e);
     let result = (|| {
@@ -72,7 +75,12 @@ pub fn params_to_bytes(
         .map_err(|err| Error::Comm(format!("safetensors: {err}")))
 }
 
-pub fn save_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout, params: &[f32]) -> Result<()> {
+pub fn save_params(
+    path: &Path,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+    params: &[f32],
+) -> Result<()> {
     write_atomic(path, &params_to_bytes(spec, layout, params, &[])?)
 }
 

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train the multi-task model (synchronous data-parallel SGD).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Print the world (ranks, hosts, MPI library) and the available backends.
     Info,
     /// Dataset tools.
@@ -78,19 +78,20 @@ pub struct BenchTrainArgs {
     pub model: ModelArgs,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct ModelArgs {
     /// Trunk layer widths, comma-separated (e.g. 256,256).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     #[arg(long, value_enum)]
     pub activation: Option<Activation>,
-    /// Compute threads per rank (CPU backend).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Compute threads per rank for the CPU GEMMs (ranks are the unit of
+    /// parallelism; raise this only with fewer ranks than cores). 1..=4.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub threads: u64,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct TrainArgs {
     /// TOML config file (see docs/config.md); flags override it.
     #[arg(long)]
@@ -155,9 +156,6 @@ impl ModelArgs {
         if let Some(a) = self.activation {
             c.model.activation = a;
         }
-        if let Some(t) = self.threads {
-            c.train.threads = t;
-        }
     }
 }
 
@@ -204,12 +202,12 @@ impl TrainArgs {
             c.train.metrics_out = self.metrics_out.clone();
         }
         for tw in &self.task_weight {
-            let (name, w) = tw
-                .split_once('=')
-                .ok_or_else(|| Error::config(format!("--task-weight {tw:?}: expected NAME=WEIGHT")))?;
-            let w: f32 = w
-                .parse()
-                .map_err(|_| Error::config(format!("--task-weight {tw:?}: {w:?} is not a number")))?;
+            let (name, w) = tw.split_once('=').ok_or_else(|| {
+                Error::config(format!("--task-weight {tw:?}: expected NAME=WEIGHT"))
+            })?;
+            let w: f32 = w.parse().map_err(|_| {
+                Error::config(format!("--task-weight {tw:?}: {w:?} is not a number"))
+            })?;
             c.task_weights.insert(name.to_string(), w);
         }
         check_device(&self.device)?;
@@ -224,5 +222,26 @@ pub fn check_device(device: &str) -> Result<()> {
         other => Err(Error::config(format!(
             "--device {other}: this build has the cpu backend only (cpu, auto)"
         ))),
+    }
+}
+
+/// Sets the GEMM thread count before any GEMM runs (the GEMM library reads
+/// MATMUL_NUM_THREADS once). Called first thing in `main`, before MPI or
+/// any other thread exists; `--threads` is validated again by clap later.
+pub fn set_gemm_threads_from_args() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut threads = "1".to_string();
+    for (i, a) in args.iter().enumerate() {
+        if let Some(v) = a.strip_prefix("--threads=") {
+            threads = v.to_string();
+        } else if a == "--threads" {
+            threads = args.get(i + 1).cloned().unwrap_or_default();
+        }
+    }
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none()
+        || args.iter().any(|a| a.starts_with("--threads"))
+    {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads) };
     }
 }

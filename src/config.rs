@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::spec::Activation;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub model: ModelConfig,
@@ -52,8 +52,6 @@ pub struct LoopConfig {
     pub save: Option<PathBuf>,
     pub init: Option<PathBuf>,
     pub metrics_out: Option<PathBuf>,
-    /// Compute threads per rank (CPU backend).
-    pub threads: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -120,7 +118,6 @@ impl Default for LoopConfig {
             save: None,
             init: None,
             metrics_out: None,
-            threads: 1,
         }
     }
 }
@@ -143,18 +140,6 @@ impl Default for OptimConfig {
     }
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            model: ModelConfig::default(),
-            data: DataConfig::default(),
-            train: LoopConfig::default(),
-            optim: OptimConfig::default(),
-            task_weights: BTreeMap::new(),
-        }
-    }
-}
-
 impl TrainConfig {
     /// Defaults overlaid with a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -172,9 +157,6 @@ impl TrainConfig {
         }
         if t.global_batch == 0 {
             return bad("--global-batch must be at least 1".into());
-        }
-        if t.threads == 0 || t.threads > 1024 {
-            return bad(format!("--threads must be in 1..=1024, got {}", t.threads));
         }
         if self.model.hidden.contains(&0) {
             return bad("--hidden: every layer width must be at least 1".into());
@@ -217,7 +199,8 @@ impl TrainConfig {
                 return bad(format!("weight of task {task} must be >= 0, got {w}"));
             }
         }
-        if self.data.path.is_none() && (self.data.synthetic_train == 0 || self.data.synthetic_val == 0)
+        if self.data.path.is_none()
+            && (self.data.synthetic_train == 0 || self.data.synthetic_val == 0)
         {
             return bad("synthetic dataset sizes must be at least 1".into());
         }

@@ -8,6 +8,7 @@ use ringtrain::world::World;
 use ringtrain::{app, bench};
 
 fn main() {
+    ringtrain::cli::set_gemm_threads_from_args();
     let world = World::init();
     // Parse after MPI is up so that only rank 0 prints a usage error.
     let cli = match Cli::try_parse() {

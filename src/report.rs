@@ -139,10 +139,19 @@ impl Reporter {
             return Ok(());
         }
         let parts: Vec<String> = metrics.iter().map(|(n, m)| format_task(n, m)).collect();
-        self.line(&format!("eval  {step:>6}/{} | {}", self.steps, parts.join(" | ")));
+        self.line(&format!(
+            "eval  {step:>6}/{} | {}",
+            self.steps,
+            parts.join(" | ")
+        ));
         let tasks: Map<String, Value> = metrics
             .iter()
-            .map(|(n, m)| (n.clone(), serde_json::to_value(m).expect("metrics serialise")))
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    serde_json::to_value(m).expect("metrics serialise"),
+                )
+            })
             .collect();
         self.record(json!({ "type": "eval", "step": step, "tasks": tasks }))
     }
@@ -160,7 +169,7 @@ impl Reporter {
 
 /// "shape acc 0.912 (base 0.301) loss 0.25" and the like.
 pub fn format_task(name: &str, m: &TaskMetrics) -> String {
-    let mut s = format!("{name}");
+    let mut s = name.to_string();
     if let Some(a) = m.accuracy {
         s += &format!(" acc {a:.4}");
     }

@@ -31,7 +31,12 @@ pub trait GradReduce<B: Backend> {
 pub struct HostReduce<'a>(pub &'a dyn Communicator);
 
 impl GradReduce<crate::backend::cpu::Cpu<f32>> for HostReduce<'_> {
-    fn all_reduce_avg(&self, _: &crate::backend::cpu::Cpu<f32>, g: &mut Vec<f32>, len: usize) -> Result<()> {
+    fn all_reduce_avg(
+        &self,
+        _: &crate::backend::cpu::Cpu<f32>,
+        g: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
         self.0.all_reduce_avg(&mut g[..len])
     }
 }
@@ -160,7 +165,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &mut self.host_labels[..l_len],
         )?;
         self.be.upload(&self.host_x[..x_len], &mut self.model.x, 0);
-        self.be.upload(&self.host_labels[..l_len], &mut self.model.labels, 0);
+        self.be
+            .upload(&self.host_labels[..l_len], &mut self.model.labels, 0);
         t.data = start.elapsed().as_secs_f64();
 
         // Each task's loss is the mean over labels present in the whole
@@ -198,8 +204,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lr = self.cfg.lr_at(step);
         self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
         let args = self.update_args(step, lr);
-        self.be
-            .update(args, n, &mut self.params, &self.grads, &mut self.opt_state, &self.stats);
+        self.be.update(
+            args,
+            n,
+            &mut self.params,
+            &self.grads,
+            &mut self.opt_state,
+            &self.stats,
+        );
         t.update = u0.elapsed().as_secs_f64();
 
         // Global per-task losses, for the log.

@@ -10,8 +10,17 @@ fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32
     let out = dir.join(format!("{tag}.safetensors"));
     let out_s = out.to_str().unwrap();
     let mut args = vec![
-        "train", "--steps", "12", "--global-batch", "30", "--eval-every", "0", "--hidden",
-        "32,16", "--save", out_s,
+        "train",
+        "--steps",
+        "12",
+        "--global-batch",
+        "30",
+        "--eval-every",
+        "0",
+        "--hidden",
+        "32,16",
+        "--save",
+        out_s,
     ];
     args.extend_from_slice(extra);
     mpirun(np, &args).ok();
@@ -35,8 +44,18 @@ fn world_size_invariance_adamw() {
 fn world_size_invariance_sgd_momentum_with_clipping() {
     let dir = tempdir("wsi-sgd");
     let extra = [
-        "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--weight-decay", "0.01",
-        "--clip-norm", "0.5", "--activation", "tanh",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--lr",
+        "0.05",
+        "--weight-decay",
+        "0.01",
+        "--clip-norm",
+        "0.5",
+        "--activation",
+        "tanh",
     ];
     let one = train(1, &dir, "n1", &extra);
     for np in [2, 3] {
@@ -64,8 +83,15 @@ fn learns_every_task_beyond_its_trivial_baseline() {
     mpirun(
         2,
         &[
-            "train", "--steps", "300", "--global-batch", "128", "--eval-every", "0",
-            "--metrics-out", metrics.to_str().unwrap(),
+            "train",
+            "--steps",
+            "300",
+            "--global-batch",
+            "128",
+            "--eval-every",
+            "0",
+            "--metrics-out",
+            metrics.to_str().unwrap(),
         ],
     )
     .ok();
@@ -74,16 +100,25 @@ fn learns_every_task_beyond_its_trivial_baseline() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["type"] == "eval")
-        .last()
+        .next_back()
         .expect("an eval record");
     let t = &eval["tasks"];
     let f = |task: &str, key: &str| t[task][key].as_f64().unwrap();
     // Majority-class accuracy and the mean predictor (R² = 0) are the baselines.
-    assert!(f("shape", "accuracy") > f("shape", "baseline_accuracy") + 0.25, "{t}");
-    assert!(f("flag", "accuracy") > f("flag", "baseline_accuracy") + 0.1, "{t}");
+    assert!(
+        f("shape", "accuracy") > f("shape", "baseline_accuracy") + 0.25,
+        "{t}"
+    );
+    assert!(
+        f("flag", "accuracy") > f("flag", "baseline_accuracy") + 0.1,
+        "{t}"
+    );
     assert!(f("flag", "auc") > 0.85, "{t}");
     assert!(f("size", "r2") > 0.5, "{t}");
     // One record per step plus the final evaluation.
-    let train_lines = text.lines().filter(|l| l.contains("\"type\":\"train\"")).count();
+    let train_lines = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"train\""))
+        .count();
     assert_eq!(train_lines, 300);
 }

@@ -7,7 +7,13 @@ use crate::data::dir::write_dataset_dir;
 use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
 
-pub fn synth(comm: &dyn Communicator, out: &Path, seed: u64, train: usize, val: usize) -> Result<()> {
+pub fn synth(
+    comm: &dyn Communicator,
+    out: &Path,
+    seed: u64,
+    train: usize,
+    val: usize,
+) -> Result<()> {
     let result = if comm.rank() == 0 {
         if train == 0 || val == 0 {
             Err(Error::config("--train and --val must be at least 1"))

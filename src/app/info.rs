@@ -27,12 +27,17 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
     );
     println!(
         "mpi library: {}",
-        world.mpi_library.as_deref().unwrap_or("none (built without the mpi feature)")
+        world
+            .mpi_library
+            .as_deref()
+            .unwrap_or("none (built without the mpi feature)")
     );
     for (r, rec) in all.chunks_exact(16 + HOST_BYTES).enumerate() {
         let lr = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
         let ls = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
-        let h = String::from_utf8_lossy(&rec[16..]).trim_end_matches('\0').to_string();
+        let h = String::from_utf8_lossy(&rec[16..])
+            .trim_end_matches('\0')
+            .to_string();
         println!("rank {r}: host {h}, local rank {lr} of {ls}");
     }
     println!("backends: cpu (f32, reference), cuda (not in this build)");

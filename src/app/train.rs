@@ -44,7 +44,15 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     )?;
 
     let reduce = HostReduce(comm);
-    let mut tr = Trainer::new(&cfg, spec.clone(), comm, &reduce, &*data, Cpu::<f32>::new(), &init);
+    let mut tr = Trainer::new(
+        &cfg,
+        spec.clone(),
+        comm,
+        &reduce,
+        &*data,
+        Cpu::<f32>::new(),
+        &init,
+    );
     print_header(&rep, world, comm, &cfg, &spec, &*data, tr.num_params());
 
     // From here on every rank runs the same collectives; an error on one
@@ -113,7 +121,15 @@ fn print_header(
     let heads: Vec<String> = spec
         .tasks
         .iter()
-        .map(|t| format!("{}:{}({}) λ={}", t.name, t.kind.name(), t.kind.out_dim(), t.weight))
+        .map(|t| {
+            format!(
+                "{}:{}({}) λ={}",
+                t.name,
+                t.kind.name(),
+                t.kind.out_dim(),
+                t.weight
+            )
+        })
         .collect();
     let per_rank = sampler::shard(cfg.train.global_batch, 0, comm.size()).len();
     rep.line(&format!(
@@ -121,7 +137,7 @@ fn print_header(
         world.size,
         comm.name(),
         world.mpi_library.as_deref().unwrap_or("no MPI"),
-        cfg.train.threads
+        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into())
     ));
     rep.line(&format!(
         "model: {} -> {:?} {} -> {} | {} parameters",

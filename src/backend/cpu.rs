@@ -201,7 +201,15 @@ impl<T: Elem> Backend for Cpu<T> {
         }
     }
 
-    fn col_sum(&self, rows: usize, cols: usize, x: &Vec<T>, out: &mut Vec<T>, off: usize, beta: f32) {
+    fn col_sum(
+        &self,
+        rows: usize,
+        cols: usize,
+        x: &Vec<T>,
+        out: &mut Vec<T>,
+        off: usize,
+        beta: f32,
+    ) {
         let o = &mut out[off..off + cols];
         let beta = T::of(beta);
         for v in o.iter_mut() {
@@ -214,7 +222,14 @@ impl<T: Elem> Backend for Cpu<T> {
         }
     }
 
-    fn task_loss(&self, a: LossArgs, out: &Vec<T>, labels: &Vec<T>, dout: &mut Vec<T>, stats: &mut Vec<T>) {
+    fn task_loss(
+        &self,
+        a: LossArgs,
+        out: &Vec<T>,
+        labels: &Vec<T>,
+        dout: &mut Vec<T>,
+        stats: &mut Vec<T>,
+    ) {
         let (w, lw) = (a.kind.out_dim(), a.kind.label_dim());
         let scale = T::of(a.grad_scale);
         let mut total = T::zero();
@@ -310,7 +325,10 @@ mod tests {
 
     fn assert_close(fd: f64, an: f64, what: &str) {
         let err = (fd - an).abs() / (1e-7 + fd.abs().max(an.abs()));
-        assert!(err < 1e-6, "{what}: finite difference {fd} vs analytic {an}");
+        assert!(
+            err < 1e-6,
+            "{what}: finite difference {fd} vs analytic {an}"
+        );
     }
 
     #[test]
@@ -334,7 +352,11 @@ mod tests {
         let keep = dh.clone();
         be.act_backward(Activation::Gelu, 10, &z, &h, &mut dh);
         for i in 0..10 {
-            assert_close(keep[i] * act_grad(Activation::Gelu, z[i], h[i]), dh[i], "dz");
+            assert_close(
+                keep[i] * act_grad(Activation::Gelu, z[i], h[i]),
+                dh[i],
+                "dz",
+            );
         }
     }
 
@@ -403,7 +425,11 @@ mod tests {
                 assert_eq!(dout[r * out_cols + out_cols - 1], 0.0);
             }
             if !matches!(kind, TaskKind::Regress { .. }) {
-                assert!(dout[2 * out_cols + 1..2 * out_cols + 1 + w].iter().all(|&v| v == 0.0));
+                assert!(
+                    dout[2 * out_cols + 1..2 * out_cols + 1 + w]
+                        .iter()
+                        .all(|&v| v == 0.0)
+                );
             }
         }
     }
@@ -427,7 +453,11 @@ mod tests {
             be.task_loss(a, &out, &y, &mut d, &mut s);
             s[0]
         };
-        let ce = run(TaskKind::Classify { classes: 3 }, vec![1.0, 2.0, 3.0], vec![0.0]);
+        let ce = run(
+            TaskKind::Classify { classes: 3 },
+            vec![1.0, 2.0, 3.0],
+            vec![0.0],
+        );
         let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
         assert!((ce - (lse - 1.0)).abs() < 1e-12);
         let bce = run(TaskKind::Binary, vec![0.3], vec![1.0]);
@@ -435,8 +465,19 @@ mod tests {
         assert!((bce + p.ln()).abs() < 1e-12);
         // Large logits stay finite.
         assert!(run(TaskKind::Binary, vec![-800.0], vec![1.0]).is_finite());
-        assert!(run(TaskKind::Classify { classes: 2 }, vec![900.0, -900.0], vec![1.0]).is_finite());
-        let mse = run(TaskKind::Regress { dim: 2 }, vec![1.0, 5.0], vec![3.0, f64::NAN]);
+        assert!(
+            run(
+                TaskKind::Classify { classes: 2 },
+                vec![900.0, -900.0],
+                vec![1.0]
+            )
+            .is_finite()
+        );
+        let mse = run(
+            TaskKind::Regress { dim: 2 },
+            vec![1.0, 5.0],
+            vec![3.0, f64::NAN],
+        );
         assert!((mse - 4.0).abs() < 1e-12);
     }
 

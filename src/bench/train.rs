@@ -1,8 +1,258 @@
-//! `ringtrain bench train` (filled in below).
-use crate::cli::BenchTrainArgs;
-use crate::comm::Communicator;
-use crate::error::Result;
+//! `ringtrain bench train`: the training step timed phase by phase, with a
+//! GEMM-only baseline of the same matrix shapes measured in the same run.
+//!
+//! Samples/s and GFLOP/s count the compute step (forward, backward,
+//! all-reduce, update); producing the batch is timed and shown apart, since
+//! a real input pipeline runs ahead of the step.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::app::model_spec;
+use crate::backend::cpu::Cpu;
+use crate::backend::{Backend, Gemm};
+use crate::cli::{BenchTrainArgs, check_device};
+use crate::comm::{Communicator, agree};
+use crate::config::TrainConfig;
+use crate::data::synthetic::Synthetic;
+use crate::error::{Error, Result};
+use crate::model::layout::{ParamLayout, init_params};
+use crate::model::spec::ModelSpec;
+use crate::train::{HostReduce, StepTimes, Trainer};
 use crate::world::World;
-pub fn run(_a: &BenchTrainArgs, _w: &World, _c: &dyn Communicator) -> Result<()> {
+
+pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
+    let cfg = agree(comm, bench_config(a, comm.size()))?;
+    let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
+    let spec = model_spec(&cfg, &data)?;
+    let rss_start = peak_rss_bytes();
+    let layout = ParamLayout::new(&spec);
+    let init = init_params(&layout, 0);
+    let reduce = HostReduce(comm);
+    let mut tr = Trainer::new(
+        &cfg,
+        spec.clone(),
+        comm,
+        &reduce,
+        &data,
+        Cpu::<f32>::new(),
+        &init,
+    );
+
+    let mut sum = StepTimes::default();
+    for step in 0..a.warmup + a.iters {
+        let t = tr.step(step)?.times;
+        if step >= a.warmup {
+            add(&mut sum, &t, 1.0);
+        }
+    }
+    let mut mean = StepTimes::default();
+    add(&mut mean, &sum, 1.0 / a.iters as f64);
+    let gemm_s = gemm_only_seconds(&spec, a.batch_per_rank, a.warmup, a.iters);
+
+    // Average each figure over ranks; the slowest rank's step sets the pace.
+    let mut v = vec![
+        mean.data,
+        mean.forward,
+        mean.backward,
+        mean.comm,
+        mean.update,
+        compute_time(&mean),
+        gemm_s,
+    ];
+    comm.all_reduce_sum_f64(&mut v)?;
+    let n = comm.size() as f64;
+    v.iter_mut().for_each(|x| *x /= n);
+    let [data_s, fwd, bwd, ar, upd, step_s, gemm_s] = v[..] else {
+        unreachable!("seven figures")
+    };
+    let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
+    let peak = peak_rss_bytes();
+    let estimate = tr.memory_estimate_bytes() as f64;
+    if !world.is_root() {
+        return Ok(());
+    }
+    let sps_rank = a.batch_per_rank as f64 / step_s;
+    let (gflops, gemm_gflops) = (flops / step_s / 1e9, flops / gemm_s / 1e9);
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "ranks": comm.size(),
+                "threads": std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into()),
+                "model": { "input": spec.input_dim, "hidden": spec.hidden, "out": spec.columns().out_cols,
+                           "params": tr.num_params() },
+                "batch_per_rank": a.batch_per_rank,
+                "iters": a.iters,
+                "ms": { "data": 1e3 * data_s, "forward": 1e3 * fwd, "backward": 1e3 * bwd,
+                        "allreduce": 1e3 * ar, "update": 1e3 * upd, "step": 1e3 * step_s,
+                        "gemm_only": 1e3 * gemm_s },
+                "samples_per_s_per_rank": sps_rank,
+                "samples_per_s": sps_rank * n,
+                "gflops": gflops,
+                "gemm_only_gflops": gemm_gflops,
+                "step_vs_gemm_only": gflops / gemm_gflops,
+                "peak_rss_mib": peak.map(mib),
+                "start_rss_mib": rss_start.map(mib),
+                "estimate_mib": mib(estimate),
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "bench train: {} rank(s), cpu f32, {} GEMM thread(s)/rank, model {} -> {:?} {} -> {} ({} params), {} samples/rank/step, {} iters after {} warm-up",
+        comm.size(),
+        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into()),
+        spec.input_dim,
+        spec.hidden,
+        spec.activation.name(),
+        spec.columns().out_cols,
+        tr.num_params(),
+        a.batch_per_rank,
+        a.iters,
+        a.warmup
+    );
+    println!("{:<12} {:>10} {:>8}", "phase", "ms/step", "share");
+    for (name, s) in [
+        ("forward", fwd),
+        ("backward", bwd),
+        ("all-reduce", ar),
+        ("update", upd),
+        ("step", step_s),
+    ] {
+        println!("{name:<12} {:>10.3} {:>7.1}%", 1e3 * s, 100.0 * s / step_s);
+    }
+    println!(
+        "{:<12} {:>10.3}   (batch generation, not in the step)",
+        "data",
+        1e3 * data_s
+    );
+    println!(
+        "samples/s: {:.0} per rank, {:.0} total",
+        sps_rank,
+        sps_rank * n
+    );
+    println!(
+        "GFLOP/s per rank: step {gflops:.2} | GEMM-only baseline {gemm_gflops:.2} ({:.3} ms) | ratio {:.3}",
+        1e3 * gemm_s,
+        gflops / gemm_gflops
+    );
+    match (peak, rss_start) {
+        (Some(p), Some(s)) => println!(
+            "memory per rank: peak RSS {:.1} MiB ({:.1} MiB above the {:.1} MiB before the model) | estimate {:.1} MiB (params + grads + optimizer state + activations)",
+            mib(p),
+            mib(p - s),
+            mib(s),
+            mib(estimate)
+        ),
+        _ => println!(
+            "memory per rank: estimate {:.1} MiB (peak RSS unavailable)",
+            mib(estimate)
+        ),
+    }
     Ok(())
+}
+
+fn bench_config(a: &BenchTrainArgs, world: usize) -> Result<TrainConfig> {
+    check_device(&a.device)?;
+    if a.batch_per_rank == 0 || a.iters == 0 {
+        return Err(Error::config(
+            "--batch-per-rank and --iters must be at least 1",
+        ));
+    }
+    let mut cfg = TrainConfig::default();
+    a.model.apply(&mut cfg);
+    cfg.train.global_batch = a.batch_per_rank * world;
+    cfg.train.steps = a.warmup + a.iters;
+    cfg.data.synthetic_train = cfg.data.synthetic_train.max(cfg.train.global_batch);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn compute_time(t: &StepTimes) -> f64 {
+    t.forward + t.backward + t.comm + t.update
+}
+
+fn add(acc: &mut StepTimes, t: &StepTimes, w: f64) {
+    acc.data += w * t.data;
+    acc.forward += w * t.forward;
+    acc.backward += w * t.backward;
+    acc.comm += w * t.comm;
+    acc.update += w * t.update;
+    acc.total += w * t.total;
+}
+
+/// Seconds per step of exactly the step's GEMMs (same shapes, same order,
+/// same backend), on their own.
+fn gemm_only_seconds(spec: &ModelSpec, rows: usize, warmup: u64, iters: u64) -> f64 {
+    let be = Cpu::<f32>::new();
+    let layout = ParamLayout::new(spec);
+    let widest = spec
+        .hidden
+        .iter()
+        .copied()
+        .chain([spec.input_dim, spec.columns().out_cols])
+        .max()
+        .unwrap_or(1);
+    let params = init_params(&layout, 0);
+    let mut grads = be.alloc(layout.total);
+    let act_a = vec![0.01f32; rows * widest];
+    let mut act_b = be.alloc(rows * widest);
+    let g = |m, n, k, trans_a, trans_b, b_off, c_off| Gemm {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_off: 0,
+        b_off,
+        c_off,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let mut run = || {
+        let lins: Vec<_> = layout.linears().copied().collect();
+        for l in &lins {
+            be.gemm(
+                g(rows, l.out, l.inp, false, true, l.w, 0),
+                &act_a,
+                &params,
+                &mut act_b,
+            );
+        }
+        for (i, l) in lins.iter().enumerate().rev() {
+            be.gemm(
+                g(l.out, l.inp, rows, true, false, 0, l.w),
+                &act_a,
+                &act_b,
+                &mut grads,
+            );
+            if i > 0 {
+                be.gemm(
+                    g(rows, l.inp, l.out, false, false, l.w, 0),
+                    &act_a,
+                    &params,
+                    &mut act_b,
+                );
+            }
+        }
+    };
+    for _ in 0..warmup {
+        run();
+    }
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    t0.elapsed().as_secs_f64() / iters as f64
+}
+
+/// Peak resident set size of this process (VmHWM), where /proc has it.
+fn peak_rss_bytes() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
 }

@@ -3,9 +3,9 @@
 use std::cell::RefCell;
 
 use mpi::collective::SystemOperation;
+use mpi::topology::Communicator as _;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{CommunicatorCollectives, Root};
-use mpi::topology::Communicator as _;
 
 use super::Communicator;
 use crate::error::Result;

@@ -100,7 +100,15 @@ impl<B: Backend> Model<B> {
                 params,
                 z,
             );
-            be.bias_act(Some(act), rows, lin.out, params, lin.b, z, Some(&mut h_rest[0]));
+            be.bias_act(
+                Some(act),
+                rows,
+                lin.out,
+                params,
+                lin.b,
+                z,
+                Some(&mut h_rest[0]),
+            );
         }
         let heads = self.layout.heads;
         let input = self.h.last().unwrap_or(&self.x);
@@ -288,7 +296,16 @@ mod tests {
         let mut grads = be.alloc(m.layout.total);
         let mut stats = be.alloc(args.len());
         m.forward(be, params, rows);
-        m.backward(be, params, &mut grads, &mut stats, &args, rows, false, &mut |_| {});
+        m.backward(
+            be,
+            params,
+            &mut grads,
+            &mut stats,
+            &args,
+            rows,
+            false,
+            &mut |_| {},
+        );
         let loss = args
             .iter()
             .map(|a| stats[a.stat] * a.grad_scale as f64)
@@ -365,7 +382,16 @@ mod tests {
         let mut stats = be.alloc(3);
         m.forward(&be, &params, rows);
         // No losses: dout stays as computed before, so backward adds g again.
-        m.backward(&be, &params, &mut acc, &mut stats, &args, rows, true, &mut |_| {});
+        m.backward(
+            &be,
+            &params,
+            &mut acc,
+            &mut stats,
+            &args,
+            rows,
+            true,
+            &mut |_| {},
+        );
         for (a, b) in acc.iter().zip(&g) {
             assert!((a - 2.0 * b).abs() < 1e-12);
         }

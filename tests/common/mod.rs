@@ -69,7 +69,10 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let (o, e) = (t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default());
+            let (o, e) = (
+                t_out.join().unwrap_or_default(),
+                t_err.join().unwrap_or_default(),
+            );
             panic!("command hung for {timeout:?}: {cmd:?}\n--- stdout\n{o}\n--- stderr\n{e}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -85,11 +88,16 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
 /// `mpirun -np N ringtrain ARGS...` (as root and oversubscribed where needed).
 pub fn mpirun(np: usize, args: &[&str]) -> Run {
     let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
-        // Ranks beyond the core count must yield, or they spin against each other.
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg(bin())
-        .args(args);
+    cmd.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    // Ranks beyond the core count must yield, or they spin against each other.
+    .args(["--mca", "mpi_yield_when_idle", "1"])
+    .arg(bin())
+    .args(args);
     run_with_timeout(cmd, Duration::from_secs(300))
 }
 
