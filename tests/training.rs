@@ -99,8 +99,7 @@ fn learns_every_task_beyond_its_trivial_baseline() {
     let eval: serde_json::Value = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "eval")
-        .next_back()
+        .rfind(|v| v["type"] == "eval")
         .expect("an eval record");
     let t = &eval["tasks"];
     let f = |task: &str, key: &str| t[task][key].as_f64().unwrap();
