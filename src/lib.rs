@@ -10,6 +10,7 @@ pub mod comm;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod metrics;
 pub mod model;
 pub mod report;

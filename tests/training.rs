@@ -121,3 +121,34 @@ fn learns_every_task_beyond_its_trivial_baseline() {
         .count();
     assert_eq!(train_lines, 300);
 }
+
+#[test]
+fn a_panic_on_one_rank_ends_the_whole_job() {
+    let mut cmd = std::process::Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(common::bin())
+        .args(["train", "--steps", "50", "--global-batch", "8"])
+        .env("RINGTRAIN_FAULT", "panic@1:3");
+    let r = common::run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("rank 1: internal error"), "{}", r.stderr);
+    assert!(!r.stdout.contains("step     50/50"));
+}
+
+#[test]
+fn differing_initial_parameters_are_refused() {
+    let mut cmd = std::process::Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+        .arg(common::bin())
+        .args(["train", "--steps", "5", "--global-batch", "9"])
+        .env("RINGTRAIN_FAULT", "perturb-init@2");
+    let r = common::run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("ringtrain: error").count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("checksum of the initial parameters differs from rank 0 on rank(s) 2"),
+        "{}",
+        r.stderr
+    );
+}

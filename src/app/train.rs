@@ -9,6 +9,7 @@ use crate::comm::{Communicator, agree, check_same};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
@@ -23,13 +24,15 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     agree(comm, check_data_slice(&*data, comm))?;
 
     let layout = ParamLayout::new(&spec);
-    let init = agree(
+    let fault = fault::from_env();
+    let mut init = agree(
         comm,
         match &cfg.train.init {
             Some(p) => load_params(p, &spec, &layout),
             None => Ok(init_params(&layout, cfg.train.seed)),
         },
     )?;
+    fault::on_init(fault, world.rank, &mut init);
     check_same(comm, "checksum of the initial parameters", checksum(&init))?;
     let mut rep = agree(
         comm,
@@ -63,6 +66,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     };
     let steps = cfg.train.steps;
     for step in 0..steps {
+        fault::before_step(fault, world.rank, step);
         let r = tr.step(step).unwrap_or_else(|e| fatal(e));
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;

@@ -55,7 +55,8 @@ pub fn agree<T>(comm: &dyn Communicator, local: Result<T>) -> Result<T> {
 }
 
 /// Checks that a value (a hash) is the same on every rank; the error names
-/// the ranks that differ from rank 0.
+/// the ranks that differ from rank 0 (rank 0 reports it, the others return
+/// [`Error::OtherRank`]).
 pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()> {
     let all = comm.all_gather_u64(value)?;
     let odd: Vec<String> = (0..all.len())
@@ -64,6 +65,8 @@ pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()>
         .collect();
     if odd.is_empty() {
         Ok(())
+    } else if comm.rank() != 0 {
+        Err(Error::OtherRank(0))
     } else {
         Err(Error::Consistency(format!(
             "{what} differs from rank 0 on rank(s) {}",

@@ -1,0 +1,73 @@
+//! Test-only fault injection, so the tests can prove that failures end the
+//! job instead of hanging it. Set `RINGTRAIN_FAULT` to one of:
+//!
+//! - `panic@R:S`  rank R panics at the start of step S (0-based)
+//! - `perturb-init@R`  rank R changes one initial parameter (the start-up
+//!   checksum must catch it)
+//!
+//! Unset (always, in real runs) it costs one environment lookup at start.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    PanicAt { rank: usize, step: u64 },
+    PerturbInit { rank: usize },
+}
+
+pub const ENV: &str = "RINGTRAIN_FAULT";
+
+/// The fault configured for this process, if any (a malformed value is
+/// ignored with a warning: this is a test switch, not user input).
+pub fn from_env() -> Option<Fault> {
+    let v = std::env::var(ENV).ok()?;
+    let parsed = parse(&v);
+    if parsed.is_none() {
+        eprintln!("ringtrain: ignoring malformed {ENV}={v:?}");
+    }
+    parsed
+}
+
+fn parse(v: &str) -> Option<Fault> {
+    let (kind, at) = v.split_once('@')?;
+    match kind {
+        "panic" => {
+            let (r, s) = at.split_once(':')?;
+            Some(Fault::PanicAt {
+                rank: r.parse().ok()?,
+                step: s.parse().ok()?,
+            })
+        }
+        "perturb-init" => Some(Fault::PerturbInit {
+            rank: at.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+/// Called at the start of every step.
+pub fn before_step(fault: Option<Fault>, rank: usize, step: u64) {
+    if fault == Some(Fault::PanicAt { rank, step }) {
+        panic!("injected fault: {ENV} panic at step {step}");
+    }
+}
+
+/// Called on the initial parameters before they are compared.
+pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
+    if fault == Some(Fault::PerturbInit { rank }) {
+        if let Some(p) = params.first_mut() {
+            *p += 1.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse("panic@1:3"), Some(Fault::PanicAt { rank: 1, step: 3 }));
+        assert_eq!(parse("perturb-init@0"), Some(Fault::PerturbInit { rank: 0 }));
+        assert_eq!(parse("panic@x"), None);
+        assert_eq!(parse("explode@1"), None);
+    }
+}
