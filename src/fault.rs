@@ -65,8 +65,14 @@ mod tests {
 
     #[test]
     fn parses_the_documented_forms() {
-        assert_eq!(parse("panic@1:3"), Some(Fault::PanicAt { rank: 1, step: 3 }));
-        assert_eq!(parse("perturb-init@0"), Some(Fault::PerturbInit { rank: 0 }));
+        assert_eq!(
+            parse("panic@1:3"),
+            Some(Fault::PanicAt { rank: 1, step: 3 })
+        );
+        assert_eq!(
+            parse("perturb-init@0"),
+            Some(Fault::PerturbInit { rank: 0 })
+        );
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);
     }

@@ -31,6 +31,31 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A fresh directory from `common::tempdir`, removed when the test passes
+/// (kept after a failure, to look at).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        TempDir(common::tempdir(name))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
@@ -196,9 +221,11 @@ fn write_npy_i64(path: &Path, values: &[i64]) {
 }
 
 /// A small valid dataset directory (64 train, 16 val rows) from
-/// `ringtrain data synth`, to be broken by the caller.
-fn synth_dataset(name: &str) -> PathBuf {
-    let dir = common::tempdir(&format!("bad-{name}-data")).join("ds");
+/// `ringtrain data synth`, to be broken by the caller; the directory is
+/// `ds` inside the returned temp dir.
+fn synth_dataset(name: &str) -> (TempDir, PathBuf) {
+    let tmp = TempDir::new(&format!("bad-{name}-data"));
+    let dir = tmp.join("ds");
     let _one = serial();
     common::single(&[
         "data",
@@ -214,7 +241,7 @@ fn synth_dataset(name: &str) -> PathBuf {
     for f in ["tasks.toml", "train/x.npy", "train/shape.npy", "val/x.npy"] {
         assert!(dir.join(f).is_file(), "data synth wrote no {f}");
     }
-    dir
+    (tmp, dir)
 }
 
 /// Training flags for the 64-row datasets: short, small, batch that fits.
@@ -336,7 +363,7 @@ fn task_weight_without_value() {
 
 #[test]
 fn config_file_with_unknown_key() {
-    let dir = common::tempdir("bad-config");
+    let dir = TempDir::new("bad-config");
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, "[train]\nsteps = 2\nstepz = 3\n").expect("write config");
     let run = expect_user_error(
@@ -354,7 +381,7 @@ fn config_file_with_unknown_key() {
 
 #[test]
 fn missing_config_file() {
-    let dir = common::tempdir("bad-config-missing");
+    let dir = TempDir::new("bad-config-missing");
     let cfg = dir.join("no-such-config.toml");
     expect_user_error(
         "config-missing",
@@ -368,7 +395,7 @@ fn missing_config_file() {
 
 #[test]
 fn save_into_missing_directory() {
-    let dir = common::tempdir("bad-save-dir");
+    let dir = TempDir::new("bad-save-dir");
     let target = dir.join("no-such-dir").join("model.safetensors");
     expect_user_error(
         "save-dir",
@@ -384,7 +411,7 @@ fn save_into_missing_directory() {
 
 #[test]
 fn metrics_out_is_a_directory() {
-    let dir = common::tempdir("bad-metrics-dir");
+    let dir = TempDir::new("bad-metrics-dir");
     let target = dir.join("metrics");
     std::fs::create_dir(&target).expect("mkdir");
     expect_user_error(
@@ -404,7 +431,7 @@ fn metrics_out_is_a_directory() {
 
 #[test]
 fn missing_data_directory() {
-    let dir = common::tempdir("bad-data-missing");
+    let dir = TempDir::new("bad-data-missing");
     let missing = dir.join("no-such-dataset");
     expect_user_error(
         "data-missing",
@@ -416,7 +443,7 @@ fn missing_data_directory() {
 
 #[test]
 fn malformed_inputs_file() {
-    let dir = synth_dataset("garbage");
+    let (_tmp, dir) = synth_dataset("garbage");
     std::fs::write(
         dir.join("train/x.npy"),
         b"garbage bytes, certainly not NumPy\x00\x01\x02",
@@ -437,7 +464,7 @@ fn malformed_inputs_file() {
 
 #[test]
 fn labels_with_other_row_count() {
-    let dir = synth_dataset("rows");
+    let (_tmp, dir) = synth_dataset("rows");
     write_npy_i64(&dir.join("train/shape.npy"), &[0; 48]);
     let run = expect_user_error(
         "data-rows",
@@ -456,7 +483,7 @@ fn labels_with_other_row_count() {
 /// 32..64): the error must still end every rank, with one message.
 #[test]
 fn class_label_out_of_range_seen_by_last_rank_only() {
-    let dir = synth_dataset("label");
+    let (_tmp, dir) = synth_dataset("label");
     let mut labels = vec![0i64; 64];
     labels[60] = 7;
     write_npy_i64(&dir.join("train/shape.npy"), &labels);
@@ -476,7 +503,7 @@ fn class_label_out_of_range_seen_by_last_rank_only() {
 /// A NaN in the last element of the training inputs (last rank's slice).
 #[test]
 fn non_finite_input() {
-    let dir = synth_dataset("nan");
+    let (_tmp, dir) = synth_dataset("nan");
     let path = dir.join("train/x.npy");
     let mut bytes = std::fs::read(&path).expect("read x.npy");
     let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
@@ -504,7 +531,7 @@ fn non_finite_input() {
 
 #[test]
 fn init_from_missing_file() {
-    let dir = common::tempdir("bad-init-missing");
+    let dir = TempDir::new("bad-init-missing");
     let p = dir.join("no-such-init.safetensors");
     expect_user_error(
         "init-missing",
@@ -516,7 +543,7 @@ fn init_from_missing_file() {
 
 #[test]
 fn init_from_garbage_file() {
-    let dir = common::tempdir("bad-init-garbage");
+    let dir = TempDir::new("bad-init-garbage");
     let p = dir.join("garbage.safetensors");
     std::fs::write(
         &p,
@@ -538,7 +565,7 @@ fn init_from_garbage_file() {
 
 #[test]
 fn init_from_other_architecture() {
-    let dir = common::tempdir("bad-init-arch");
+    let dir = TempDir::new("bad-init-arch");
     let a = dir.join("A.safetensors");
     {
         let _one = serial();
