@@ -8,13 +8,7 @@
 
 use std::ops::Range;
 
-/// The splitmix64 finaliser: a cheap, well-mixing bijection on u64.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::rng::mix64 as splitmix64;
 
 /// Hashes a short sequence of words into one well-mixed u64.
 pub fn hash_words(words: &[u64]) -> u64 {
