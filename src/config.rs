@@ -297,3 +297,15 @@ mod tests {
         assert!(c.lr_at(55) < c.lr_at(30));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The documented example must parse to exactly the defaults.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let c: TrainConfig = toml::from_str(include_str!("../examples/train.toml")).unwrap();
+        assert_eq!(c, TrainConfig::default());
+    }
+}

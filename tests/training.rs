@@ -152,3 +152,11 @@ fn differing_initial_parameters_are_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn gemm_threads_do_not_change_the_result() {
+    let dir = tempdir("threads");
+    let a = train(1, &dir, "t1", &["--threads", "1", "--global-batch", "64"]);
+    let b = train(1, &dir, "t2", &["--threads", "2", "--global-batch", "64"]);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
