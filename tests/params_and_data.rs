@@ -172,3 +172,47 @@ fn info_reports_every_rank() {
     assert!(r.stdout.contains("local rank 2 of 3"), "{}", r.stdout);
     assert!(r.stdout.contains("Open MPI"), "{}", r.stdout);
 }
+
+/// The saved file alone rebuilds the model in NumPy, and that model scores
+/// what ringtrain's own evaluation printed. Needs a Python with numpy and
+/// safetensors (launch/test.sh provides one in RINGTRAIN_PYTHON).
+#[test]
+fn another_framework_rebuilds_the_model_from_the_file_alone() {
+    let python = std::env::var("RINGTRAIN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_deps = std::process::Command::new(&python)
+        .args(["-c", "import numpy, safetensors"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_deps {
+        eprintln!("skipped: {python} lacks numpy/safetensors (launch/test.sh installs them)");
+        return;
+    }
+    let dir = tempdir("numpy-forward");
+    let data = dir.join("data");
+    single(&["data", "synth", "--out", s(&data), "--train", "2000", "--val", "500"]).ok();
+    let model = dir.join("m.safetensors");
+    let r = mpirun(
+        2,
+        &[
+            "train", "--data", s(&data), "--steps", "60", "--global-batch", "64", "--activation",
+            "gelu", "--save", s(&model),
+        ],
+    );
+    r.ok();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/forward_from_file.py");
+    let out = std::process::Command::new(&python)
+        .args([script, s(&model), s(&data)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let py = String::from_utf8_lossy(&out.stdout);
+    let eval = r.stdout.lines().rfind(|l| l.starts_with("eval")).unwrap();
+    for line in py.lines() {
+        let mut w = line.split_whitespace();
+        let (task, acc) = (w.next().unwrap(), w.nth(1).unwrap().parse::<f64>().unwrap());
+        let ours = format!("{task} acc {acc:.4}");
+        assert!(eval.contains(&ours), "numpy: {line}; ringtrain: {eval}");
+    }
+    assert_eq!(py.lines().count(), 2, "{py}");
+}
