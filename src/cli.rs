@@ -56,6 +56,48 @@ pub enum DataCommand {
 pub enum BenchCommand {
     /// Time the training step, split into phases, against a GEMM-only baseline.
     Train(BenchTrainArgs),
+    /// All-reduce bandwidth, in the columns of nccl-tests' all_reduce_perf.
+    Allreduce(BenchAllreduceArgs),
+}
+
+/// nccl-tests' own short flags, so `all_reduce_perf` users need no manual.
+#[derive(Args, Debug)]
+pub struct BenchAllreduceArgs {
+    /// Smallest message size in bytes (K, M, G suffixes).
+    #[arg(short = 'b', long = "minbytes", default_value = "32M")]
+    pub min_bytes: String,
+    /// Largest message size in bytes (K, M, G suffixes).
+    #[arg(short = 'e', long = "maxbytes", default_value = "32M")]
+    pub max_bytes: String,
+    /// Multiply the size by this factor between rows.
+    #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
+    pub step_factor: u64,
+    /// Timed iterations per size.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    pub iters: u64,
+    /// Warm-up iterations per size.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    pub warmup: u64,
+    /// Data type: float or bfloat16.
+    #[arg(short = 'd', long = "datatype", default_value = "float")]
+    pub dtype: String,
+    /// Reduction: sum or avg.
+    #[arg(short = 'o', long = "op", default_value = "sum")]
+    pub op: String,
+    /// Check results (1) or not (0).
+    #[arg(short = 'c', long = "check", default_value_t = 1)]
+    pub check: u8,
+    #[arg(long, value_enum, default_value_t = crate::comm::CommKind::Auto)]
+    pub comm: crate::comm::CommKind,
+    #[arg(long, value_enum, default_value_t = crate::comm::Wire::F32)]
+    pub wire: crate::comm::Wire,
+    /// Print JSON (one object) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Test-only: corrupt one element of the result on the last rank, so
+    /// the check must report it.
+    #[arg(long, hide = true)]
+    pub corrupt: bool,
 }
 
 #[derive(Args, Debug)]

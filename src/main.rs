@@ -32,6 +32,7 @@ fn main() {
             val,
         }) => app::data::synth(&*comm, out, *seed, *train, *val),
         Command::Bench(BenchCommand::Train(a)) => bench::train::run(a, &world, &*comm),
+        Command::Bench(BenchCommand::Allreduce(a)) => bench::allreduce::run(a, &world, &*comm),
     };
     drop(comm);
     match result {

@@ -1,7 +1,7 @@
 //! Who this process is: rank, world size, local rank, and how that was
 //! learnt. Also the rule that a panic on any rank ends the whole job.
 
-use crate::comm::Communicator;
+use crate::comm::{CommKind, Communicator, Wire};
 
 /// How the ranks were started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,13 +74,10 @@ impl World {
         self.rank == 0
     }
 
-    /// The communicator that carries this world's collectives.
+    /// The plain communicator (MPI_Allreduce, f32 wire) for set-up and
+    /// control messages.
     pub fn comm(&self) -> Box<dyn Communicator> {
-        match self.bootstrap {
-            #[cfg(feature = "mpi")]
-            Bootstrap::Mpi => Box::new(crate::comm::mpi::MpiComm::world()),
-            _ => Box::new(crate::comm::single::Single),
-        }
+        crate::comm::create(self.size, CommKind::Mpi, Wire::F32)
     }
 
     /// Ends this process with `code` after shutting MPI down cleanly.
@@ -117,4 +114,10 @@ fn install_panic_hook(rank: usize, size: usize) {
         default(info);
         abort_job(size, 101);
     }));
+}
+
+/// Whether MPI has been initialised in this process (and not finalised).
+#[cfg(feature = "mpi")]
+pub fn mpi_is_up() -> bool {
+    mpi::environment::is_initialized() && !mpi::environment::is_finalized()
 }

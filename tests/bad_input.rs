@@ -14,9 +14,14 @@ use std::time::Duration;
 
 use common::Run;
 
-/// A user error is found before any training step; a run that takes this
-/// long has hung (or trained), far below the helper's 300 s kill timeout.
-const NO_HANG: Duration = Duration::from_secs(60);
+/// A user error is found before any training step, and a run that ends
+/// with one takes about a second (MPI start-up included); one that takes
+/// this long has hung or trained, so it fails.
+const QUICK: Duration = Duration::from_secs(30);
+
+/// A run still going after this is killed and its test fails as "hung"
+/// (sooner than `common::mpirun`'s 300 s, which is meant for training).
+const HANG: Duration = Duration::from_secs(90);
 
 const RANKS: usize = 2;
 
@@ -73,7 +78,7 @@ enum Msg {
 /// comment) in a fresh directory and checks it ended as one user error
 /// whose message contains `fragment`.
 fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Run {
-    let out = common::tempdir(&format!("bad-{name}-out"));
+    let out = TempDir::new(&format!("bad-{name}-out"));
     let save = out.join("existing.safetensors");
     let metrics = out.join("metrics.jsonl");
     std::fs::write(&save, SENTINEL).expect("write sentinel");
@@ -86,7 +91,7 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
     }
     let run = {
         let _one = serial();
-        common::mpirun(RANKS, &full)
+        common::mpirun_timeout(RANKS, &full, HANG)
     };
     let ctx = format!(
         "case {name}: ringtrain {}\n--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -99,8 +104,8 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
 
     assert_eq!(run.code, Some(2), "exit code must be 2\n{ctx}");
     assert!(
-        run.elapsed < NO_HANG,
-        "took {:?} (>= {NO_HANG:?}): a user error must end the job at once\n{ctx}",
+        run.elapsed < QUICK,
+        "took {:?} (>= {QUICK:?}): a user error must end the job at once\n{ctx}",
         run.elapsed
     );
     for bad in [
@@ -164,7 +169,7 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
         "the existing --save file was changed or removed\n{ctx}"
     );
     assert!(!metrics.exists(), "--metrics-out file was created\n{ctx}");
-    let mut left: Vec<String> = std::fs::read_dir(&out)
+    let mut left: Vec<String> = std::fs::read_dir(&*out)
         .expect("list output dir")
         .map(|e| {
             e.expect("dir entry")
@@ -179,7 +184,6 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
         ["existing.safetensors"],
         "files appeared in the output dir\n{ctx}"
     );
-    let _ = std::fs::remove_dir_all(&out);
     run
 }
 

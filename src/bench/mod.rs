@@ -1,1 +1,4 @@
+//! Benchmarks: `bench train` and `bench allreduce`.
+
+pub mod allreduce;
 pub mod train;

@@ -7,9 +7,34 @@
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "mpi")]
+pub mod ring;
 pub mod single;
 
+use half::bf16;
+
 use crate::error::{Error, Result};
+
+/// Which implementation carries the collectives (`--comm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CommKind {
+    /// MPI_Allreduce.
+    Mpi,
+    /// The ring all-reduce written out over MPI point-to-point (`ring.rs`).
+    Ring,
+    /// The fastest available for this world (ring on CPU).
+    Auto,
+}
+
+/// Element type on the wire for the f32 all-reduce (`--wire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    F32,
+    /// Send bf16 (half the bytes), accumulate in f32.
+    Bf16,
+}
 
 pub trait Communicator {
     fn rank(&self) -> usize;
@@ -18,6 +43,9 @@ pub trait Communicator {
     fn name(&self) -> &'static str;
     /// Element-wise sum over ranks, in place.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over ranks of bf16 data, in place (accumulated in
+    /// f32, rounded to bf16 once at the end).
+    fn all_reduce_sum_bf16(&self, buf: &mut [bf16]) -> Result<()>;
     /// Element-wise sum over ranks of small control values, in place.
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Every rank's value, indexed by rank.
@@ -73,4 +101,19 @@ pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()>
             odd.join(", ")
         )))
     }
+}
+
+/// The communicator for this process: `kind` and `wire` as configured.
+/// Callable from any thread (the overlap thread makes its own), but two
+/// communicators of a process must never run collectives at the same time.
+pub fn create(size: usize, kind: CommKind, wire: Wire) -> Box<dyn Communicator> {
+    #[cfg(feature = "mpi")]
+    if crate::world::mpi_is_up() {
+        return match kind {
+            CommKind::Mpi => Box::new(mpi::MpiComm::world()),
+            CommKind::Ring | CommKind::Auto => Box::new(ring::RingComm::world(wire)),
+        };
+    }
+    let _ = (size, kind, wire);
+    Box::new(single::Single)
 }

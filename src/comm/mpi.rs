@@ -47,6 +47,15 @@ impl Communicator for MpiComm {
         buf.copy_from_slice(out);
         Ok(())
     }
+    fn all_reduce_sum_bf16(&self, buf: &mut [half::bf16]) -> Result<()> {
+        // MPI has no bf16 type: reduce in f32, round once.
+        let mut wide: Vec<f32> = buf.iter().map(|v| v.to_f32()).collect();
+        self.all_reduce_sum(&mut wide)?;
+        for (b, w) in buf.iter_mut().zip(&wide) {
+            *b = half::bf16::from_f32(*w);
+        }
+        Ok(())
+    }
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
         let mut out = vec![0f64; buf.len()];
         self.world

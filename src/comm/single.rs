@@ -18,6 +18,9 @@ impl Communicator for Single {
     fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
         Ok(())
     }
+    fn all_reduce_sum_bf16(&self, _buf: &mut [half::bf16]) -> Result<()> {
+        Ok(())
+    }
     fn all_reduce_sum_f64(&self, _buf: &mut [f64]) -> Result<()> {
         Ok(())
     }

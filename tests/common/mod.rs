@@ -87,6 +87,12 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
 
 /// `mpirun -np N ringtrain ARGS...` (as root and oversubscribed where needed).
 pub fn mpirun(np: usize, args: &[&str]) -> Run {
+    mpirun_timeout(np, args, Duration::from_secs(300))
+}
+
+/// [`mpirun`] with its own deadline, for runs that must end quickly (a
+/// user error): a hang then fails the test after `timeout`, not 300 s.
+pub fn mpirun_timeout(np: usize, args: &[&str], timeout: Duration) -> Run {
     let mut cmd = Command::new("mpirun");
     cmd.args([
         "--allow-run-as-root",
@@ -98,7 +104,7 @@ pub fn mpirun(np: usize, args: &[&str]) -> Run {
     .args(["--mca", "mpi_yield_when_idle", "1"])
     .arg(bin())
     .args(args);
-    run_with_timeout(cmd, Duration::from_secs(300))
+    run_with_timeout(cmd, timeout)
 }
 
 /// The binary alone (a singleton MPI start).
