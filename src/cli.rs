@@ -116,8 +116,13 @@ pub struct BenchTrainArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Micro-batches per step.
+    #[arg(long, default_value_t = 1)]
+    pub accum_steps: usize,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub comm: CommArgs,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +185,12 @@ pub struct TrainArgs {
     /// Write one JSON object per step and per evaluation (JSON Lines).
     #[arg(long)]
     pub metrics_out: Option<PathBuf>,
+    /// Split each rank's slice into K micro-batches, communicate once.
+    #[arg(long)]
+    pub accum_steps: Option<usize>,
+    /// Write a Chrome-trace timeline of all ranks (chrome://tracing, Perfetto).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// Loss weight of a task, NAME=WEIGHT (repeatable).
     #[arg(long = "task-weight", value_name = "NAME=WEIGHT")]
     pub task_weight: Vec<String>,
@@ -188,6 +199,41 @@ pub struct TrainArgs {
     pub device: String,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub comm: CommArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CommArgs {
+    /// Gradient all-reduce: mpi (MPI_Allreduce), ring (written out), auto.
+    #[arg(long, value_enum)]
+    pub comm: Option<crate::comm::CommKind>,
+    /// Element type on the wire: f32, or bf16 (ring; accumulates in f32).
+    #[arg(long, value_enum)]
+    pub wire: Option<crate::comm::Wire>,
+    /// Gradient bucket size in KiB.
+    #[arg(long)]
+    pub bucket_kib: Option<usize>,
+    /// All-reduce buckets after backward instead of overlapping with it.
+    #[arg(long)]
+    pub no_overlap: bool,
+}
+
+impl CommArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        if let Some(k) = self.comm {
+            c.comm.kind = k;
+        }
+        if let Some(w) = self.wire {
+            c.comm.wire = w;
+        }
+        if let Some(b) = self.bucket_kib {
+            c.comm.bucket_kib = b;
+        }
+        if self.no_overlap {
+            c.comm.overlap = false;
+        }
+    }
 }
 
 impl ModelArgs {
@@ -231,6 +277,11 @@ impl TrainArgs {
         }
         set!(min_lr => optim.min_lr);
         set!(clip_norm => optim.clip_norm);
+        set!(accum_steps => train.accum_steps);
+        self.comm.apply(&mut c);
+        if self.trace.is_some() {
+            c.train.trace = self.trace.clone();
+        }
         if self.data.is_some() {
             c.data.path = self.data.clone();
         }

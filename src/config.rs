@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::comm::{CommKind, Wire};
 use crate::error::{Error, Result};
 use crate::model::spec::Activation;
 
@@ -16,6 +17,7 @@ pub struct TrainConfig {
     pub data: DataConfig,
     pub train: LoopConfig,
     pub optim: OptimConfig,
+    pub comm: CommConfig,
     /// Per-task loss weights λ_t overriding the dataset's defaults.
     pub task_weights: BTreeMap<String, f32>,
 }
@@ -52,6 +54,39 @@ pub struct LoopConfig {
     pub save: Option<PathBuf>,
     pub init: Option<PathBuf>,
     pub metrics_out: Option<PathBuf>,
+    /// Split each rank's slice of the global batch into this many
+    /// micro-batches; gradients are accumulated and communicated once.
+    pub accum_steps: usize,
+    /// Chrome-trace timeline of every rank (forward, backward, each
+    /// bucket's all-reduce, update).
+    pub trace: Option<PathBuf>,
+}
+
+/// How gradients travel between ranks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommConfig {
+    /// mpi (MPI_Allreduce) | ring (written out) | auto.
+    pub kind: CommKind,
+    /// Element type on the wire: f32, or bf16 (ring only).
+    pub wire: Wire,
+    /// Gradient bucket size in KiB; buckets follow the order backward
+    /// produces gradients (last layer first).
+    pub bucket_kib: usize,
+    /// All-reduce each bucket on a communication thread as soon as it is
+    /// complete, while backward continues.
+    pub overlap: bool,
+}
+
+impl Default for CommConfig {
+    fn default() -> Self {
+        CommConfig {
+            kind: CommKind::Auto,
+            wire: Wire::F32,
+            bucket_kib: 256,
+            overlap: true,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -118,6 +153,8 @@ impl Default for LoopConfig {
             save: None,
             init: None,
             metrics_out: None,
+            accum_steps: 1,
+            trace: None,
         }
     }
 }
@@ -157,6 +194,15 @@ impl TrainConfig {
         }
         if t.global_batch == 0 {
             return bad("--global-batch must be at least 1".into());
+        }
+        if t.accum_steps == 0 {
+            return bad("--accum-steps must be at least 1".into());
+        }
+        if self.comm.bucket_kib == 0 {
+            return bad("--bucket-kib must be at least 1".into());
+        }
+        if self.comm.wire == Wire::Bf16 && self.comm.kind == CommKind::Mpi {
+            return bad("--wire bf16 needs --comm ring (MPI has no bf16 reduction)".into());
         }
         if self.model.hidden.contains(&0) {
             return bad("--hidden: every layer width must be at least 1".into());
@@ -204,7 +250,7 @@ impl TrainConfig {
         {
             return bad("synthetic dataset sizes must be at least 1".into());
         }
-        for p in [&t.save, &t.metrics_out].into_iter().flatten() {
+        for p in [&t.save, &t.metrics_out, &t.trace].into_iter().flatten() {
             check_output_path(p)?;
         }
         Ok(())

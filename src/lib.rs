@@ -16,5 +16,6 @@ pub mod model;
 pub mod report;
 pub mod rng;
 pub mod tasks;
+pub mod trace;
 pub mod train;
 pub mod world;

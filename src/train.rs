@@ -3,41 +3,65 @@
 //! ```text
 //! batch  = the global batch of (seed, step); this rank takes its slice
 //! counts = Σ_ranks present labels per task   -> loss scales λ_t·n/N_t
-//! out    = model.forward(x)
-//! grads  = model.backward(losses)            -> one flat buffer
-//! grads  = (1/n) Σ_ranks grads               (all-reduce)
+//! for each micro-batch of the slice:
+//!     out   = model.forward(x)
+//!     grads += model.backward(losses)        one flat buffer; on the last
+//!                                            micro-batch each finished bucket
+//!                                            starts its all-reduce at once
+//! grads  = (1/n) Σ_ranks grads               wait for the buckets in flight
 //! params = optimizer(params, grads)          identical on every rank
 //! ```
 
 use std::ops::Range;
 use std::time::Instant;
 
+use serde_json::json;
+
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
 use crate::comm::Communicator;
+use crate::comm::bucket::{GradSync, SyncReport, plan_buckets};
+use crate::model::layout::ParamLayout;
+use crate::trace::{COMM, COMPUTE, Trace};
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::Result;
 use crate::metrics::{EvalStats, TaskMetrics};
 use crate::model::Model;
 use crate::model::spec::ModelSpec;
-use crate::tasks::TaskKind;
 
-/// How the gradient buffer of backend `B` is averaged over ranks.
-pub trait GradReduce<B: Backend> {
-    fn all_reduce_avg(&self, be: &B, grads: &mut B::Buf, len: usize) -> Result<()>;
+/// Averages the gradient buffer over ranks, bucket by bucket, as backward
+/// finishes them (`comm::bucket::GradSync` for host buffers).
+pub trait GradBuckets {
+    /// Every gradient at offset ≥ `lo` is final.
+    fn ready(&mut self, lo: usize);
+    /// Waits until the whole buffer holds g = (1/n) Σ g_i.
+    fn finish(&mut self) -> Result<SyncReport>;
 }
 
-/// Host-memory backends reduce with the host communicator.
-pub struct HostReduce<'a>(pub &'a dyn Communicator);
+impl GradBuckets for GradSync {
+    fn ready(&mut self, lo: usize) {
+        GradSync::ready(self, lo)
+    }
+    fn finish(&mut self) -> Result<SyncReport> {
+        GradSync::finish(self)
+    }
+}
 
-impl GradReduce<crate::backend::cpu::Cpu<f32>> for HostReduce<'_> {
-    fn all_reduce_avg(
-        &self,
-        _: &crate::backend::cpu::Cpu<f32>,
-        g: &mut Vec<f32>,
-        len: usize,
-    ) -> Result<()> {
-        self.0.all_reduce_avg(&mut g[..len])
+/// The gradient sync of the CPU backend, as configured.
+pub fn host_grad_sync<'g>(
+    cfg: &'g TrainConfig,
+    size: usize,
+) -> impl Fn(&mut Vec<f32>, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
+    move |grads, layout| {
+        let buckets = plan_buckets(layout, cfg.comm.bucket_kib * 1024 / 4);
+        Box::new(GradSync::new(
+            grads,
+            buckets,
+            size,
+            cfg.comm.kind,
+            cfg.comm.wire,
+            cfg.comm.overlap,
+        ))
     }
 }
 
@@ -59,7 +83,11 @@ pub struct StepTimes {
     pub data: f64,
     pub forward: f64,
     pub backward: f64,
+    /// Communication on the critical path: the small control all-reduces
+    /// and the wait for gradient buckets after backward.
     pub comm: f64,
+    /// All-reduce time of the gradient buckets, overlapped or not.
+    pub grad_comm: f64,
     pub update: f64,
     pub total: f64,
 }
@@ -68,7 +96,7 @@ pub struct Trainer<'a, B: Backend> {
     pub cfg: &'a TrainConfig,
     pub spec: ModelSpec,
     comm: &'a dyn Communicator,
-    reduce: &'a dyn GradReduce<B>,
+    sync: Box<dyn GradBuckets>,
     data: &'a dyn Dataset,
     pub be: B,
     pub model: Model<B>,
@@ -82,6 +110,7 @@ pub struct Trainer<'a, B: Backend> {
     host_labels: Vec<f32>,
     /// This rank's rows of every global batch.
     shard: Range<usize>,
+    pub trace: Option<Trace>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -89,25 +118,29 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: &'a TrainConfig,
         spec: ModelSpec,
         comm: &'a dyn Communicator,
-        reduce: &'a dyn GradReduce<B>,
+        make_sync: impl Fn(&mut B::Buf, &ParamLayout) -> Box<dyn GradBuckets>,
         data: &'a dyn Dataset,
         be: B,
         init: &[f32],
     ) -> Self {
         let shard = sampler::shard(cfg.train.global_batch, comm.rank(), comm.size());
-        let max_rows = shard.len().max(1);
+        // The workspace holds one micro-batch.
+        let max_rows = shard.len().div_ceil(cfg.train.accum_steps).max(1);
         let model = Model::new(&be, spec.clone(), max_rows);
         let n = model.layout.total;
+        let mut grads = be.alloc(n);
+        let sync = make_sync(&mut grads, &model.layout);
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
         let state_len = match cfg.optim.optimizer {
             OptimizerKind::Sgd => n,
             OptimizerKind::Adamw => 2 * n,
         };
+        let slice = shard.len().max(max_rows);
         Trainer {
-            host_x: vec![0.0; max_rows * spec.input_dim],
-            host_labels: vec![0.0; max_rows * model.cols.label_cols],
-            grads: be.alloc(n),
+            host_x: vec![0.0; slice * spec.input_dim],
+            host_labels: vec![0.0; slice * model.cols.label_cols],
+            grads,
             opt_state: be.alloc(state_len),
             stats: be.alloc(spec.tasks.len() + 1),
             params,
@@ -115,10 +148,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             spec,
             cfg,
             comm,
-            reduce,
+            sync,
             data,
             be,
             shard,
+            trace: None,
         }
     }
 
@@ -156,18 +190,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.cfg.train.global_batch,
             self.data.len(Split::Train),
         );
-        let x_len = rows * self.spec.input_dim;
-        let l_len = rows * self.model.cols.label_cols;
+        let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
         self.data.fill(
             Split::Train,
             &batch[self.shard.clone()],
-            &mut self.host_x[..x_len],
-            &mut self.host_labels[..l_len],
+            &mut self.host_x[..rows * d],
+            &mut self.host_labels[..rows * lc],
         )?;
-        self.be.upload(&self.host_x[..x_len], &mut self.model.x, 0);
-        self.be
-            .upload(&self.host_labels[..l_len], &mut self.model.labels, 0);
         t.data = start.elapsed().as_secs_f64();
+        self.span("data", start, step);
 
         // Each task's loss is the mean over labels present in the whole
         // global batch, so every rank needs the global counts N_t.
@@ -175,44 +206,67 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut counts = self.local_label_counts(rows);
         self.comm.all_reduce_sum_f64(&mut counts)?;
         t.comm += c0.elapsed().as_secs_f64();
-        let losses = self.loss_args(rows, &counts);
 
-        let f0 = Instant::now();
-        self.model.forward(&self.be, &self.params, rows);
-        t.forward = f0.elapsed().as_secs_f64();
+        // Forward and backward per micro-batch, gradients accumulating in
+        // one buffer; during the last backward, finished buckets start
+        // their all-reduce.
+        let k = self.cfg.train.accum_steps;
+        for j in 0..k {
+            let mb = sampler::shard(rows, j, k);
+            let (lo, n) = (mb.start, mb.len());
+            self.be
+                .upload(&self.host_x[lo * d..(lo + n) * d], &mut self.model.x, 0);
+            self.be
+                .upload(&self.host_labels[lo * lc..(lo + n) * lc], &mut self.model.labels, 0);
+            let f0 = Instant::now();
+            self.model.forward(&self.be, &self.params, n);
+            t.forward += f0.elapsed().as_secs_f64();
+            self.span("forward", f0, step);
 
-        let b0 = Instant::now();
-        self.model.backward(
-            &self.be,
-            &self.params,
-            &mut self.grads,
-            &mut self.stats,
-            &losses,
-            rows,
-            false,
-            &mut |_| {},
-        );
-        t.backward = b0.elapsed().as_secs_f64();
+            let b0 = Instant::now();
+            let losses = self.loss_args(n, &counts, j > 0);
+            let last = j + 1 == k;
+            let sync = &mut self.sync;
+            self.model.backward(
+                &self.be,
+                &self.params,
+                &mut self.grads,
+                &mut self.stats,
+                &losses,
+                n,
+                j > 0,
+                &mut |lin| {
+                    if last {
+                        sync.ready(lin.w)
+                    }
+                },
+            );
+            t.backward += b0.elapsed().as_secs_f64();
+            self.span("backward", b0, step);
+        }
 
         // g = (1/n) Σ g_i.
         let c1 = Instant::now();
-        let n = self.num_params();
-        self.reduce.all_reduce_avg(&self.be, &mut self.grads, n)?;
+        let sync = self.sync.finish()?;
         t.comm += c1.elapsed().as_secs_f64();
+        t.grad_comm = sync.comm_s;
+        if let Some(tr) = &mut self.trace {
+            tr.span("wait for all-reduce", COMPUTE, c1, Instant::now(), json!({ "step": step }));
+            for b in &sync.buckets {
+                let args = json!({ "step": step, "bucket": b.bucket, "bytes": 4 * b.floats });
+                tr.span("all-reduce", COMM, b.start, b.end, args);
+            }
+        }
 
         let u0 = Instant::now();
+        let n = self.num_params();
         let lr = self.cfg.lr_at(step);
         self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
         let args = self.update_args(step, lr);
-        self.be.update(
-            args,
-            n,
-            &mut self.params,
-            &self.grads,
-            &mut self.opt_state,
-            &self.stats,
-        );
+        self.be
+            .update(args, n, &mut self.params, &self.grads, &mut self.opt_state, &self.stats);
         t.update = u0.elapsed().as_secs_f64();
+        self.span("update", u0, step);
 
         // Global per-task losses, for the log.
         let c2 = Instant::now();
@@ -243,6 +297,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         })
     }
 
+    /// A compute-track event from `start` to now, when tracing.
+    fn span(&mut self, name: &str, start: Instant, step: u64) {
+        if let Some(tr) = &mut self.trace {
+            tr.span(name, COMPUTE, start, Instant::now(), json!({ "step": step }));
+        }
+    }
+
     /// Present labels per task among this rank's rows (elements for regress).
     fn local_label_counts(&self, rows: usize) -> Vec<f64> {
         let cols = &self.model.cols;
@@ -265,7 +326,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .collect()
     }
 
-    fn loss_args(&self, rows: usize, global_counts: &[f64]) -> Vec<LossArgs> {
+    fn loss_args(&self, rows: usize, global_counts: &[f64], accumulate: bool) -> Vec<LossArgs> {
         let cols = &self.model.cols;
         let n = self.comm.size() as f64;
         self.spec
@@ -286,6 +347,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     0.0
                 },
                 stat: t,
+                accumulate,
             })
             .collect()
     }
@@ -342,9 +404,4 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.comm.all_reduce_sum_f64(&mut stats.sums)?;
         Ok(stats.finish())
     }
-}
-
-/// Whether the task kind is scored by accuracy (for printing).
-pub fn has_accuracy(kind: TaskKind) -> bool {
-    !matches!(kind, TaskKind::Regress { .. })
 }

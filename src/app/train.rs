@@ -13,7 +13,8 @@ use crate::fault;
 use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
-use crate::train::{HostReduce, Trainer};
+use crate::trace::Trace;
+use crate::train::{Trainer, host_grad_sync};
 use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
@@ -46,12 +47,12 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         ),
     )?;
 
-    let reduce = HostReduce(comm);
+    let make_sync = host_grad_sync(&cfg, comm.size());
     let mut tr = Trainer::new(
         &cfg,
         spec.clone(),
         comm,
-        &reduce,
+        make_sync,
         &*data,
         Cpu::<f32>::new(),
         &init,
@@ -64,6 +65,10 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         eprintln!("ringtrain: rank {}: error: {e}", world.rank);
         world.abort(2)
     };
+    if cfg.train.trace.is_some() {
+        comm.barrier()?;
+        tr.trace = Some(Trace::new(world.rank, std::time::Instant::now()));
+    }
     let steps = cfg.train.steps;
     for step in 0..steps {
         fault::before_step(fault, world.rank, step);
@@ -77,6 +82,10 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
+    if let (Some(trace), Some(path)) = (tr.trace.take(), &cfg.train.trace) {
+        trace.write(comm, path).unwrap_or_else(|e| fatal(e));
+        rep.line(&format!("wrote timeline to {}", path.display()));
+    }
 
     let saved = match (&cfg.train.save, world.is_root()) {
         (Some(path), true) => save_params(path, &spec, &tr.model.layout, &tr.params_to_host())
@@ -93,6 +102,13 @@ fn check_batch(cfg: &TrainConfig, data: &dyn Dataset, world: usize) -> Result<()
     if gb < world {
         return Err(Error::config(format!(
             "--global-batch {gb} is smaller than the number of ranks ({world}): every rank needs at least one sample"
+        )));
+    }
+    let fewest = gb / world;
+    let k = cfg.train.accum_steps;
+    if fewest < k {
+        return Err(Error::config(format!(
+            "--accum-steps {k}: with --global-batch {gb} over {world} ranks some rank has only {fewest} sample(s), fewer than the micro-batches"
         )));
     }
     let n = data.len(Split::Train);
@@ -152,13 +168,22 @@ fn print_header(
         params
     ));
     rep.line(&format!(
-        "data: {} | global batch {} (~{} per rank) | {} steps | {:?} lr {} {:?}",
+        "data: {} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {:?} lr {} {:?}",
         data.describe(),
         cfg.train.global_batch,
         per_rank,
+        cfg.train.accum_steps,
         cfg.train.steps,
         cfg.optim.optimizer,
         cfg.optim.lr,
         cfg.optim.schedule
+    ));
+    let c = &cfg.comm;
+    rep.line(&format!(
+        "gradients: all-reduce {:?}, wire {:?}, buckets of {} KiB, overlap {}",
+        c.kind,
+        c.wire,
+        c.bucket_kib,
+        if c.overlap { "on" } else { "off" }
     ));
 }

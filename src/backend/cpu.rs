@@ -245,7 +245,7 @@ impl<T: Elem> Backend for Cpu<T> {
                     scale,
                 );
         }
-        stats[a.stat] = total;
+        stats[a.stat] = if a.accumulate { stats[a.stat] + total } else { total };
     }
 
     fn sum_squares(&self, x: &Vec<T>, len: usize, stats: &mut Vec<T>, stat: usize) {
@@ -397,6 +397,7 @@ mod tests {
                 label_off: 1,
                 grad_scale: 0.5,
                 stat: 1,
+                accumulate: false,
             };
             let loss = |out: &Vec<f64>| {
                 let mut d = vec![0.0; rows * out_cols];
@@ -447,6 +448,7 @@ mod tests {
                 label_off: 0,
                 grad_scale: 1.0,
                 stat: 0,
+                accumulate: false,
             };
             let mut d = vec![0.0; out.len()];
             let mut s = vec![0.0];

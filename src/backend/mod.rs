@@ -44,6 +44,8 @@ pub struct LossArgs {
     pub grad_scale: f32,
     /// Where the unscaled sum of per-label losses goes in `stats`.
     pub stat: usize,
+    /// Add the sum to `stats[stat]` instead of overwriting it (micro-batches).
+    pub accumulate: bool,
 }
 
 /// Hyper-parameters of one optimizer update. Clipping reads the squared

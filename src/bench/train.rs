@@ -19,7 +19,7 @@ use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
 use crate::model::layout::{ParamLayout, init_params};
 use crate::model::spec::ModelSpec;
-use crate::train::{HostReduce, StepTimes, Trainer};
+use crate::train::{StepTimes, Trainer, host_grad_sync};
 use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
@@ -29,12 +29,12 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
-    let reduce = HostReduce(comm);
+    let make_sync = host_grad_sync(&cfg, comm.size());
     let mut tr = Trainer::new(
         &cfg,
         spec.clone(),
         comm,
-        &reduce,
+        make_sync,
         &data,
         Cpu::<f32>::new(),
         &init,
@@ -164,6 +164,8 @@ fn bench_config(a: &BenchTrainArgs, world: usize) -> Result<TrainConfig> {
     }
     let mut cfg = TrainConfig::default();
     a.model.apply(&mut cfg);
+    a.comm.apply(&mut cfg);
+    cfg.train.accum_steps = a.accum_steps;
     cfg.train.global_batch = a.batch_per_rank * world;
     cfg.train.steps = a.warmup + a.iters;
     cfg.data.synthetic_train = cfg.data.synthetic_train.max(cfg.train.global_batch);

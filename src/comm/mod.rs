@@ -9,6 +9,7 @@
 pub mod mpi;
 #[cfg(feature = "mpi")]
 pub mod ring;
+pub mod bucket;
 pub mod single;
 
 use half::bf16;

@@ -290,6 +290,7 @@ mod tests {
                     label_off: cols.label_off[t],
                     grad_scale: task.weight / n as f32,
                     stat: t,
+                    accumulate: false,
                 }
             })
             .collect();
