@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing (launch/setup.sh), then runs the whole test suite
-# in release mode. Extra arguments go to `cargo test`.
+# in release mode (all test binaries, even after a failure). Extra
+# arguments go to `cargo test`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +12,7 @@ Usage: launch/test.sh [CARGO-TEST-ARGS...]
 
 Installs missing system packages (launch/setup.sh), then runs
 
-    cargo test --release [CARGO-TEST-ARGS...]
+    cargo test --release --no-fail-fast [CARGO-TEST-ARGS...]
 
 in the repository root: unit tests, and integration tests that run the real
 binary under \`mpirun -np N\`. Exits with the status of cargo test.
@@ -34,4 +35,4 @@ esac
 source "$ROOT/launch/setup.sh"
 
 cd "$ROOT"
-exec cargo test --release "$@"
+exec cargo test --release --no-fail-fast "$@"

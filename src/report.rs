@@ -127,6 +127,8 @@ impl Reporter {
             "grad_norm": r.grad_norm,
             "step_time_s": t.total,
             "comm_time_s": t.comm,
+            "allreduce_time_s": t.grad_comm,
+            "exposed_allreduce_s": t.grad_exposed,
             "forward_time_s": t.forward,
             "backward_time_s": t.backward,
             "update_time_s": t.update,

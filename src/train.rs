@@ -86,8 +86,10 @@ pub struct StepTimes {
     /// Communication on the critical path: the small control all-reduces
     /// and the wait for gradient buckets after backward.
     pub comm: f64,
-    /// All-reduce time of the gradient buckets, overlapped or not.
+    /// All-reduce time of the gradient buckets, overlapped or not, and
+    /// the part of it the compute thread waited for.
     pub grad_comm: f64,
+    pub grad_exposed: f64,
     pub update: f64,
     pub total: f64,
 }
@@ -250,6 +252,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let sync = self.sync.finish()?;
         t.comm += c1.elapsed().as_secs_f64();
         t.grad_comm = sync.comm_s;
+        t.grad_exposed = sync.exposed_s;
         if let Some(tr) = &mut self.trace {
             tr.span("wait for all-reduce", COMPUTE, c1, Instant::now(), json!({ "step": step }));
             for b in &sync.buckets {

@@ -60,12 +60,14 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
         mean.update,
         compute_time(&mean),
         gemm_s,
+        mean.grad_comm,
+        mean.grad_exposed,
     ];
     comm.all_reduce_sum_f64(&mut v)?;
     let n = comm.size() as f64;
     v.iter_mut().for_each(|x| *x /= n);
-    let [data_s, fwd, bwd, ar, upd, step_s, gemm_s] = v[..] else {
-        unreachable!("seven figures")
+    let [data_s, fwd, bwd, ar, upd, step_s, gemm_s, grad_comm, grad_exposed] = v[..] else {
+        unreachable!("nine figures")
     };
     let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
     let peak = peak_rss_bytes();
@@ -81,6 +83,9 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
             "{}",
             json!({
                 "ranks": comm.size(),
+                "comm": { "kind": cfg.comm.kind, "wire": cfg.comm.wire,
+                          "bucket_kib": cfg.comm.bucket_kib, "overlap": cfg.comm.overlap },
+                "accum_steps": cfg.train.accum_steps,
                 "threads": std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into()),
                 "model": { "input": spec.input_dim, "hidden": spec.hidden, "out": spec.columns().out_cols,
                            "params": tr.num_params() },
@@ -88,6 +93,8 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
                 "iters": a.iters,
                 "ms": { "data": 1e3 * data_s, "forward": 1e3 * fwd, "backward": 1e3 * bwd,
                         "allreduce": 1e3 * ar, "update": 1e3 * upd, "step": 1e3 * step_s,
+                        "grad_allreduce_total": 1e3 * grad_comm,
+                        "grad_allreduce_exposed": 1e3 * grad_exposed,
                         "gemm_only": 1e3 * gemm_s },
                 "samples_per_s_per_rank": sps_rank,
                 "samples_per_s": sps_rank * n,
@@ -118,7 +125,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     for (name, s) in [
         ("forward", fwd),
         ("backward", bwd),
-        ("all-reduce", ar),
+        ("comm", ar),
         ("update", upd),
         ("step", step_s),
     ] {
@@ -128,6 +135,17 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
         "{:<12} {:>10.3}   (batch generation, not in the step)",
         "data",
         1e3 * data_s
+    );
+    let c = &cfg.comm;
+    println!(
+        "comm = control all-reduces + waiting for gradient buckets. Gradient all-reduce ({:?}, wire {:?}, {} KiB buckets, overlap {}): {:.3} ms/step in all, {:.3} ms exposed ({:.1}%)",
+        c.kind,
+        c.wire,
+        c.bucket_kib,
+        if c.overlap { "on" } else { "off" },
+        1e3 * grad_comm,
+        1e3 * grad_exposed,
+        if grad_comm > 0.0 { 100.0 * grad_exposed / grad_comm } else { 0.0 }
     );
     println!(
         "samples/s: {:.0} per rank, {:.0} total",
@@ -182,6 +200,8 @@ fn add(acc: &mut StepTimes, t: &StepTimes, w: f64) {
     acc.forward += w * t.forward;
     acc.backward += w * t.backward;
     acc.comm += w * t.comm;
+    acc.grad_comm += w * t.grad_comm;
+    acc.grad_exposed += w * t.grad_exposed;
     acc.update += w * t.update;
     acc.total += w * t.total;
 }
