@@ -61,10 +61,14 @@ impl Trace {
         for (r, chunk) in all.chunks(width.max(1)).enumerate().take(comm.size()) {
             events.push(json!({"name": "process_name", "ph": "M", "pid": r,
                                "args": {"name": format!("rank {r}")}}));
-            events.push(json!({"name": "thread_name", "ph": "M", "pid": r, "tid": COMPUTE,
-                               "args": {"name": "compute"}}));
-            events.push(json!({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM,
-                               "args": {"name": "all-reduce"}}));
+            events.push(
+                json!({"name": "thread_name", "ph": "M", "pid": r, "tid": COMPUTE,
+                               "args": {"name": "compute"}}),
+            );
+            events.push(
+                json!({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM,
+                               "args": {"name": "all-reduce"}}),
+            );
             if width > 0 {
                 let ev: Vec<Value> = serde_json::from_slice(chunk).expect("own JSON");
                 events.extend(ev);

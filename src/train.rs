@@ -20,14 +20,14 @@ use serde_json::json;
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
 use crate::comm::Communicator;
 use crate::comm::bucket::{GradSync, SyncReport, plan_buckets};
-use crate::model::layout::ParamLayout;
-use crate::trace::{COMM, COMPUTE, Trace};
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::Result;
 use crate::metrics::{EvalStats, TaskMetrics};
 use crate::model::Model;
+use crate::model::layout::ParamLayout;
 use crate::model::spec::ModelSpec;
+use crate::trace::{COMM, COMPUTE, Trace};
 
 /// Averages the gradient buffer over ranks, bucket by bucket, as backward
 /// finishes them (`comm::bucket::GradSync` for host buffers).
@@ -218,8 +218,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let (lo, n) = (mb.start, mb.len());
             self.be
                 .upload(&self.host_x[lo * d..(lo + n) * d], &mut self.model.x, 0);
-            self.be
-                .upload(&self.host_labels[lo * lc..(lo + n) * lc], &mut self.model.labels, 0);
+            self.be.upload(
+                &self.host_labels[lo * lc..(lo + n) * lc],
+                &mut self.model.labels,
+                0,
+            );
             let f0 = Instant::now();
             self.model.forward(&self.be, &self.params, n);
             t.forward += f0.elapsed().as_secs_f64();
@@ -254,7 +257,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         t.grad_comm = sync.comm_s;
         t.grad_exposed = sync.exposed_s;
         if let Some(tr) = &mut self.trace {
-            tr.span("wait for all-reduce", COMPUTE, c1, Instant::now(), json!({ "step": step }));
+            tr.span(
+                "wait for all-reduce",
+                COMPUTE,
+                c1,
+                Instant::now(),
+                json!({ "step": step }),
+            );
             for b in &sync.buckets {
                 let args = json!({ "step": step, "bucket": b.bucket, "bytes": 4 * b.floats });
                 tr.span("all-reduce", COMM, b.start, b.end, args);
@@ -266,8 +275,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lr = self.cfg.lr_at(step);
         self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
         let args = self.update_args(step, lr);
-        self.be
-            .update(args, n, &mut self.params, &self.grads, &mut self.opt_state, &self.stats);
+        self.be.update(
+            args,
+            n,
+            &mut self.params,
+            &self.grads,
+            &mut self.opt_state,
+            &self.stats,
+        );
         t.update = u0.elapsed().as_secs_f64();
         self.span("update", u0, step);
 
@@ -303,7 +318,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// A compute-track event from `start` to now, when tracing.
     fn span(&mut self, name: &str, start: Instant, step: u64) {
         if let Some(tr) = &mut self.trace {
-            tr.span(name, COMPUTE, start, Instant::now(), json!({ "step": step }));
+            tr.span(
+                name,
+                COMPUTE,
+                start,
+                Instant::now(),
+                json!({ "step": step }),
+            );
         }
     }
 

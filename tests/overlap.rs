@@ -8,8 +8,17 @@ use common::{mpirun, read_params, rel_diff, tempdir};
 fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32> {
     let out = dir.join(format!("{tag}.safetensors"));
     let mut args = vec![
-        "train", "--steps", "10", "--global-batch", "48", "--eval-every", "0", "--hidden",
-        "64,32", "--save", out.to_str().unwrap(),
+        "train",
+        "--steps",
+        "10",
+        "--global-batch",
+        "48",
+        "--eval-every",
+        "0",
+        "--hidden",
+        "64,32",
+        "--save",
+        out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     mpirun(np, &args).ok();
@@ -25,7 +34,12 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
     let dir = tempdir("overlap-bits");
     // Small buckets: one per layer, so several are in flight during backward.
     for comm in ["ring", "mpi"] {
-        let on = train(2, &dir, &format!("{comm}-on"), &["--comm", comm, "--bucket-kib", "1"]);
+        let on = train(
+            2,
+            &dir,
+            &format!("{comm}-on"),
+            &["--comm", comm, "--bucket-kib", "1"],
+        );
         let off = train(
             2,
             &dir,
@@ -44,7 +58,12 @@ fn accumulated_micro_batches_match_one_large_batch() {
     let dir = tempdir("accum");
     let one = train(1, &dir, "k1", &[]);
     for (np, k) in [(1, 4), (2, 3), (3, 2)] {
-        let acc = train(np, &dir, &format!("n{np}k{k}"), &["--accum-steps", &k.to_string()]);
+        let acc = train(
+            np,
+            &dir,
+            &format!("n{np}k{k}"),
+            &["--accum-steps", &k.to_string()],
+        );
         let d = rel_diff(&acc, &one);
         eprintln!("{np} ranks x {k} micro-batches vs 1 x 1: {d:e}");
         assert!(d <= 1e-5, "{np} ranks, {k} micro-batches: {d:e}");
@@ -68,7 +87,12 @@ fn trace_has_one_all_reduce_per_bucket_per_step() {
     let trace = dir.join("t.json");
     // Layers in backward order: heads (231 floats), trunk.2 (2080),
     // trunk.0 (2112). 4 KiB = 1024-float buckets: [heads + trunk.2], [trunk.0].
-    train(2, &dir, "t", &["--bucket-kib", "4", "--trace", trace.to_str().unwrap()]);
+    train(
+        2,
+        &dir,
+        "t",
+        &["--bucket-kib", "4", "--trace", trace.to_str().unwrap()],
+    );
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = doc["traceEvents"].as_array().unwrap();
     for rank in 0..2 {
@@ -92,8 +116,15 @@ fn trace_has_one_all_reduce_per_bucket_per_step() {
         for phase in ["forward", "backward", "update"] {
             assert_eq!(of(phase).len(), 10, "rank {rank} {phase}");
         }
-        assert!(ar.iter().all(|e| e["tid"] == 1 && e["dur"].as_f64().unwrap() >= 0.0));
-        let bytes: Vec<u64> = ar.iter().take(2).map(|e| e["args"]["bytes"].as_u64().unwrap()).collect();
+        assert!(
+            ar.iter()
+                .all(|e| e["tid"] == 1 && e["dur"].as_f64().unwrap() >= 0.0)
+        );
+        let bytes: Vec<u64> = ar
+            .iter()
+            .take(2)
+            .map(|e| e["args"]["bytes"].as_u64().unwrap())
+            .collect();
         assert_eq!(bytes, vec![4 * (231 + 2080), 4 * 2112]);
     }
 }

@@ -190,22 +190,48 @@ fn another_framework_rebuilds_the_model_from_the_file_alone() {
     }
     let dir = tempdir("numpy-forward");
     let data = dir.join("data");
-    single(&["data", "synth", "--out", s(&data), "--train", "2000", "--val", "500"]).ok();
+    single(&[
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--train",
+        "2000",
+        "--val",
+        "500",
+    ])
+    .ok();
     let model = dir.join("m.safetensors");
     let r = mpirun(
         2,
         &[
-            "train", "--data", s(&data), "--steps", "60", "--global-batch", "64", "--activation",
-            "gelu", "--save", s(&model),
+            "train",
+            "--data",
+            s(&data),
+            "--steps",
+            "60",
+            "--global-batch",
+            "64",
+            "--activation",
+            "gelu",
+            "--save",
+            s(&model),
         ],
     );
     r.ok();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/forward_from_file.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/forward_from_file.py"
+    );
     let out = std::process::Command::new(&python)
         .args([script, s(&model), s(&data)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let py = String::from_utf8_lossy(&out.stdout);
     let eval = r.stdout.lines().rfind(|l| l.starts_with("eval")).unwrap();
     for line in py.lines() {

@@ -180,9 +180,9 @@ fn print_header(
     ));
     let c = &cfg.comm;
     rep.line(&format!(
-        "gradients: all-reduce {:?}, wire {:?}, buckets of {} KiB, overlap {}",
-        c.kind,
-        c.wire,
+        "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",
+        format!("{:?}", c.kind).to_lowercase(),
+        format!("{:?}", c.wire).to_lowercase(),
         c.bucket_kib,
         if c.overlap { "on" } else { "off" }
     ));

@@ -245,7 +245,11 @@ impl<T: Elem> Backend for Cpu<T> {
                     scale,
                 );
         }
-        stats[a.stat] = if a.accumulate { stats[a.stat] + total } else { total };
+        stats[a.stat] = if a.accumulate {
+            stats[a.stat] + total
+        } else {
+            total
+        };
     }
 
     fn sum_squares(&self, x: &Vec<T>, len: usize, stats: &mut Vec<T>, stat: usize) {

@@ -66,7 +66,18 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     comm.all_reduce_sum_f64(&mut v)?;
     let n = comm.size() as f64;
     v.iter_mut().for_each(|x| *x /= n);
-    let [data_s, fwd, bwd, ar, upd, step_s, gemm_s, grad_comm, grad_exposed] = v[..] else {
+    let [
+        data_s,
+        fwd,
+        bwd,
+        ar,
+        upd,
+        step_s,
+        gemm_s,
+        grad_comm,
+        grad_exposed,
+    ] = v[..]
+    else {
         unreachable!("nine figures")
     };
     let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
@@ -145,7 +156,11 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
         if c.overlap { "on" } else { "off" },
         1e3 * grad_comm,
         1e3 * grad_exposed,
-        if grad_comm > 0.0 { 100.0 * grad_exposed / grad_comm } else { 0.0 }
+        if grad_comm > 0.0 {
+            100.0 * grad_exposed / grad_comm
+        } else {
+            0.0
+        }
     );
     println!(
         "samples/s: {:.0} per rank, {:.0} total",

@@ -137,7 +137,10 @@ impl GradSync {
     /// Backward reports that every gradient at offset ≥ `lo` is final:
     /// start the buckets that became complete.
     pub fn ready(&mut self, lo: usize) {
-        let Engine::Thread { jobs: Some(jobs), .. } = &self.engine else {
+        let Engine::Thread {
+            jobs: Some(jobs), ..
+        } = &self.engine
+        else {
             return;
         };
         while self.launched < self.buckets.len() && self.buckets[self.launched].start >= lo {

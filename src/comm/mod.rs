@@ -5,11 +5,11 @@
 //! control data, broadcast and barrier. `mpi` implements it over
 //! MPI_COMM_WORLD; `single` is the world of one rank (no MPI needed).
 
+pub mod bucket;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 #[cfg(feature = "mpi")]
 pub mod ring;
-pub mod bucket;
 pub mod single;
 
 use half::bf16;
@@ -17,7 +17,9 @@ use half::bf16;
 use crate::error::{Error, Result};
 
 /// Which implementation carries the collectives (`--comm`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CommKind {
     /// MPI_Allreduce.
@@ -29,7 +31,9 @@ pub enum CommKind {
 }
 
 /// Element type on the wire for the f32 all-reduce (`--wire`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
     F32,
