@@ -57,12 +57,7 @@ fn training_on_a_written_dataset_dir_equals_the_embedded_dataset() {
     let (pa, pb) = (read_params(&a), read_params(&b));
     assert!(pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()));
     // Same metrics printed, too.
-    let eval = |o: &str| {
-        o.lines()
-            .filter(|l| l.starts_with("eval"))
-            .last()
-            .map(String::from)
-    };
+    let eval = |o: &str| o.lines().rfind(|l| l.starts_with("eval")).map(String::from);
     assert_eq!(eval(&run_a.stdout), eval(&run_b.stdout));
     assert!(eval(&run_a.stdout).is_some());
 }
