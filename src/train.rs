@@ -182,10 +182,66 @@ impl<'a, B: Backend> Trainer<'a, B> {
     pub fn step(&mut self, step: u64) -> Result<StepReport> {
         let mut t = StepTimes::default();
         let start = Instant::now();
-        let rows = self.shard.len();
-        let ntask = self.spec.tasks.len();
 
         // This rank's slice of the global batch of (seed, step).
+        let rows = self.load_slice(step)?;
+        t.data = start.elapsed().as_secs_f64();
+        self.span("data", start, step);
+
+        // Each task's loss is the mean over the labels present in the whole
+        // global batch, so every rank needs the global counts N_t.
+        let c0 = Instant::now();
+        let mut counts = self.local_label_counts(rows);
+        self.comm.all_reduce_sum_f64(&mut counts)?;
+        t.comm += c0.elapsed().as_secs_f64();
+
+        // Forward and backward per micro-batch, gradients accumulating in
+        // one buffer; in the last backward, finished buckets start their
+        // all-reduce while the layers below are still being computed.
+        let k = self.cfg.train.accum_steps;
+        for j in 0..k {
+            self.forward_backward(step, sampler::shard(rows, j, k), &counts, j, &mut t);
+        }
+
+        // g = (1/n) Σ g_i once the buckets still in flight are done.
+        let c1 = Instant::now();
+        let sync = self.sync.finish()?;
+        t.comm += c1.elapsed().as_secs_f64();
+        (t.grad_comm, t.grad_exposed) = (sync.comm_s, sync.exposed_s);
+        self.trace_sync(step, c1, &sync);
+
+        // The identical update on every rank.
+        let u0 = Instant::now();
+        let lr = self.cfg.lr_at(step);
+        self.update(step, lr);
+        t.update = u0.elapsed().as_secs_f64();
+        self.span("update", u0, step);
+
+        // Global per-task losses, for the log.
+        let c2 = Instant::now();
+        let (task_losses, grad_norm) = self.global_losses(&counts)?;
+        t.comm += c2.elapsed().as_secs_f64();
+        let loss = task_losses
+            .iter()
+            .zip(&self.spec.tasks)
+            .filter(|(l, _)| !l.is_nan())
+            .map(|(l, task)| task.weight as f64 * l)
+            .sum();
+        t.total = start.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step,
+            lr,
+            loss,
+            task_losses,
+            grad_norm,
+            times: t,
+        })
+    }
+
+    /// Reads this rank's rows of the global batch of `step` into host
+    /// memory; returns how many.
+    fn load_slice(&mut self, step: u64) -> Result<usize> {
+        let rows = self.shard.len();
         let batch = sampler::global_batch(
             self.cfg.train.seed,
             step,
@@ -199,80 +255,59 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &mut self.host_x[..rows * d],
             &mut self.host_labels[..rows * lc],
         )?;
-        t.data = start.elapsed().as_secs_f64();
-        self.span("data", start, step);
+        Ok(rows)
+    }
 
-        // Each task's loss is the mean over labels present in the whole
-        // global batch, so every rank needs the global counts N_t.
-        let c0 = Instant::now();
-        let mut counts = self.local_label_counts(rows);
-        self.comm.all_reduce_sum_f64(&mut counts)?;
-        t.comm += c0.elapsed().as_secs_f64();
+    /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
+    /// adding to the gradients of the earlier micro-batches.
+    fn forward_backward(
+        &mut self,
+        step: u64,
+        mb: Range<usize>,
+        counts: &[f64],
+        j: usize,
+        t: &mut StepTimes,
+    ) {
+        let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
+        let (n, first, last) = (mb.len(), j == 0, j + 1 == self.cfg.train.accum_steps);
+        self.be
+            .upload(&self.host_x[mb.start * d..mb.end * d], &mut self.model.x, 0);
+        self.be.upload(
+            &self.host_labels[mb.start * lc..mb.end * lc],
+            &mut self.model.labels,
+            0,
+        );
 
-        // Forward and backward per micro-batch, gradients accumulating in
-        // one buffer; during the last backward, finished buckets start
-        // their all-reduce.
-        let k = self.cfg.train.accum_steps;
-        for j in 0..k {
-            let mb = sampler::shard(rows, j, k);
-            let (lo, n) = (mb.start, mb.len());
-            self.be
-                .upload(&self.host_x[lo * d..(lo + n) * d], &mut self.model.x, 0);
-            self.be.upload(
-                &self.host_labels[lo * lc..(lo + n) * lc],
-                &mut self.model.labels,
-                0,
-            );
-            let f0 = Instant::now();
-            self.model.forward(&self.be, &self.params, n);
-            t.forward += f0.elapsed().as_secs_f64();
-            self.span("forward", f0, step);
+        let f0 = Instant::now();
+        self.model.forward(&self.be, &self.params, n);
+        t.forward += f0.elapsed().as_secs_f64();
+        self.span("forward", f0, step);
 
-            let b0 = Instant::now();
-            let losses = self.loss_args(n, &counts, j > 0);
-            let last = j + 1 == k;
-            let sync = &mut self.sync;
-            self.model.backward(
-                &self.be,
-                &self.params,
-                &mut self.grads,
-                &mut self.stats,
-                &losses,
-                n,
-                j > 0,
-                &mut |lin| {
-                    if last {
-                        sync.ready(lin.w)
-                    }
-                },
-            );
-            t.backward += b0.elapsed().as_secs_f64();
-            self.span("backward", b0, step);
-        }
+        let b0 = Instant::now();
+        let losses = self.loss_args(n, counts, !first);
+        let sync = &mut self.sync;
+        self.model.backward(
+            &self.be,
+            &self.params,
+            &mut self.grads,
+            &mut self.stats,
+            &losses,
+            n,
+            !first,
+            &mut |lin| {
+                if last {
+                    sync.ready(lin.w)
+                }
+            },
+        );
+        t.backward += b0.elapsed().as_secs_f64();
+        self.span("backward", b0, step);
+    }
 
-        // g = (1/n) Σ g_i.
-        let c1 = Instant::now();
-        let sync = self.sync.finish()?;
-        t.comm += c1.elapsed().as_secs_f64();
-        t.grad_comm = sync.comm_s;
-        t.grad_exposed = sync.exposed_s;
-        if let Some(tr) = &mut self.trace {
-            tr.span(
-                "wait for all-reduce",
-                COMPUTE,
-                c1,
-                Instant::now(),
-                json!({ "step": step }),
-            );
-            for b in &sync.buckets {
-                let args = json!({ "step": step, "bucket": b.bucket, "bytes": 4 * b.floats });
-                tr.span("all-reduce", COMM, b.start, b.end, args);
-            }
-        }
-
-        let u0 = Instant::now();
+    /// Clipping and the optimizer update, from the averaged gradients.
+    fn update(&mut self, step: u64, lr: f32) {
         let n = self.num_params();
-        let lr = self.cfg.lr_at(step);
+        let ntask = self.spec.tasks.len();
         self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
         let args = self.update_args(step, lr);
         self.be.update(
@@ -283,36 +318,39 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &mut self.opt_state,
             &self.stats,
         );
-        t.update = u0.elapsed().as_secs_f64();
-        self.span("update", u0, step);
+    }
 
-        // Global per-task losses, for the log.
-        let c2 = Instant::now();
+    /// Per-task mean losses over the global batch, and the gradient norm.
+    fn global_losses(&mut self, counts: &[f64]) -> Result<(Vec<f64>, f32)> {
+        let ntask = self.spec.tasks.len();
         let mut stats = vec![0f32; ntask + 1];
         self.be.download(&self.stats, 0, &mut stats);
         let mut sums: Vec<f64> = stats[..ntask].iter().map(|&v| v as f64).collect();
         self.comm.all_reduce_sum_f64(&mut sums)?;
-        t.comm += c2.elapsed().as_secs_f64();
-        let task_losses: Vec<f64> = sums
+        let losses = sums
             .iter()
-            .zip(&counts)
+            .zip(counts)
             .map(|(&s, &c)| if c > 0.0 { s / c } else { f64::NAN })
             .collect();
-        let loss = task_losses
-            .iter()
-            .zip(&self.spec.tasks)
-            .filter(|(l, _)| !l.is_nan())
-            .map(|(l, task)| task.weight as f64 * l)
-            .sum();
-        t.total = start.elapsed().as_secs_f64();
-        Ok(StepReport {
-            step,
-            lr,
-            loss,
-            task_losses,
-            grad_norm: stats[ntask].sqrt(),
-            times: t,
-        })
+        Ok((losses, stats[ntask].sqrt()))
+    }
+
+    /// The wait for the gradients and each bucket's all-reduce, when tracing.
+    fn trace_sync(&mut self, step: u64, wait_start: Instant, sync: &SyncReport) {
+        if let Some(tr) = &mut self.trace {
+            let args = json!({ "step": step });
+            tr.span(
+                "wait for all-reduce",
+                COMPUTE,
+                wait_start,
+                Instant::now(),
+                args,
+            );
+            for b in &sync.buckets {
+                let args = json!({ "step": step, "bucket": b.bucket, "bytes": 4 * b.floats });
+                tr.span("all-reduce", COMM, b.start, b.end, args);
+            }
+        }
     }
 
     /// A compute-track event from `start` to now, when tracing.

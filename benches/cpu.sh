@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# CPU benchmarks, each figure beside its baseline measured in the same run:
+#   1. bench train: 1 rank vs 2 ranks (per-rank samples/s ratio), step vs
+#      GEMM-only GFLOP/s, overlap on vs off (exposed all-reduce share);
+#   2. bench allreduce: ring vs MPI_Allreduce busbw at 2 and 4 ranks.
+# Usage: benches/cpu.sh [--quick]      (prints tables; JSON kept in $OUT_DIR)
+set -euo pipefail
+
+case "${1:-}" in
+-h | --help)
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launch/setup.sh
+source "$ROOT/launch/setup.sh"
+cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
+bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/ringtrain"
+OUT_DIR="${OUT_DIR:-$(mktemp -d)}"
+mpi=(mpirun --oversubscribe --mca mpi_yield_when_idle 1)
+[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+
+iters=200
+[ $quick = 1 ] && iters=30
+train() { # NAME NP ARGS...
+    local name=$1 np=$2
+    shift 2
+    "${mpi[@]}" -np "$np" "$bin" bench train --iters "$iters" --json "$@" >"$OUT_DIR/$name.json"
+}
+train t1 1
+train t2 2
+train t2_off 2 --no-overlap
+for np in 2 4; do
+    for c in ring mpi; do
+        "${mpi[@]}" -np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 20 --comm "$c" --json \
+            >"$OUT_DIR/ar_${c}_$np.json"
+    done
+done
+
+python3 - "$OUT_DIR" <<'PY'
+import json, sys, os
+d = sys.argv[1]
+j = lambda n: json.load(open(os.path.join(d, n + ".json")))
+t1, t2, off = j("t1"), j("t2"), j("t2_off")
+print("bench train (default model, 256 samples/rank/step)")
+print(f"  1 rank : {t1['samples_per_s_per_rank']:9.0f} samples/s   step {t1['gflops']:.2f} GFLOP/s"
+      f" vs GEMM-only {t1['gemm_only_gflops']:.2f}  ratio {t1['step_vs_gemm_only']:.3f}")
+for name, r in (("2 ranks", t2), ("2 ranks, no overlap", off)):
+    ms = r["ms"]
+    exp = ms["grad_allreduce_exposed"] / ms["grad_allreduce_total"] if ms["grad_allreduce_total"] else 0
+    print(f"  {name:19s}: {r['samples_per_s_per_rank']:9.0f} samples/s per rank"
+          f" = {r['samples_per_s_per_rank'] / t1['samples_per_s_per_rank']:.3f} x 1 rank;"
+          f" step/GEMM-only {r['step_vs_gemm_only']:.3f};"
+          f" all-reduce {ms['grad_allreduce_total']:.3f} ms, exposed {100 * exp:.1f}%")
+print(f"  peak RSS per rank {t2['peak_rss_mib']:.1f} MiB (start {t2['start_rss_mib']:.1f}), estimate {t2['estimate_mib']:.1f} MiB")
+print("bench allreduce: ring vs mpi busbw (GB/s), out-of-place")
+for np in (2, 4):
+    ring, mpi = j(f"ar_ring_{np}"), j(f"ar_mpi_{np}")
+    for a, b in zip(ring["rows"], mpi["rows"]):
+        print(f"  np={np} {a['size']:>10} B  ring {a['out_of_place']['busbw']:7.3f}  mpi {b['out_of_place']['busbw']:7.3f}"
+              f"  ratio {a['out_of_place']['busbw'] / b['out_of_place']['busbw']:.2f}"
+              + (f"  ring/model {a['model_ratio']:.2f}" if 'model_ratio' in a else ""))
+PY
+echo "JSON in $OUT_DIR" >&2
