@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing (launch/setup.sh), then runs the whole test suite
-# in release mode (all test binaries, even after a failure). Extra
-# arguments go to `cargo test`.
+# in release mode (all test binaries, even after a failure), first with MPI,
+# then in the build without MPI. Extra arguments go to `cargo test`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,12 +10,21 @@ usage() {
     cat <<USAGE
 Usage: launch/test.sh [CARGO-TEST-ARGS...]
 
-Installs missing system packages (launch/setup.sh), then runs
+Installs missing system packages (launch/setup.sh), then runs, in the
+repository root,
 
     cargo test --release --no-fail-fast [CARGO-TEST-ARGS...]
+    cargo test --release --no-fail-fast --no-default-features [CARGO-TEST-ARGS...]
 
-in the repository root: unit tests, and integration tests that run the real
-binary under \`mpirun -np N\`. Exits with the status of cargo test.
+the first with MPI (unit tests, and integration tests that run the real
+binary under \`mpirun -np N\`), the second in a build without MPI (unit
+tests and tests/bootstrap.rs; the tests that need mpirun are compiled out
+there). Both run even when the first fails. Then it rebuilds the default
+binary (target/release/ringtrain with MPI; no recompilation). Exits 0 when
+both passed, else the status of the first that failed.
+
+Environment:
+  RINGTRAIN_TEST_NO_MPI=0   skip the second run (the build without MPI)
 
 Examples:
   launch/test.sh                      # everything
@@ -35,4 +44,30 @@ esac
 source "$ROOT/launch/setup.sh"
 
 cd "$ROOT"
-exec cargo test --release --no-fail-fast "$@"
+
+# NumPy + safetensors for the test that rebuilds a saved model outside
+# ringtrain (tests/python/forward_from_file.py); in a venv under target/.
+py="$ROOT/target/py/bin/python"
+if ! "$py" -c "import numpy, safetensors" >/dev/null 2>&1; then
+    if python3 -m venv "$ROOT/target/py" >/dev/null 2>&1 &&
+        "$py" -m pip install -q numpy safetensors >/dev/null 2>&1; then
+        echo "test.sh: installed numpy and safetensors in target/py" >&2
+    else
+        echo "test.sh: warning: could not set up numpy/safetensors; the NumPy rebuild test will report itself skipped" >&2
+    fi
+fi
+export RINGTRAIN_PYTHON="$py"
+
+status=0
+echo "test.sh: cargo test --release --no-fail-fast $*" >&2
+cargo test --release --no-fail-fast "$@" || status=$?
+if [ "${RINGTRAIN_TEST_NO_MPI:-1}" != 0 ]; then
+    # Same target dir: only the ringtrain crate itself is rebuilt.
+    echo "test.sh: cargo test --release --no-fail-fast --no-default-features $* (the build without MPI)" >&2
+    no_mpi=0
+    cargo test --release --no-fail-fast --no-default-features "$@" || no_mpi=$?
+    [ "$status" -ne 0 ] || status="$no_mpi"
+    # Leave target/release/ringtrain the default (MPI) build again.
+    cargo build --release --quiet || { [ "$status" -ne 0 ] || status=1; }
+fi
+exit "$status"
