@@ -2,12 +2,14 @@
 //! file, which overrides the defaults.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{OptimizerKind, Schedule, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::spec::Activation;
+use crate::world::{BootstrapMode, BootstrapOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +20,40 @@ use crate::model::spec::Activation;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How each process learns its rank and the world size.
+    #[arg(long, global = true, value_enum, default_value_t = BootstrapMode::Auto)]
+    pub bootstrap: BootstrapMode,
+    /// Directory all ranks see, where rank 0 publishes what the others need
+    /// when MPI is not used (default: $RINGTRAIN_RENDEZVOUS).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub rendezvous: Option<PathBuf>,
+    /// Seconds a rank waits for rank 0's rendezvous file.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "120", value_parser = parse_seconds)]
+    pub rendezvous_timeout: Duration,
+}
+
+impl Cli {
+    /// What the world's bootstrap needs from the command line (and the
+    /// RINGTRAIN_RENDEZVOUS default of `--rendezvous`).
+    pub fn bootstrap_options(&self) -> BootstrapOptions {
+        BootstrapOptions {
+            mode: self.bootstrap,
+            rendezvous: self.rendezvous.clone().or_else(|| {
+                std::env::var_os("RINGTRAIN_RENDEZVOUS")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            }),
+            rendezvous_timeout: self.rendezvous_timeout,
+        }
+    }
+}
+
+/// A positive number of seconds (fractions allowed).
+fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 #[derive(Subcommand, Debug)]

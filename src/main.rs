@@ -4,23 +4,43 @@ use clap::Parser;
 
 use ringtrain::cli::{BenchCommand, Cli, Command, DataCommand};
 use ringtrain::error::Error;
-use ringtrain::world::World;
+use ringtrain::world::{self, World};
 use ringtrain::{app, bench};
 
 fn main() {
+    // First, before any thread exists (it sets an environment variable).
     ringtrain::cli::set_gemm_threads_from_args();
-    let world = World::init();
-    // Parse after MPI is up so that only rank 0 prints a usage error.
+    // Parse before the world exists: `--bootstrap` decides whether MPI is
+    // initialised at all. Every rank parses the same arguments, so all fail
+    // alike; the one the launcher's environment calls rank 0 prints.
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = e.exit_code();
-            if world.is_root() {
+            if world::process_is_env_root() {
                 let _ = e.print();
             }
-            world.exit(code);
+            std::process::exit(e.exit_code());
         }
     };
+    let world = match World::init(&cli.bootstrap_options()) {
+        Ok(w) => w,
+        Err(e) => {
+            if e.print {
+                eprintln!("ringtrain: error: {}", e.message);
+            }
+            std::process::exit(2);
+        }
+    };
+    // Everything but `info` needs collectives (on the CPU: MPI when there
+    // is more than one rank).
+    if !matches!(cli.command, Command::Info) {
+        if let Err(msg) = world.check_collectives() {
+            if world.is_root() {
+                eprintln!("ringtrain: error: {msg}");
+            }
+            world.exit(2);
+        }
+    }
     let comm = world.comm();
     let result = match &cli.command {
         Command::Train(a) => app::train::run(a, &world, &*comm),

@@ -5,6 +5,7 @@
 //! Each case runs with an existing `--save` file (which must be left
 //! byte-identical) and a `--metrics-out` path (which must not be created),
 //! unless the case is about one of those flags itself.
+#![cfg(feature = "mpi")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Bucketed all-reduce overlapped with backward, gradient accumulation and
 //! the timeline, through the real binary.
+#![cfg(feature = "mpi")]
 
 mod common;
 

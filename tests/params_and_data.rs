@@ -1,5 +1,6 @@
 //! Parameters in and out, dataset directories and config files, through
 //! the real binary.
+#![cfg(feature = "mpi")]
 
 mod common;
 

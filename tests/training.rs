@@ -1,5 +1,6 @@
 //! Properties of training through the real binary under mpirun:
 //! world-size invariance, determinism, and that the model learns.
+#![cfg(feature = "mpi")]
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! `ringtrain info`: the world as every rank sees it, and the backends.
+//! `ringtrain info`: the world as every rank sees it, how it was started,
+//! and the backends.
 
 use crate::comm::Communicator;
 use crate::error::Result;
@@ -7,39 +8,72 @@ use crate::world::World;
 const HOST_BYTES: usize = 64;
 
 pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
-    // Each rank's (local rank, local size, host), gathered to print in order.
+    // With MPI (or one rank) rank 0 gathers every rank's line and prints
+    // them in order. Started without MPI, more than one rank has no
+    // communicator to gather with: each rank prints its own line.
+    let gather = comm.size() == world.size;
     let mut mine = vec![0u8; 16 + HOST_BYTES];
     mine[..8].copy_from_slice(&(world.local_rank as u64).to_le_bytes());
     mine[8..16].copy_from_slice(&(world.local_size as u64).to_le_bytes());
     let host = world.host.as_bytes();
     let n = host.len().min(HOST_BYTES);
     mine[16..16 + n].copy_from_slice(&host[..n]);
-    let all = comm.all_gather_bytes(&mine)?;
-    if !world.is_root() {
+    let all = if gather {
+        comm.all_gather_bytes(&mine)?
+    } else {
+        mine
+    };
+    if world.is_root() {
+        println!("ringtrain {}", env!("CARGO_PKG_VERSION"));
+        let communicator = if gather {
+            comm.name()
+        } else {
+            "none (no MPI: each rank alone)"
+        };
+        println!(
+            "world: {} rank(s), bootstrap {}, communicator {communicator}",
+            world.size, world.bootstrap,
+        );
+        println!("bootstrap: {}", world.bootstrap_reason);
+        println!(
+            "mpi library: {}",
+            world
+                .mpi_library
+                .as_deref()
+                .unwrap_or(if cfg!(feature = "mpi") {
+                    "not initialised (bootstrap env)"
+                } else {
+                    "none (built without the mpi feature)"
+                })
+        );
+        println!(
+            "rendezvous: {}, run id {}",
+            world
+                .rendezvous_dir
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |d| d.display().to_string()),
+            world.run_id.as_deref().unwrap_or("none"),
+        );
+    }
+    let first = if gather { 0 } else { world.rank };
+    if gather && !world.is_root() {
         return Ok(());
     }
-    println!("ringtrain {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "world: {} rank(s), bootstrap {:?}, communicator {}",
-        world.size,
-        world.bootstrap,
-        comm.name()
-    );
-    println!(
-        "mpi library: {}",
-        world
-            .mpi_library
-            .as_deref()
-            .unwrap_or("none (built without the mpi feature)")
-    );
-    for (r, rec) in all.chunks_exact(16 + HOST_BYTES).enumerate() {
+    for (i, rec) in all.chunks_exact(16 + HOST_BYTES).enumerate() {
         let lr = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
         let ls = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+        let ls = if ls == 0 { "?".into() } else { ls.to_string() };
         let h = String::from_utf8_lossy(&rec[16..])
             .trim_end_matches('\0')
             .to_string();
-        println!("rank {r}: host {h}, local rank {lr} of {ls}");
+        println!(
+            "rank {}: host {h}, local rank {lr} of {ls}, world size {}",
+            first + i,
+            world.size
+        );
     }
-    println!("backends: cpu (f32, reference), cuda (not in this build)");
+    if world.is_root() {
+        println!("backends: cpu (f32, reference), cuda (not in this build)");
+    }
     Ok(())
 }

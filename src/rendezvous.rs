@@ -1,0 +1,404 @@
+//! Passing a few bytes from rank 0 to every other rank through a file in a
+//! directory all ranks see, for runs started without MPI (`--bootstrap
+//! env`): the 128-byte NCCL unique id.
+//!
+//! Rank 0 writes a temporary file in the directory and renames it to its
+//! final name ([`publish`]); a rename within one directory is atomic on
+//! POSIX filesystems (NFS and Lustre included), so a reader sees either no
+//! file or the whole file. The other ranks poll for the final name
+//! ([`wait_for`]) and never look at temporary names. The final name AND a
+//! header inside the file carry the run id, and the header the payload
+//! length, so a file left by an earlier run (or a torn one) is never taken.
+//!
+//! File layout: `RTRDZV01`, run id length (u32 LE), run id (UTF-8),
+//! payload length (u64 LE), payload.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"RTRDZV01";
+
+/// Longest run id accepted (it is part of a file name).
+pub const MAX_RUN_ID: usize = 200;
+
+/// Where and for which run the ranks meet, and how long they wait.
+#[derive(Clone, Debug)]
+pub struct Rendezvous {
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub timeout: Duration,
+}
+
+impl Rendezvous {
+    /// Rank 0 publishes `root_bytes` (ignored elsewhere, `len` bytes);
+    /// every rank returns them.
+    pub fn share(&self, rank: usize, root_bytes: &[u8], len: usize) -> Result<Vec<u8>> {
+        if rank == 0 {
+            if root_bytes.len() != len {
+                return Err(Error::Comm(format!(
+                    "rendezvous: rank 0 has {} bytes to share, expected {len}",
+                    root_bytes.len()
+                )));
+            }
+            publish(&self.dir, &self.run_id, root_bytes)?;
+            Ok(root_bytes.to_vec())
+        } else {
+            wait_for(&self.dir, &self.run_id, len, self.timeout)
+        }
+    }
+}
+
+/// The run id of this launch from the environment: `RINGTRAIN_RUN_ID`
+/// (launch/local.sh sets a fresh one), else `SLURM_JOB_ID.SLURM_STEP_ID`,
+/// else `TORCHELASTIC_RUN_ID` (torchrun), else `PMIX_NAMESPACE` (mpirun).
+pub fn run_id_from_env() -> Option<String> {
+    run_id_from(&|k| std::env::var(k).ok())
+}
+
+/// [`run_id_from_env`] with the variables read through `get`.
+pub fn run_id_from(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    set("RINGTRAIN_RUN_ID")
+        .or_else(|| {
+            set("SLURM_JOB_ID").map(|job| match set("SLURM_STEP_ID") {
+                Some(step) => format!("{job}.{step}"),
+                None => job,
+            })
+        })
+        .or_else(|| set("TORCHELASTIC_RUN_ID"))
+        // mpirun (and srun --mpi=pmix) starting ranks that use --bootstrap env.
+        .or_else(|| set("PMIX_NAMESPACE").map(|ns| format!("pmix-{ns}")))
+}
+
+/// The file rank 0 publishes for `run_id` in `dir`.
+pub fn path(dir: &Path, run_id: &str) -> PathBuf {
+    let safe: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("ringtrain-{safe}.rdzv"))
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    if run_id.is_empty() || run_id.len() > MAX_RUN_ID {
+        return Err(Error::config(format!(
+            "rendezvous: the run id must have 1 to {MAX_RUN_ID} bytes, got {}",
+            run_id.len()
+        )));
+    }
+    Ok(())
+}
+
+fn encode(run_id: &str, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 4 + run_id.len() + 8 + payload.len());
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&(run_id.len() as u32).to_le_bytes());
+    v.extend_from_slice(run_id.as_bytes());
+    v.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The payload, if `bytes` is a whole file for `run_id` with `len` bytes
+/// of payload; otherwise why it is not taken.
+fn decode(bytes: &[u8], run_id: &str, len: usize) -> std::result::Result<Vec<u8>, String> {
+    let id = run_id.as_bytes();
+    let head = 8 + 4 + id.len() + 8;
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err("not a ringtrain rendezvous file".into());
+    }
+    let n = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if n != id.len() || bytes.len() < head || &bytes[12..12 + n] != id {
+        let other = bytes
+            .get(12..12 + n)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        return Err(format!("written by another run (run id {other:?})"));
+    }
+    let plen = u64::from_le_bytes(bytes[head - 8..head].try_into().expect("8 bytes"));
+    if plen != len as u64 {
+        return Err(format!("carries {plen} bytes, expected {len}"));
+    }
+    if bytes.len() != head + len {
+        return Err(format!(
+            "has {} bytes, expected {} (incomplete)",
+            bytes.len(),
+            head + len
+        ));
+    }
+    Ok(bytes[head..].to_vec())
+}
+
+/// Rank 0: writes `bytes` for `run_id` into `dir` (created if missing),
+/// atomically: a temporary file, flushed to disk, then renamed. Returns
+/// the final path.
+pub fn publish(dir: &Path, run_id: &str, bytes: &[u8]) -> Result<PathBuf> {
+    check_run_id(run_id)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let target = path(dir, run_id);
+    let name = target
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&encode(run_id, bytes))?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, &target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&target, e));
+    }
+    // Make the rename itself durable where the filesystem allows it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(target)
+}
+
+/// The other ranks: waits until rank 0's file for `run_id` appears in
+/// `dir`, whole and with `len` bytes of payload, and returns the payload.
+/// Files of other runs and temporary files are never read; after
+/// `timeout` the error names the file, the timeout and what was seen.
+pub fn wait_for(dir: &Path, run_id: &str, len: usize, timeout: Duration) -> Result<Vec<u8>> {
+    check_run_id(run_id)?;
+    let target = path(dir, run_id);
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    let mut seen: Option<String> = None;
+    loop {
+        match std::fs::read(&target) {
+            Ok(bytes) => match decode(&bytes, run_id, len) {
+                Ok(payload) => return Ok(payload),
+                Err(why) => seen = Some(format!("the file there is ignored: {why}")),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => seen = Some(format!("reading it failed: {e}")),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            let seen = seen.unwrap_or_else(|| {
+                if dir.is_dir() {
+                    "it does not exist".into()
+                } else {
+                    format!("the directory {} does not exist", dir.display())
+                }
+            });
+            return Err(Error::Comm(format!(
+                "rendezvous: timed out after {:.1} s waiting for rank 0 to publish {} (run id \
+                 {run_id:?}); {seen}. Every rank must see the same --rendezvous directory (a \
+                 shared filesystem across nodes) and the same run id; raise \
+                 --rendezvous-timeout if rank 0 starts late",
+                timeout.as_secs_f64(),
+                target.display()
+            )));
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh empty directory, removed at the end of a passing test.
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("ringtrain-rdzv-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn id128(seed: u8) -> Vec<u8> {
+        (0..128u32)
+            .map(|i| (i as u8).wrapping_mul(7) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn publish_then_wait() {
+        let d = Dir::new("roundtrip");
+        let p = publish(&d.0, "run-1", &id128(1)).unwrap();
+        assert!(p.file_name().unwrap().to_string_lossy().contains("run-1"));
+        let got = wait_for(&d.0, "run-1", 128, Duration::from_secs(1)).unwrap();
+        assert_eq!(got, id128(1));
+        // Only the final file is left.
+        let names: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn waiters_get_what_is_published_later() {
+        let d = Dir::new("later");
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let dir = d.0.clone();
+                std::thread::spawn(move || wait_for(&dir, "job7.0", 128, Duration::from_secs(20)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        publish(&d.0, "job7.0", &id128(2)).unwrap();
+        for w in waiters {
+            assert_eq!(w.join().unwrap().unwrap(), id128(2));
+        }
+    }
+
+    #[test]
+    fn timeout_names_the_file_and_the_timeout() {
+        let d = Dir::new("timeout");
+        let t = Instant::now();
+        let e = wait_for(&d.0, "nobody", 128, Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let msg = e.to_string();
+        let file = path(&d.0, "nobody");
+        assert!(msg.contains(&file.display().to_string()), "{msg}");
+        assert!(msg.contains("timed out after 0.3 s"), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn stale_files_of_other_runs_are_ignored() {
+        let d = Dir::new("stale");
+        // An earlier run's file: another name, never looked at.
+        publish(&d.0, "old-run", &id128(3)).unwrap();
+        let e = wait_for(&d.0, "new-run", 128, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("timed out"), "{e}");
+        // A file under this run's name whose header names another run (two
+        // run ids that map to one file name): ignored, and said so.
+        std::fs::write(path(&d.0, "new/run"), encode("new:run", &id128(4))).unwrap();
+        assert_eq!(path(&d.0, "new/run"), path(&d.0, "new:run"));
+        let e = wait_for(&d.0, "new/run", 128, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("another run"), "{e}");
+        // Rank 0 of this run replaces it; the waiter takes the new one.
+        let dir = d.0.clone();
+        let w = std::thread::spawn(move || wait_for(&dir, "new/run", 128, Duration::from_secs(20)));
+        std::thread::sleep(Duration::from_millis(200));
+        publish(&d.0, "new/run", &id128(5)).unwrap();
+        assert_eq!(w.join().unwrap().unwrap(), id128(5));
+    }
+
+    #[test]
+    fn partial_and_temporary_files_are_never_read() {
+        let d = Dir::new("partial");
+        let whole = encode("r1", &id128(6));
+        // What publish writes before its rename, half done.
+        let name = path(&d.0, "r1")
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        std::fs::write(
+            d.0.join(format!(".{name}.tmp-1-2")),
+            &whole[..whole.len() / 2],
+        )
+        .unwrap();
+        // Even a full temporary file is not the published one.
+        std::fs::write(d.0.join(format!(".{name}.tmp-3-4")), &whole).unwrap();
+        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        // A torn final file (a writer that did not rename) is not taken.
+        std::fs::write(path(&d.0, "r1"), &whole[..whole.len() - 1]).unwrap();
+        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("incomplete"), "{e}");
+        // Nor one with another length.
+        std::fs::write(path(&d.0, "r1"), encode("r1", &id128(6)[..64])).unwrap();
+        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("carries 64 bytes"), "{e}");
+        publish(&d.0, "r1", &id128(6)).unwrap();
+        assert_eq!(
+            wait_for(&d.0, "r1", 128, Duration::from_secs(1)).unwrap(),
+            id128(6)
+        );
+    }
+
+    #[test]
+    fn share_over_threads() {
+        let d = Dir::new("share");
+        let rdzv = Rendezvous {
+            dir: d.0.clone(),
+            run_id: "share-1".into(),
+            timeout: Duration::from_secs(20),
+        };
+        let others: Vec<_> = (1..4)
+            .map(|rank| {
+                let r = rdzv.clone();
+                std::thread::spawn(move || r.share(rank, &[], 128))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(rdzv.share(0, &id128(8), 128).unwrap(), id128(8));
+        for o in others {
+            assert_eq!(o.join().unwrap().unwrap(), id128(8));
+        }
+    }
+
+    #[test]
+    fn run_id_sources() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(run_id_from(&get(&[])), None);
+        assert_eq!(
+            run_id_from(&get(&[("SLURM_JOB_ID", "12"), ("SLURM_STEP_ID", "3")])),
+            Some("12.3".into())
+        );
+        assert_eq!(
+            run_id_from(&get(&[("SLURM_JOB_ID", "12"), ("RINGTRAIN_RUN_ID", "x")])),
+            Some("x".into())
+        );
+        assert_eq!(
+            run_id_from(&get(&[
+                ("TORCHELASTIC_RUN_ID", "t"),
+                ("RINGTRAIN_RUN_ID", " ")
+            ])),
+            Some("t".into())
+        );
+        assert_eq!(
+            run_id_from(&get(&[("PMIX_NAMESPACE", "105")])),
+            Some("pmix-105".into())
+        );
+    }
+}

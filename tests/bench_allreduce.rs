@@ -1,0 +1,205 @@
+//! `ringtrain bench allreduce`: nccl-tests' table and footer, JSON, the
+//! result check (and that it catches a wrong element), and user errors.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::Run;
+
+/// A failing check or a bad flag must end the job this fast (no hang).
+const QUICK: Duration = Duration::from_secs(60);
+
+/// One MPI job at a time: they share two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bench(np: usize, args: &[&str]) -> Run {
+    let mut full = vec!["bench", "allreduce"];
+    full.extend_from_slice(args);
+    let _one = serial();
+    common::mpirun_timeout(np, &full, QUICK)
+}
+
+fn ctx(run: &Run) -> String {
+    format!(
+        "--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        run.code, run.elapsed, run.stdout, run.stderr
+    )
+}
+
+/// The data rows, split into fields.
+fn rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn table_has_the_nccl_tests_columns_and_footer() {
+    let run = bench(
+        2,
+        &["-b", "1K", "-e", "64K", "-f", "4", "-n", "3", "-w", "1"],
+    );
+    run.ok();
+    let c = ctx(&run);
+    let out = &run.stdout;
+    // Rank 0 alone prints: one header.
+    assert_eq!(out.matches("# nThread 1 nRanks 2").count(), 1, "{c}");
+    let header = out
+        .lines()
+        .find(|l| l.contains("size") && l.contains("count"))
+        .unwrap_or_else(|| panic!("no column header\n{c}"));
+    let names: Vec<&str> = header.trim_start_matches('#').split_whitespace().collect();
+    assert_eq!(
+        &names[..12],
+        [
+            "size", "count", "type", "redop", "time", "algbw", "busbw", "#wrong", "time", "algbw",
+            "busbw", "#wrong"
+        ],
+        "{c}"
+    );
+    assert!(
+        out.contains("out-of-place") && out.contains("in-place"),
+        "{c}"
+    );
+    let rows = rows(out);
+    let sizes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(sizes, ["1024", "4096", "16384", "65536"], "{c}");
+    for r in &rows {
+        assert_eq!(
+            r[1].parse::<usize>().unwrap() * 4,
+            r[0].parse::<usize>().unwrap()
+        );
+        assert_eq!((r[2].as_str(), r[3].as_str()), ("float", "sum"), "{c}");
+        for i in [4, 5, 6, 8, 9, 10] {
+            let v: f64 = r[i].parse().unwrap_or_else(|_| panic!("column {i}\n{c}"));
+            assert!(v.is_finite() && v >= 0.0, "{c}");
+        }
+        // busbw = algbw · 2(n−1)/n = algbw at 2 ranks.
+        assert_eq!(r[5], r[6], "{c}");
+        assert_eq!((r[7].as_str(), r[11].as_str()), ("0", "0"), "{c}");
+    }
+    assert!(out.contains("# Out of bounds values : 0 OK"), "{c}");
+    assert!(out.contains("# Avg bus bandwidth    : "), "{c}");
+    assert!(out.contains("alpha") && out.contains("beta"), "{c}");
+}
+
+#[test]
+fn json_parses_with_the_same_rows() {
+    let run = bench(
+        3,
+        &[
+            "-b", "4K", "-e", "16K", "-f", "2", "-n", "2", "-d", "bfloat16", "-o", "avg", "--json",
+        ],
+    );
+    run.ok();
+    let c = ctx(&run);
+    let v: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{c}"));
+    assert_eq!(v["ranks"], 3, "{c}");
+    assert_eq!(v["comm"], "ring", "{c}");
+    assert_eq!(v["wire"], "bf16", "{c}");
+    assert_eq!(v["wrong"], 0, "{c}");
+    let rows = v["rows"].as_array().expect("rows");
+    let sizes: Vec<u64> = rows.iter().map(|r| r["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [4096, 8192, 16384], "{c}");
+    for r in rows {
+        assert_eq!(
+            r["count"].as_u64().unwrap() * 2,
+            r["size"].as_u64().unwrap()
+        );
+        assert_eq!(
+            (&r["type"], &r["redop"]),
+            (&"bfloat16".into(), &"avg".into())
+        );
+        for p in ["out_of_place", "in_place"] {
+            assert_eq!(r[p]["wrong"], 0, "{c}");
+            let (alg, bus) = (
+                r[p]["algbw"].as_f64().unwrap(),
+                r[p]["busbw"].as_f64().unwrap(),
+            );
+            assert!(r[p]["time_us"].as_f64().unwrap() > 0.0, "{c}");
+            assert!((bus - alg * 4.0 / 3.0).abs() <= 1e-9 * bus.max(1.0), "{c}");
+        }
+        assert!(r["x_in_place"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert!(v["model"]["alpha_us"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(v["model"]["beta_gbps"].as_f64().unwrap() > 0.0, "{c}");
+}
+
+#[test]
+fn no_check_prints_not_available() {
+    let run = bench(2, &["-b", "1K", "-e", "1K", "-n", "1", "-c", "0"]);
+    run.ok();
+    let rows = rows(&run.stdout);
+    assert_eq!(rows.len(), 1, "{}", ctx(&run));
+    assert_eq!((rows[0][7].as_str(), rows[0][11].as_str()), ("N/A", "N/A"));
+}
+
+/// `--corrupt` changes one element on the last rank: each placement of
+/// each row must count exactly 1 wrong element, the footer must say
+/// FAILED, and every rank must exit non-zero with one message.
+#[test]
+fn a_wrong_element_is_reported_and_fails_the_run() {
+    for (np, extra) in [
+        (2, vec![]),
+        (3, vec!["-d", "bfloat16"]),
+        (2, vec!["--wire", "bf16"]),
+    ] {
+        let mut args = vec!["-b", "64", "-e", "64K", "-f", "16", "-n", "1", "--corrupt"];
+        args.extend(extra);
+        let run = bench(np, &args);
+        let c = ctx(&run);
+        assert_eq!(run.code, Some(2), "{c}");
+        assert!(run.elapsed < QUICK, "{c}");
+        let rows = rows(&run.stdout);
+        assert_eq!(rows.len(), 3, "{c}");
+        for r in &rows {
+            assert_eq!((r[7].as_str(), r[11].as_str()), ("1", "1"), "{c}");
+        }
+        assert!(
+            run.stdout.contains("# Out of bounds values : 6 FAILED"),
+            "{c}"
+        );
+        assert_eq!(run.stderr.matches("ringtrain: error:").count(), 1, "{c}");
+        assert!(run.stderr.contains("6 wrong elements"), "{c}");
+    }
+}
+
+/// Bad values end the job with exit 2 and one message (not one per rank).
+#[test]
+fn bad_flags_exit_2_with_one_message() {
+    for (args, fragment) in [
+        (vec!["-b", "1X"], "-b/--minbytes 1X"),
+        (vec!["-e", "lots"], "-e/--maxbytes lots"),
+        (vec!["-b", "2M", "-e", "1M"], "larger than"),
+        (vec!["-f", "1"], "-f/--stepfactor 1"),
+        (vec!["-d", "int8"], "-d/--datatype int8"),
+        (vec!["-o", "prod"], "-o/--op prod"),
+        (vec!["-n", "0"], "-n/--iters"),
+        (vec!["-c", "2"], "-c/--check 2"),
+        (
+            vec!["--comm", "mpi", "--wire", "bf16"],
+            "--wire bf16 needs --comm ring",
+        ),
+        (
+            vec!["-d", "bfloat16", "--wire", "bf16"],
+            "--wire bf16 applies to -d float",
+        ),
+    ] {
+        let run = bench(2, &args);
+        let c = format!("args {args:?}\n{}", ctx(&run));
+        assert_eq!(run.code, Some(2), "{c}");
+        assert!(run.elapsed < QUICK, "{c}");
+        assert_eq!(run.stderr.matches("ringtrain: error:").count(), 1, "{c}");
+        assert_eq!(run.stderr.matches(fragment).count(), 1, "{c}");
+        assert!(rows(&run.stdout).is_empty(), "{c}");
+    }
+}

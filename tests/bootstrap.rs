@@ -1,0 +1,454 @@
+//! Starting ranks without MPI (`--bootstrap env`), launch/local.sh, and the
+//! launch scripts. Runs in both builds (with and without the `mpi` cargo
+//! feature); the few cases that need one of them say so.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Run, run_with_timeout};
+
+/// Anything here that takes longer has hung.
+const HANG: Duration = Duration::from_secs(120);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn local_sh() -> PathBuf {
+    root().join("launch/local.sh")
+}
+
+/// A command with no launcher variables from the environment the tests
+/// run in (a CI job may itself run under Slurm or MPI).
+fn clean(mut cmd: Command) -> Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        let launcher = ["SLURM_", "OMPI_COMM_WORLD_", "PMI_", "PMIX_"]
+            .iter()
+            .any(|p| k.starts_with(p));
+        let named = [
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "LOCAL_WORLD_SIZE",
+            "RINGTRAIN_RUN_ID",
+            "RINGTRAIN_RENDEZVOUS",
+            "TORCHELASTIC_RUN_ID",
+        ]
+        .contains(&k.as_str());
+        if launcher || named {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+/// `ringtrain ARGS` with `vars` set, alone (no launcher).
+fn ringtrain(vars: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = clean(Command::new(common::bin()));
+    cmd.args(args).envs(vars.iter().copied());
+    run_with_timeout(cmd, HANG)
+}
+
+/// `launch/local.sh N -- PROGRAM ARGS`.
+fn local(n: usize, program: &str, args: &[&str]) -> Run {
+    let mut cmd = clean(Command::new("bash"));
+    cmd.arg(local_sh())
+        .arg(n.to_string())
+        .arg("--")
+        .arg(program)
+        .args(args);
+    run_with_timeout(cmd, HANG)
+}
+
+fn bin_str() -> String {
+    common::bin().to_string_lossy().into_owned()
+}
+
+fn ctx(r: &Run) -> String {
+    format!(
+        "--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        r.code, r.elapsed, r.stdout, r.stderr
+    )
+}
+
+#[test]
+fn one_rank_with_env_bootstrap_trains_on_cpu() {
+    let r = ringtrain(
+        &[],
+        &[
+            "--bootstrap",
+            "env",
+            "train",
+            "--steps",
+            "3",
+            "--global-batch",
+            "8",
+        ],
+    );
+    r.ok();
+    assert!(r.stdout.contains("step      3/3"), "{}", ctx(&r));
+    // The same with launcher variables that say one rank.
+    let r = ringtrain(
+        &[("RANK", "0"), ("WORLD_SIZE", "1")],
+        &[
+            "train",
+            "--bootstrap",
+            "env",
+            "--steps",
+            "3",
+            "--global-batch",
+            "8",
+        ],
+    );
+    r.ok();
+    assert!(r.stdout.contains("step      3/3"), "{}", ctx(&r));
+}
+
+#[test]
+fn info_says_how_the_world_was_started() {
+    let r = ringtrain(&[], &["--bootstrap", "env", "info"]);
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("world: 1 rank(s), bootstrap env, communicator single"),
+        "{}",
+        ctx(&r)
+    );
+    assert!(
+        r.stdout.contains("bootstrap: env: no launcher"),
+        "{}",
+        ctx(&r)
+    );
+    assert!(r.stdout.contains("rank 0: host"), "{}", ctx(&r));
+
+    // The flag is global: also after the subcommand.
+    let r = ringtrain(
+        &[("RANK", "0"), ("WORLD_SIZE", "1")],
+        &["info", "--bootstrap", "env"],
+    );
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("bootstrap: env: RANK/WORLD_SIZE from torchrun-style variables"),
+        "{}",
+        ctx(&r)
+    );
+
+    // auto without any launcher: MPI when built with it.
+    let r = ringtrain(&[], &["info"]);
+    r.ok();
+    let want = if cfg!(feature = "mpi") {
+        "bootstrap: auto: built with MPI"
+    } else {
+        "bootstrap: auto: built without MPI"
+    };
+    assert!(r.stdout.contains(want), "{}", ctx(&r));
+}
+
+#[test]
+fn local_sh_starts_ranks_with_prefixed_output() {
+    let r = local(2, &bin_str(), &["--bootstrap", "env", "info"]);
+    r.ok();
+    for rank in 0..2 {
+        assert!(
+            r.stdout
+                .contains(&format!("[rank {rank}] rank {rank}: host")),
+            "{}",
+            ctx(&r)
+        );
+        assert!(
+            r.stdout
+                .contains(&format!("local rank {rank} of 2, world size 2")),
+            "{}",
+            ctx(&r)
+        );
+    }
+    assert!(
+        r.stdout
+            .contains("[rank 0] world: 2 rank(s), bootstrap env"),
+        "{}",
+        ctx(&r)
+    );
+    // A fresh run id and rendezvous directory, the same on both ranks.
+    assert!(r.stdout.contains("[rank 0] rendezvous: /"), "{}", ctx(&r));
+    // The header is rank 0's alone.
+    assert_eq!(
+        r.stdout.matches("world: 2 rank(s)").count(),
+        1,
+        "{}",
+        ctx(&r)
+    );
+    // Every line carries its rank.
+    assert!(
+        r.stdout
+            .lines()
+            .all(|l| l.starts_with("[rank 0] ") || l.starts_with("[rank 1] ")),
+        "{}",
+        ctx(&r)
+    );
+
+    // --bootstrap auto picks env under local.sh in either build (an MPI
+    // singleton per process would be two worlds of one rank).
+    let r = local(2, &bin_str(), &["info"]);
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("[rank 0] world: 2 rank(s), bootstrap env"),
+        "{}",
+        ctx(&r)
+    );
+    assert!(r.stdout.contains("[rank 1] rank 1: host"), "{}", ctx(&r));
+}
+
+#[test]
+fn more_than_one_rank_on_cpu_without_mpi_is_refused_once() {
+    let r = local(
+        2,
+        &bin_str(),
+        &["--bootstrap", "env", "train", "--steps", "3"],
+    );
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert!(r.elapsed < Duration::from_secs(30), "{}", ctx(&r));
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ringtrain: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one message, from rank 0\n{}", ctx(&r));
+    let msg = lines[0];
+    assert!(
+        msg.starts_with("[rank 0] ringtrain: error: "),
+        "{}",
+        ctx(&r)
+    );
+    assert!(msg.contains("2 ranks were started without MPI"), "{msg}");
+    assert!(msg.contains("mpirun"), "{msg}");
+    if !cfg!(feature = "mpi") {
+        assert!(msg.contains("libopenmpi-dev"), "{msg}");
+        assert!(msg.contains("default features"), "{msg}");
+    }
+    assert!(!r.stderr.contains("panicked"), "{}", ctx(&r));
+    assert!(!r.stdout.contains("step"), "{}", ctx(&r));
+
+    // Each rank alone, as launched by hand: the same, printed by rank 0
+    // only; every rank exits 2.
+    for rank in ["0", "1"] {
+        let r = ringtrain(
+            &[
+                ("RANK", rank),
+                ("WORLD_SIZE", "2"),
+                ("RINGTRAIN_RUN_ID", "t"),
+            ],
+            &["--bootstrap", "env", "train", "--steps", "3"],
+        );
+        assert_eq!(r.code, Some(2), "{}", ctx(&r));
+        let printed = r.stderr.contains("2 ranks were started without MPI");
+        assert_eq!(printed, rank == "0", "rank {rank}\n{}", ctx(&r));
+    }
+}
+
+#[test]
+fn a_failing_rank_stops_the_others() {
+    let r = local(
+        2,
+        "bash",
+        &[
+            "-c",
+            r#"echo "hello from $RANK"; if [ "$RANK" = 1 ]; then exit 3; fi; sleep 60"#,
+        ],
+    );
+    assert_eq!(r.code, Some(3), "{}", ctx(&r));
+    assert!(
+        r.elapsed < Duration::from_secs(20),
+        "the other rank was not stopped\n{}",
+        ctx(&r)
+    );
+    assert!(r.stdout.contains("[rank 0] hello from 0"), "{}", ctx(&r));
+    assert!(r.stdout.contains("[rank 1] hello from 1"), "{}", ctx(&r));
+    assert!(
+        r.stderr.contains("rank 1 exited with status 3"),
+        "{}",
+        ctx(&r)
+    );
+
+    // All succeed: 0; the environment is each rank's own.
+    let r = local(
+        3,
+        "bash",
+        &[
+            "-c",
+            r#"echo "$RANK/$WORLD_SIZE local $LOCAL_RANK/$LOCAL_WORLD_SIZE run ${RINGTRAIN_RUN_ID:+set} dir $([ -d "$RINGTRAIN_RENDEZVOUS" ] && echo ok)"; echo "to stderr" >&2"#,
+        ],
+    );
+    r.ok();
+    for rank in 0..3 {
+        assert!(
+            r.stdout.contains(&format!(
+                "[rank {rank}] {rank}/3 local {rank}/3 run set dir ok"
+            )),
+            "{}",
+            ctx(&r)
+        );
+        assert!(
+            r.stderr.contains(&format!("[rank {rank}] to stderr")),
+            "{}",
+            ctx(&r)
+        );
+    }
+}
+
+#[test]
+fn usage_errors_are_printed_by_rank_0_only() {
+    let r = ringtrain(&[("RANK", "1"), ("WORLD_SIZE", "2")], &["--no-such-flag"]);
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert!(r.stderr.is_empty() && r.stdout.is_empty(), "{}", ctx(&r));
+    let r = ringtrain(&[("RANK", "0"), ("WORLD_SIZE", "2")], &["--no-such-flag"]);
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert!(r.stderr.starts_with("error:"), "{}", ctx(&r));
+    let r = ringtrain(&[], &["info", "--bootstrap", "sometimes"]);
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert!(r.stderr.contains("sometimes"), "{}", ctx(&r));
+    // --help needs no MPI and no launcher.
+    let r = ringtrain(&[], &["--help"]);
+    r.ok();
+    assert!(r.stdout.contains("--bootstrap"), "{}", ctx(&r));
+    assert!(r.stdout.contains("--rendezvous-timeout"), "{}", ctx(&r));
+}
+
+#[test]
+fn inconsistent_launcher_variables_are_user_errors() {
+    for (vars, fragment) in [
+        (
+            &[("RANK", "2"), ("WORLD_SIZE", "2")][..],
+            "rank 2 of a world of 2",
+        ),
+        (&[("RANK", "one"), ("WORLD_SIZE", "2")][..], "RANK=\"one\""),
+        (&[("RANK", "0")][..], "WORLD_SIZE is not"),
+        (
+            &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "x")][..],
+            "SLURM_NTASKS",
+        ),
+        // Two ranks need a run id (no launcher set one here).
+        (
+            &[("RANK", "0"), ("WORLD_SIZE", "2")][..],
+            "RINGTRAIN_RUN_ID",
+        ),
+    ] {
+        let r = ringtrain(vars, &["--bootstrap", "env", "info"]);
+        assert_eq!(r.code, Some(2), "{vars:?}\n{}", ctx(&r));
+        assert!(
+            r.stderr.starts_with("ringtrain: error: bootstrap env: ")
+                && r.stderr.contains(fragment),
+            "{vars:?}: want {fragment:?}\n{}",
+            ctx(&r)
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", ctx(&r));
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn mpi_bootstrap_in_a_build_without_mpi_is_refused() {
+    let r = ringtrain(&[], &["--bootstrap", "mpi", "info"]);
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert!(r.stderr.contains("built without MPI"), "{}", ctx(&r));
+    assert!(r.stderr.contains("libopenmpi-dev"), "{}", ctx(&r));
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_starts_an_mpi_world_unless_told_otherwise() {
+    let r = common::mpirun_timeout(2, &["info"], HANG);
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("world: 2 rank(s), bootstrap mpi, communicator mpi"),
+        "{}",
+        ctx(&r)
+    );
+    assert!(
+        r.stdout
+            .contains("bootstrap: auto: built with MPI, started by an MPI launcher"),
+        "{}",
+        ctx(&r)
+    );
+    // --bootstrap env under mpirun: OpenMPI's variables, MPI untouched.
+    let r = common::mpirun_timeout(2, &["--bootstrap", "env", "info"], HANG);
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("bootstrap: env: OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE from OpenMPI's"),
+        "{}",
+        ctx(&r)
+    );
+    assert!(r.stdout.contains("rank 1: host"), "{}", ctx(&r));
+
+    // --bootstrap mpi where MPI did not start the ranks: refused (rank 0
+    // says why), not two separate one-rank worlds.
+    let r = local(2, &bin_str(), &["--bootstrap", "mpi", "info"]);
+    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert_eq!(
+        r.stderr.matches("MPI did not start them").count(),
+        1,
+        "{}",
+        ctx(&r)
+    );
+    assert!(!r.stdout.contains("world:"), "{}", ctx(&r));
+}
+
+#[test]
+fn launch_scripts_parse_and_explain_themselves() {
+    let launch = root().join("launch");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&launch)
+        .expect("launch/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh" || e == "sbatch"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.iter().any(|p| p.ends_with("slurm.sbatch")),
+        "{scripts:?}"
+    );
+    assert!(
+        scripts.iter().any(|p| p.ends_with("local.sh")),
+        "{scripts:?}"
+    );
+    for s in &scripts {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-n").arg(s);
+        let r = run_with_timeout(cmd, HANG);
+        assert_eq!(r.code, Some(0), "bash -n {}\n{}", s.display(), ctx(&r));
+    }
+    for (script, fragment) in [
+        ("slurm.sbatch", "LAUNCH picks how the ranks start"),
+        ("slurm.sbatch", "NCCL_SOCKET_IFNAME"),
+        ("local.sh", "Usage: launch/local.sh N"),
+    ] {
+        let mut cmd = clean(Command::new("bash"));
+        cmd.arg(launch.join(script)).arg("--help");
+        let r = run_with_timeout(cmd, HANG);
+        r.ok();
+        assert!(r.stdout.contains(fragment), "{script} --help\n{}", ctx(&r));
+        assert!(
+            !r.stdout.lines().any(|l| l.starts_with('#')),
+            "{script} --help\n{}",
+            ctx(&r)
+        );
+    }
+    // Misuse is an error with a message, not a hang.
+    for args in [
+        &["0", "--", "true"][..],
+        &["2"][..],
+        &["x", "--", "true"][..],
+    ] {
+        let mut cmd = clean(Command::new("bash"));
+        cmd.arg(local_sh()).args(args);
+        let r = run_with_timeout(cmd, HANG);
+        assert_eq!(r.code, Some(2), "local.sh {args:?}\n{}", ctx(&r));
+        assert!(r.stderr.contains("local.sh"), "{}", ctx(&r));
+    }
+}

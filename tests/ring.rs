@@ -1,0 +1,162 @@
+//! The ring all-reduce (src/comm/ring.rs), reached through the binary:
+//! `bench allreduce -c 1` checks every element of every row against the
+//! exact result and, in the in-place column, also cross-checks the
+//! communicator against MPI_Allreduce on random data (within the proven
+//! error bound, and bit-identical on every rank). Each case runs the ring
+//! (and MPI, as the control) at 1, 2, 3 and 5 ranks over sizes chosen to
+//! hit the edge cases: 0 elements, fewer elements than ranks, lengths not
+//! divisible by the rank count, and segments of several 256 KiB chunks
+//! with a partial last chunk.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+
+const RANKS: [usize; 4] = [1, 2, 3, 5];
+
+/// Sizes in bytes: 0, then 2, 4, 8, ... 4096 (counts 0, 1, 2, 4, ..., so
+/// fewer elements than ranks, and remainders 1..n−1 mod 3 and mod 5).
+const SMALL: [&str; 6] = ["-b", "0", "-e", "4K", "-f", "2"];
+/// 28 · 3^k bytes up to 1.6 MB: odd float counts 7 · 3^k, up to 413343
+/// (6.3 chunks of 256 KiB at 1 rank, partial last chunks at 2 and 5).
+const LARGE: [&str; 6] = ["-b", "28", "-e", "2M", "-f", "3"];
+
+/// One MPI job at a time: they share two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A data row of the table: (count, #wrong out-of-place, #wrong in-place).
+fn rows(stdout: &str) -> Vec<(usize, String, String)> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() >= 12, "short row: {l}");
+            (
+                f[1].parse().expect("count"),
+                f[7].to_string(),
+                f[11].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The counts a size sequence must produce (as the bench computes them).
+fn expected_counts(sizes: &[&str; 6], elem: usize) -> Vec<usize> {
+    let num = |s: &str| -> usize {
+        let (digits, unit) = match s.as_bytes().last() {
+            Some(b'K') => (&s[..s.len() - 1], 1 << 10),
+            Some(b'M') => (&s[..s.len() - 1], 1 << 20),
+            _ => (s, 1),
+        };
+        digits.parse::<usize>().unwrap() * unit
+    };
+    let (min, max, f) = (num(sizes[1]), num(sizes[3]), num(sizes[5]));
+    let mut out = vec![];
+    let mut s = min;
+    while s <= max {
+        out.push(s / elem);
+        s = s.max(1) * f;
+    }
+    out
+}
+
+/// Runs `bench allreduce -c 1` with `args` at `np` ranks over both size
+/// sequences and asserts exit 0 and 0 wrong elements in every row.
+fn check(np: usize, args: &[&str]) {
+    let elem = if args.contains(&"bfloat16") { 2 } else { 4 };
+    for sizes in [&SMALL, &LARGE] {
+        let mut full = vec!["bench", "allreduce", "-c", "1", "-n", "2", "-w", "1"];
+        full.extend_from_slice(sizes);
+        full.extend_from_slice(args);
+        let run = {
+            let _one = serial();
+            common::mpirun(np, &full)
+        };
+        let ctx = format!(
+            "np {np}: ringtrain {}\n--- exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            full.join(" "),
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(run.code, Some(0), "{ctx}");
+        let rows = rows(&run.stdout);
+        let counts: Vec<usize> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(counts, expected_counts(sizes, elem), "{ctx}");
+        for (count, oop, ip) in &rows {
+            assert_eq!(
+                (oop.as_str(), ip.as_str()),
+                ("0", "0"),
+                "count {count}\n{ctx}"
+            );
+        }
+        assert!(
+            run.stdout.contains("# Out of bounds values : 0 OK"),
+            "{ctx}"
+        );
+    }
+}
+
+fn each_size(args: &[&str]) {
+    for np in RANKS {
+        check(np, args);
+    }
+}
+
+#[test]
+fn ring_f32() {
+    each_size(&["--comm", "ring", "-d", "float"]);
+}
+
+#[test]
+fn ring_f32_avg() {
+    each_size(&["--comm", "ring", "-d", "float", "-o", "avg"]);
+}
+
+#[test]
+fn ring_bf16_data() {
+    each_size(&["--comm", "ring", "-d", "bfloat16"]);
+}
+
+#[test]
+fn ring_bf16_data_avg() {
+    each_size(&["--comm", "ring", "-d", "bfloat16", "-o", "avg"]);
+}
+
+/// f32 data over a bf16 wire: exact for the integer inputs (every partial
+/// sum is an integer ≤ 256), within the documented bound on random data.
+#[test]
+fn ring_bf16_wire() {
+    each_size(&["--comm", "ring", "--wire", "bf16"]);
+}
+
+#[test]
+fn ring_bf16_wire_avg() {
+    each_size(&["--comm", "ring", "--wire", "bf16", "-o", "avg"]);
+}
+
+/// `auto` is the ring.
+#[test]
+fn auto_is_the_ring() {
+    let run = {
+        let _one = serial();
+        common::mpirun(
+            2,
+            &["bench", "allreduce", "-b", "1K", "-e", "1K", "-n", "1"],
+        )
+    };
+    run.ok();
+    assert!(run.stdout.contains("# comm: ring"), "{}", run.stdout);
+}
+
+/// The control: MPI_Allreduce through the same bench and checks.
+#[test]
+fn mpi_f32_and_bf16() {
+    each_size(&["--comm", "mpi", "-d", "float"]);
+    each_size(&["--comm", "mpi", "-d", "bfloat16"]);
+}
