@@ -18,8 +18,10 @@ const RANKS: [usize; 4] = [1, 2, 3, 5];
 /// Sizes in bytes: 0, then 2, 4, 8, ... 4096 (counts 0, 1, 2, 4, ..., so
 /// fewer elements than ranks, and remainders 1..n−1 mod 3 and mod 5).
 const SMALL: [&str; 6] = ["-b", "0", "-e", "4K", "-f", "2"];
-/// 28 · 3^k bytes up to 1.6 MB: odd float counts 7 · 3^k, up to 413343
-/// (6.3 chunks of 256 KiB at 1 rank, partial last chunks at 2 and 5).
+/// 28 · 3^k bytes up to 1.6 MB: odd float counts 7 · 3^k up to 413343,
+/// so the ring's 256 KiB chunks (65536 floats) split segments into several
+/// chunks with a partial last one (3.2 chunks per segment at 2 ranks, 1.3
+/// at 5; bf16 counts are twice the floats, in chunks twice as long).
 const LARGE: [&str; 6] = ["-b", "28", "-e", "2M", "-f", "3"];
 
 /// One MPI job at a time: they share two cores.
