@@ -57,12 +57,15 @@ for name, r in (("2 ranks", t2), ("2 ranks, no overlap", off)):
           f" step/GEMM-only {r['step_vs_gemm_only']:.3f};"
           f" all-reduce {ms['grad_allreduce_total']:.3f} ms, exposed {100 * exp:.1f}%")
 print(f"  peak RSS per rank {t2['peak_rss_mib']:.1f} MiB (start {t2['start_rss_mib']:.1f}), estimate {t2['estimate_mib']:.1f} MiB")
-print("bench allreduce: ring vs mpi busbw (GB/s), out-of-place")
+print("bench allreduce: busbw (GB/s), ring vs MPI_Allreduce; x = ring time / its alpha-beta model")
 for np in (2, 4):
     ring, mpi = j(f"ar_ring_{np}"), j(f"ar_mpi_{np}")
     for a, b in zip(ring["rows"], mpi["rows"]):
-        print(f"  np={np} {a['size']:>10} B  ring {a['out_of_place']['busbw']:7.3f}  mpi {b['out_of_place']['busbw']:7.3f}"
-              f"  ratio {a['out_of_place']['busbw'] / b['out_of_place']['busbw']:.2f}"
-              + (f"  ring/model {a['model_ratio']:.2f}" if 'model_ratio' in a else ""))
+        ro, ri = a["out_of_place"]["busbw"], a["in_place"]["busbw"]
+        mo, mi = b["out_of_place"]["busbw"], b["in_place"]["busbw"]
+        print(f"  np={np} {a['size']:>9} B  out-of-place ring {ro:5.2f} mpi {mo:5.2f} ratio {ro / mo:4.2f}"
+              f" | in-place ring {ri:5.2f} mpi {mi:5.2f} ratio {ri / mi:4.2f}"
+              f" | x {a['x_out_of_place']:.2f} (oop) {a['x_in_place']:.2f} (ip)"
+              f" | wrong {a['out_of_place']['wrong'] + a['in_place']['wrong']}")
 PY
 echo "JSON in $OUT_DIR" >&2

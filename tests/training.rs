@@ -121,6 +121,23 @@ fn learns_every_task_beyond_its_trivial_baseline() {
         .filter(|l| l.contains("\"type\":\"train\""))
         .count();
     assert_eq!(train_lines, 300);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for key in [
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "step_time_s",
+        "comm_time_s",
+        "allreduce_time_s",
+        "exposed_allreduce_s",
+        "samples_per_s",
+    ] {
+        assert!(first[key].is_number(), "train record lacks {key}: {first}");
+    }
+    for task in ["shape", "size", "flag"] {
+        assert!(first["losses"][task].is_number(), "{first}");
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub enum CommKind {
     Mpi,
     /// The ring all-reduce written out over MPI point-to-point (`ring.rs`).
     Ring,
-    /// The fastest available for this world (ring on CPU).
+    /// The default for the backend: ring on CPU.
     Auto,
 }
 
