@@ -3,7 +3,7 @@
 #   1. bench train: 1 rank vs 2 ranks (per-rank samples/s ratio), step vs
 #      GEMM-only GFLOP/s, overlap on vs off (exposed all-reduce share);
 #   2. bench allreduce: ring vs MPI_Allreduce busbw at 2 and 4 ranks.
-# Usage: benches/cpu.sh [--quick]      (prints tables; JSON kept in $OUT_DIR)
+# Usage: benches/cpu.sh [--quick]   (REPEAT=3 runs, medians; JSON in $OUT_DIR)
 set -euo pipefail
 
 case "${1:-}" in
@@ -21,30 +21,55 @@ source "$ROOT/launch/setup.sh"
 cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
 bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/ringtrain"
 OUT_DIR="${OUT_DIR:-$(mktemp -d)}"
-mpi=(mpirun --oversubscribe --mca mpi_yield_when_idle 1)
-[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+mkdir -p "$OUT_DIR"
+cores=$(nproc)
+run_np() { # NP CMD...: mpirun as a user would; oversubscribed ranks must yield
+    local np=$1
+    shift
+    local m=(mpirun -np "$np")
+    [ "$(id -u)" = 0 ] && m+=(--allow-run-as-root)
+    [ "$np" -gt "$cores" ] && m+=(--oversubscribe --mca mpi_yield_when_idle 1)
+    "${m[@]}" "$@"
+}
+repeat=${REPEAT:-3}
 
 iters=200
 [ $quick = 1 ] && iters=30
 train() { # NAME NP ARGS...
     local name=$1 np=$2
     shift 2
-    "${mpi[@]}" -np "$np" "$bin" bench train --iters "$iters" --json "$@" >"$OUT_DIR/$name.json"
+    run_np "$np" "$bin" bench train --iters "$iters" --json "$@" >"$OUT_DIR/$name.$r.json"
 }
-train t1 1
-train t2 2
-train t2_off 2 --no-overlap
-for np in 2 4; do
-    for c in ring mpi; do
-        "${mpi[@]}" -np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 20 --comm "$c" --json \
-            >"$OUT_DIR/ar_${c}_$np.json"
+# Interleaved repeats; the table shows medians.
+for r in $(seq "$repeat"); do
+    train t1 1
+    train t2 2
+    train t2_off 2 --no-overlap
+    for np in 2 4; do
+        for c in ring mpi; do
+            run_np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 20 --comm "$c" --json \
+                >"$OUT_DIR/ar_${c}_$np.$r.json"
+        done
     done
 done
 
-python3 - "$OUT_DIR" <<'PY'
-import json, sys, os
-d = sys.argv[1]
-j = lambda n: json.load(open(os.path.join(d, n + ".json")))
+python3 - "$OUT_DIR" "$repeat" <<'PY'
+import json, sys, os, statistics
+d, repeat = sys.argv[1], int(sys.argv[2])
+
+def median_tree(docs):
+    # The element-wise median of JSON documents of the same shape.
+    a = docs[0]
+    if isinstance(a, dict):
+        return {k: median_tree([x[k] for x in docs]) for k in a}
+    if isinstance(a, list):
+        return [median_tree([x[i] for x in docs]) for i in range(len(a))]
+    if isinstance(a, (int, float)) and not isinstance(a, bool):
+        return statistics.median(docs)
+    return a
+
+j = lambda n: median_tree([json.load(open(os.path.join(d, f"{n}.{r}.json"))) for r in range(1, repeat + 1)])
+print(f"medians of {repeat} interleaved runs")
 t1, t2, off = j("t1"), j("t2"), j("t2_off")
 print("bench train (default model, 256 samples/rank/step)")
 print(f"  1 rank : {t1['samples_per_s_per_rank']:9.0f} samples/s   step {t1['gflops']:.2f} GFLOP/s"
