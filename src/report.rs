@@ -2,7 +2,7 @@
 //! otherwise), evaluation lines, and the JSON Lines metrics file.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,6 +21,8 @@ pub struct Reporter {
     steps: u64,
     log_every: u64,
     global_batch: usize,
+    /// A metrics file or a progress bar anywhere: losses every step.
+    wants_every_step: bool,
 }
 
 impl Reporter {
@@ -32,6 +34,7 @@ impl Reporter {
         log_every: u64,
         global_batch: usize,
         metrics_out: Option<&Path>,
+        terminal_bar_anywhere: bool,
     ) -> Result<Self> {
         let metrics = match metrics_out {
             Some(p) if root => Some((
@@ -40,7 +43,7 @@ impl Reporter {
             )),
             _ => None,
         };
-        let bar = (root && std::io::stderr().is_terminal()).then(|| {
+        let bar = (root && terminal_bar_anywhere).then(|| {
             let b = ProgressBar::new(steps);
             b.set_style(
                 ProgressStyle::with_template(
@@ -51,7 +54,10 @@ impl Reporter {
             );
             b
         });
+        // Decided from inputs every rank has, so all ranks agree.
+        let wants_every_step = metrics_out.is_some() || terminal_bar_anywhere;
         Ok(Reporter {
+            wants_every_step,
             root,
             bar,
             metrics,
@@ -78,6 +84,13 @@ impl Reporter {
             writeln!(w, "{v}").map_err(|e| Error::io(p.clone(), e))?;
         }
         Ok(())
+    }
+
+    /// Whether step `step` (0-based) will show or record its losses; the
+    /// same answer on every rank, since the losses need a collective.
+    pub fn needs_losses(&self, step: u64) -> bool {
+        let n = step + 1;
+        self.wants_every_step || n % self.log_every == 0 || n == 1 || n == self.steps
     }
 
     pub fn step(&mut self, r: &StepReport) -> Result<()> {

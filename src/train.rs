@@ -178,8 +178,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         p
     }
 
-    /// One synchronous data-parallel SGD step.
-    pub fn step(&mut self, step: u64) -> Result<StepReport> {
+    /// One synchronous data-parallel SGD step. The global per-task losses
+    /// cost one more small all-reduce; `want_losses` false skips it (the
+    /// report's losses are then NaN).
+    pub fn step(&mut self, step: u64, want_losses: bool) -> Result<StepReport> {
         let mut t = StepTimes::default();
         let start = Instant::now();
 
@@ -219,7 +221,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
         // Global per-task losses, for the log.
         let c2 = Instant::now();
-        let (task_losses, grad_norm) = self.global_losses(&counts)?;
+        let (task_losses, grad_norm) = self.global_losses(&counts, want_losses)?;
         t.comm += c2.elapsed().as_secs_f64();
         let loss = task_losses
             .iter()
@@ -320,11 +322,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         );
     }
 
-    /// Per-task mean losses over the global batch, and the gradient norm.
-    fn global_losses(&mut self, counts: &[f64]) -> Result<(Vec<f64>, f32)> {
+    /// Per-task mean losses over the global batch (NaN unless `want`),
+    /// and the gradient norm.
+    fn global_losses(&mut self, counts: &[f64], want: bool) -> Result<(Vec<f64>, f32)> {
         let ntask = self.spec.tasks.len();
         let mut stats = vec![0f32; ntask + 1];
         self.be.download(&self.stats, 0, &mut stats);
+        if !want {
+            return Ok((vec![f64::NAN; ntask], stats[ntask].sqrt()));
+        }
         let mut sums: Vec<f64> = stats[..ntask].iter().map(|&v| v as f64).collect();
         self.comm.all_reduce_sum_f64(&mut sums)?;
         let losses = sums

@@ -1,6 +1,8 @@
 //! `ringtrain train`: set-up (every check agreed by all ranks before any
 //! work), the loop, evaluation and the saved parameters.
 
+use std::io::IsTerminal;
+
 use crate::app::{model_spec, open_dataset};
 use crate::backend::cpu::Cpu;
 use crate::checkpoint::{load_params, save_params};
@@ -35,6 +37,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     )?;
     fault::on_init(fault, world.rank, &mut init);
     check_same(comm, "checksum of the initial parameters", checksum(&init))?;
+    // Rank 0 draws a progress bar on a terminal; every rank must know.
+    let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
     let mut rep = agree(
         comm,
         Reporter::new(
@@ -44,6 +48,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             cfg.train.log_every,
             cfg.train.global_batch,
             cfg.train.metrics_out.as_deref(),
+            root_has_terminal,
         ),
     )?;
 
@@ -72,7 +77,9 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let steps = cfg.train.steps;
     for step in 0..steps {
         fault::before_step(fault, world.rank, step);
-        let r = tr.step(step).unwrap_or_else(|e| fatal(e));
+        let r = tr
+            .step(step, rep.needs_losses(step))
+            .unwrap_or_else(|e| fatal(e));
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;
         let every = cfg.train.eval_every;

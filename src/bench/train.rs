@@ -42,7 +42,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
 
     let mut sum = StepTimes::default();
     for step in 0..a.warmup + a.iters {
-        let t = tr.step(step)?.times;
+        let t = tr.step(step, false)?.times;
         if step >= a.warmup {
             add(&mut sum, &t, 1.0);
         }
