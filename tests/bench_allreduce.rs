@@ -69,6 +69,11 @@ fn table_has_the_nccl_tests_columns_and_footer() {
         out.contains("out-of-place") && out.contains("in-place"),
         "{c}"
     );
+    // Out-of-place is the communicator's own out-of-place call, no copy.
+    assert!(
+        out.contains("# out-of-place: all_reduce_sum_into(input, output), no copy"),
+        "{c}"
+    );
     let rows = rows(out);
     let sizes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(sizes, ["1024", "4096", "16384", "65536"], "{c}");

@@ -2,8 +2,12 @@
 //! `bench allreduce -c 1` checks every element of every row against the
 //! exact result and, in the in-place column, also cross-checks the
 //! communicator against MPI_Allreduce on random data (within the proven
-//! error bound, and bit-identical on every rank). Each case runs the ring
-//! (and MPI, as the control) at 1, 2, 3 and 5 ranks over sizes chosen to
+//! error bound, and bit-identical on every rank). The out-of-place column
+//! runs `all_reduce_sum_into` (`all_reduce_sum_bf16_into` for bf16 data)
+//! into an output filled with NaN, so it also counts output elements left
+//! unwritten, input elements the call changed, and, on random data,
+//! elements whose bits differ from the in-place result. Each case runs the
+//! ring (and MPI, as the control) at 1, 2, 3 and 5 ranks over sizes chosen to
 //! hit the edge cases: 0 elements, fewer elements than ranks, lengths not
 //! divisible by the rank count, and segments of several 256 KiB chunks
 //! with a partial last chunk.

@@ -2,10 +2,13 @@
 //! program's communicators: the same flags, the same table, plus the ring's
 //! α–β model measured in the same run (docs/allreduce.md).
 //!
-//! For each size, out-of-place and then in-place: `-w` warm-up iterations,
-//! then `-n` timed ones back to back after a barrier; a row's time is each
-//! rank's mean, the maximum over ranks. With `-c 1` one more run on fresh
-//! inputs is checked element by element against the exact result.
+//! For each size, out-of-place (`all_reduce_sum_into`: a separate output
+//! buffer, the input left untouched, like `ncclAllReduce(sendbuff,
+//! recvbuff, ..)`) and then in-place: `-w` warm-up iterations, then `-n`
+//! timed ones back to back after a barrier; a row's time is each rank's
+//! mean, the maximum over ranks. With `-c 1` one more run on fresh inputs
+//! is checked element by element against the exact result (out of place:
+//! into an output poisoned with NaN, and the input must be unchanged).
 //!
 //! Inputs are small integers, rank r element i = 1 + h(r, i) mod ⌊256/n⌋
 //! (h a hash): every partial sum is an integer ≤ 256, exact in f32 and in
@@ -253,8 +256,14 @@ fn parse_size(flag: &str, text: &str) -> Result<usize> {
 trait Elem: Copy + Default + 'static {
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
-    /// The all-reduce under test, in place.
-    fn reduce(comm: &dyn Communicator, buf: &mut [Self], op: Op) -> Result<()>;
+    /// The all-reduce under test: in place on `buf`, or out of place from
+    /// `input` into `buf`.
+    fn reduce(
+        comm: &dyn Communicator,
+        input: Option<&[Self]>,
+        buf: &mut [Self],
+        op: Op,
+    ) -> Result<()>;
     /// Allowed relative error of an average (a sum must be exact).
     const AVG_TOL: f64;
     /// bf16 data (picks the error bounds of the random check).
@@ -269,10 +278,24 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    fn reduce(comm: &dyn Communicator, buf: &mut [f32], op: Op) -> Result<()> {
-        match op {
-            Op::Sum => comm.all_reduce_sum(buf),
-            Op::Avg => comm.all_reduce_avg(buf),
+    fn reduce(
+        comm: &dyn Communicator,
+        input: Option<&[f32]>,
+        buf: &mut [f32],
+        op: Op,
+    ) -> Result<()> {
+        match (input, op) {
+            (None, Op::Sum) => comm.all_reduce_sum(buf),
+            (None, Op::Avg) => comm.all_reduce_avg(buf),
+            (Some(input), _) => {
+                comm.all_reduce_sum_into(input, buf)?;
+                // What `all_reduce_avg` does after its sum.
+                if op == Op::Avg && comm.size() > 1 {
+                    let inv = 1.0 / comm.size() as f32;
+                    buf.iter_mut().for_each(|v| *v *= inv);
+                }
+                Ok(())
+            }
         }
     }
     // An exact sum times fl(1/n), rounded: two f32 roundings.
@@ -287,8 +310,16 @@ impl Elem for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
-    fn reduce(comm: &dyn Communicator, buf: &mut [bf16], op: Op) -> Result<()> {
-        comm.all_reduce_sum_bf16(buf)?;
+    fn reduce(
+        comm: &dyn Communicator,
+        input: Option<&[bf16]>,
+        buf: &mut [bf16],
+        op: Op,
+    ) -> Result<()> {
+        match input {
+            Some(input) => comm.all_reduce_sum_bf16_into(input, buf)?,
+            None => comm.all_reduce_sum_bf16(buf)?,
+        }
         if op == Op::Avg && comm.size() > 1 {
             let inv = 1.0 / comm.size() as f32;
             buf.iter_mut()
@@ -353,16 +384,12 @@ fn measure<T: Elem>(
         },
     };
     for in_place in [false, true] {
-        // Out-of-place: a user of this in-place API copies first; the copy
-        // is part of the time. In-place: the buffer is reduced again and
-        // again (its values grow; only the time matters here).
+        // Out-of-place: `src` reduced into `dst`, `src` untouched. In-place:
+        // `dst` is reduced again and again (its values grow; only the time
+        // matters here).
         dst.copy_from_slice(&src);
-        let once = |dst: &mut [T]| {
-            if !in_place {
-                dst.copy_from_slice(&src);
-            }
-            T::reduce(comm, dst, o.op)
-        };
+        let input = (!in_place).then_some(&src[..]);
+        let once = |dst: &mut [T]| T::reduce(comm, input, dst, o.op);
         for _ in 0..o.warmup {
             once(&mut dst)?;
         }
@@ -379,11 +406,19 @@ fn measure<T: Elem>(
             .fold(0.0, f64::max);
 
         let wrong = if o.check {
-            dst.copy_from_slice(&src);
+            if in_place {
+                dst.copy_from_slice(&src);
+            } else {
+                // An element the all-reduce fails to write stays NaN: wrong.
+                dst.fill(T::from_f32(f32::NAN));
+            }
             once(&mut dst)?;
             let mut bad = count_wrong(&mut dst, o, rank, n);
             if in_place {
                 bad += random_check::<T>(o, count, comm, ctl)?;
+            } else {
+                bad += changed_inputs(&src, rank, n);
+                bad += out_of_place_check::<T>(count, comm, ctl)?;
             }
             let all = ctl.all_gather_u64(bad)?;
             Some(all.iter().sum())
@@ -423,6 +458,49 @@ fn count_wrong<T: Elem>(got: &mut [T], o: &Options, rank: usize, n: usize) -> u6
         wrong += u64::from(!ok);
     }
     wrong
+}
+
+/// Elements of `src` (rank `rank`'s input) that are no longer the input.
+fn changed_inputs<T: Elem>(src: &[T], rank: usize, n: usize) -> u64 {
+    let changed = src
+        .iter()
+        .enumerate()
+        .filter(|&(i, v)| v.to_f32() != input(rank, i, n) as f32)
+        .count();
+    changed as u64
+}
+
+/// Out of place against in place on random data (uniform in [−1, 1),
+/// different on every rank): elements of the out-of-place result whose
+/// bits differ from the in-place result, plus input elements the
+/// out-of-place call changed. Both are 0 for every communicator here (the
+/// ring runs the same summation either way; MPI makes the same call).
+fn out_of_place_check<T: Elem>(
+    count: usize,
+    comm: &dyn Communicator,
+    ctl: &dyn Communicator,
+) -> Result<u64> {
+    let (seed, rank) = (0x0b_5eed ^ count as u64, ctl.rank() as u64);
+    let x: Vec<T> = (0..count as u64)
+        .map(|i| T::from_f32((2.0 * crate::rng::uniform(seed, rank, i) - 1.0) as f32))
+        .collect();
+    let mut in_place = x.clone();
+    T::reduce(comm, None, &mut in_place, Op::Sum)?;
+    let input = x.clone();
+    let mut out = vec![T::from_f32(f32::NAN); count];
+    T::reduce(comm, Some(&input), &mut out, Op::Sum)?;
+    let bits = |v: &T| v.to_f32().to_bits();
+    let differ = out
+        .iter()
+        .zip(&in_place)
+        .filter(|(a, b)| bits(a) != bits(b))
+        .count();
+    let changed = input
+        .iter()
+        .zip(&x)
+        .filter(|(a, b)| bits(a) != bits(b))
+        .count();
+    Ok((differ + changed) as u64)
 }
 
 /// The random-data cross-check against MPI_Allreduce (ring.rs); 0 without
@@ -615,8 +693,9 @@ impl Report<'_> {
             "# time: each rank's mean over -n iterations run back to back after a barrier; the max over ranks."
         );
         println!(
-            "# out-of-place: the input is copied into a separate buffer, then reduced there in place; the copy is timed."
+            "# out-of-place: all_reduce_sum_into(input, output), no copy: the input is read, never written; the"
         );
+        println!("#   output is a separate buffer (like ncclAllReduce(sendbuff, recvbuff, ...)).");
         println!(
             "# #wrong: elements that differ from the exact result of integer inputs, summed over ranks. The in-place"
         );
@@ -625,8 +704,12 @@ impl Report<'_> {
             self.comm
         );
         println!(
-            "#   than their proven error bounds, or where a rank's bits differ from rank 0's (docs/allreduce.md)."
+            "#   than their proven error bounds, or where a rank's bits differ from rank 0's (docs/allreduce.md);"
         );
+        println!(
+            "#   the out-of-place column output elements left unwritten, changed input elements, and on random data"
+        );
+        println!("#   result bits that differ from the in-place result.");
         match self.model {
             Some(m) => {
                 println!(

@@ -51,6 +51,22 @@ pub trait Communicator {
     /// Element-wise sum over ranks of bf16 data, in place (accumulated in
     /// f32, rounded to bf16 once at the end).
     fn all_reduce_sum_bf16(&self, buf: &mut [bf16]) -> Result<()>;
+    /// Element-wise sum over ranks of `input` into `output` (out of place,
+    /// like `ncclAllReduce(sendbuff, recvbuff, ..)`): `input` is left as it
+    /// was, every element of `output` is written, and the result is the one
+    /// [`all_reduce_sum`](Self::all_reduce_sum) would leave in a copy of
+    /// `input`. Panics unless the lengths are equal. The default copies
+    /// `input` into `output` and reduces there in place.
+    fn all_reduce_sum_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        output.copy_from_slice(input);
+        self.all_reduce_sum(output)
+    }
+    /// [`all_reduce_sum_bf16`](Self::all_reduce_sum_bf16) out of place, as
+    /// [`all_reduce_sum_into`](Self::all_reduce_sum_into).
+    fn all_reduce_sum_bf16_into(&self, input: &[bf16], output: &mut [bf16]) -> Result<()> {
+        output.copy_from_slice(input);
+        self.all_reduce_sum_bf16(output)
+    }
     /// Element-wise sum over ranks of small control values, in place.
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Every rank's value, indexed by rank.

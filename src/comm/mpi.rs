@@ -47,6 +47,13 @@ impl Communicator for MpiComm {
         buf.copy_from_slice(out);
         Ok(())
     }
+    /// MPI_Allreduce is out of place already: straight from `input`.
+    fn all_reduce_sum_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        assert_eq!(input.len(), output.len(), "all_reduce_sum_into lengths");
+        self.world
+            .all_reduce_into(input, output, SystemOperation::sum());
+        Ok(())
+    }
     fn all_reduce_sum_bf16(&self, buf: &mut [half::bf16]) -> Result<()> {
         // MPI has no bf16 type: reduce in f32, round once.
         let mut wide: Vec<f32> = buf.iter().map(|v| v.to_f32()).collect();

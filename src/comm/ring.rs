@@ -24,6 +24,13 @@
 //! segment's owner, and copied bit for bit to everyone else: every rank ends
 //! with bit-identical results, run after run.
 //!
+//! Out of place ([`Communicator::all_reduce_sum_into`]) is the same ring
+//! given the input as a separate source: the first send of each segment
+//! goes straight from the input, each reduce-scatter step writes own term
+//! (read from the input) + received partial sum into the output, and
+//! all-gather receives land in the output. No copy of the buffer, the same
+//! additions in the same order, so the same bits as in place.
+//!
 //! # Wire formats and their error
 //!
 //! With [`Wire::F32`] the ring adds in f32 exactly like any f32 summation of
@@ -123,6 +130,51 @@ impl RingComm {
         })
     }
 
+    /// Σ over ranks into `out`: of `src` (out of place) or of `out` itself
+    /// (in place, `src` = None). Both run the same ring in the same order,
+    /// so their results are bit-identical.
+    fn sum_f32(&self, src: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+        let Some(ring) = self.ring() else {
+            if let Some(src) = src {
+                out.copy_from_slice(src);
+            }
+            return Ok(());
+        };
+        let mut scratch = self.scratch.borrow_mut();
+        let Scratch {
+            slots_f32,
+            slots_bf16,
+            wire_bf16,
+        } = &mut *scratch;
+        match self.wire {
+            // The wire buffer is the output; own terms come from `src`.
+            Wire::F32 => ring.all_reduce(out, src, slots::<f32>(slots_f32), &mut F32Sum),
+            // Own terms are read (as f32) from `src` or `out`, partial sums
+            // travel in the bf16 scratch, final sums are widened into `out`.
+            Wire::Bf16 => {
+                let wire = grown(wire_bf16, out.len());
+                let hops = &mut F32OverBf16 { src, buf: out };
+                ring.all_reduce(wire, None, slots::<u16>(slots_bf16), hops);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::sum_f32`] for bf16 data (bf16 wire: the data is the wire).
+    fn sum_bf16(&self, src: Option<&[bf16]>, out: &mut [bf16]) -> Result<()> {
+        let Some(ring) = self.ring() else {
+            if let Some(src) = src {
+                out.copy_from_slice(src);
+            }
+            return Ok(());
+        };
+        let mut scratch = self.scratch.borrow_mut();
+        let slots = slots::<u16>(&mut scratch.slots_bf16);
+        let src: Option<&[u16]> = src.map(|s| s.reinterpret_cast());
+        ring.all_reduce(out.reinterpret_cast_mut(), src, slots, &mut Bf16Sum);
+        Ok(())
+    }
+
     /// Mean seconds of one bare ring step of `bytes` per rank: every rank
     /// sends `bytes` to the next rank while receiving as many from the
     /// previous one, in the ring's own chunks, with no arithmetic. This is
@@ -158,33 +210,25 @@ impl Communicator for RingComm {
         "ring"
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        let Some(ring) = self.ring() else {
-            return Ok(());
-        };
-        let mut scratch = self.scratch.borrow_mut();
-        let Scratch {
-            slots_f32,
-            slots_bf16,
-            wire_bf16,
-        } = &mut *scratch;
-        match self.wire {
-            Wire::F32 => ring.all_reduce(buf, slots::<f32>(slots_f32), &mut F32Sum),
-            Wire::Bf16 => {
-                let wire = grown(wire_bf16, buf.len());
-                ring.all_reduce(wire, slots::<u16>(slots_bf16), &mut F32OverBf16 { buf });
-            }
-        }
-        Ok(())
+        self.sum_f32(None, buf)
+    }
+    /// No copy: this rank's terms are read from `input`, partial and final
+    /// sums are written into `output` (module doc).
+    fn all_reduce_sum_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        assert_eq!(input.len(), output.len(), "all_reduce_sum_into lengths");
+        self.sum_f32(Some(input), output)
     }
     /// bf16 on the wire whatever `wire` says (the data is bf16 already).
     fn all_reduce_sum_bf16(&self, buf: &mut [bf16]) -> Result<()> {
-        let Some(ring) = self.ring() else {
-            return Ok(());
-        };
-        let mut scratch = self.scratch.borrow_mut();
-        let slots = slots::<u16>(&mut scratch.slots_bf16);
-        ring.all_reduce(buf.reinterpret_cast_mut(), slots, &mut Bf16Sum);
-        Ok(())
+        self.sum_bf16(None, buf)
+    }
+    fn all_reduce_sum_bf16_into(&self, input: &[bf16], output: &mut [bf16]) -> Result<()> {
+        assert_eq!(
+            input.len(),
+            output.len(),
+            "all_reduce_sum_bf16_into lengths"
+        );
+        self.sum_bf16(Some(input), output)
     }
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
         self.mpi.all_reduce_sum_f64(buf)
@@ -278,19 +322,38 @@ trait Hops {
     /// Before reduce-scatter step 0: put this rank's own values for `range`
     /// into `wire` (nothing to do when the wire buffer is the data).
     fn load(&mut self, _range: Range<usize>, _wire: &mut [Self::W]) {}
-    /// `wire` ← own values + `recv` (a partial sum), in wire format.
-    fn reduce(&mut self, range: Range<usize>, wire: &mut [Self::W], recv: &[Self::W]);
+    /// `wire` ← own values + `recv` (a partial sum), in wire format. The
+    /// own values are `own` when the ring was given a separate source (out
+    /// of place, wire = data), else wherever `Self` keeps them (`wire`
+    /// itself when the wire buffer is the data).
+    fn reduce(
+        &mut self,
+        range: Range<usize>,
+        own: Option<&[Self::W]>,
+        wire: &mut [Self::W],
+        recv: &[Self::W],
+    );
     /// `wire` holds the final sums for `range`: make them the result.
     fn store(&mut self, _range: Range<usize>, _wire: &[Self::W]) {}
 }
 
-/// f32 data, f32 wire: the wire buffer is the data.
+/// f32 data, f32 wire: the wire buffer is the data (the output).
 struct F32Sum;
 
 impl Hops for F32Sum {
     type W = f32;
-    fn reduce(&mut self, _: Range<usize>, wire: &mut [f32], recv: &[f32]) {
-        wire.iter_mut().zip(recv).for_each(|(w, r)| *w += r);
+    // own + recv either way: the same f32 additions, bit for bit.
+    fn reduce(&mut self, _: Range<usize>, own: Option<&[f32]>, wire: &mut [f32], recv: &[f32]) {
+        match own {
+            Some(own) => {
+                let n = wire.len().min(own.len()).min(recv.len());
+                let (wire, own, recv) = (&mut wire[..n], &own[..n], &recv[..n]);
+                for i in 0..n {
+                    wire[i] = own[i] + recv[i];
+                }
+            }
+            None => wire.iter_mut().zip(recv).for_each(|(w, r)| *w += r),
+        }
     }
 }
 
@@ -299,24 +362,40 @@ struct Bf16Sum;
 
 impl Hops for Bf16Sum {
     type W = u16;
-    fn reduce(&mut self, _: Range<usize>, wire: &mut [u16], recv: &[u16]) {
-        bf16_ops::add_bf16(wire, recv);
+    fn reduce(&mut self, _: Range<usize>, own: Option<&[u16]>, wire: &mut [u16], recv: &[u16]) {
+        match own {
+            Some(own) => bf16_ops::sum_bf16(wire, own, recv),
+            None => bf16_ops::add_bf16(wire, recv),
+        }
     }
 }
 
-/// f32 data, bf16 wire. Own values stay in `buf` (f32, never rounded until
-/// the end); partial sums live in the bf16 wire buffer.
+/// f32 data, bf16 wire. Own values are read from `src` (out of place) or
+/// `buf` (in place), in f32, never rounded until the end; partial sums live
+/// in the bf16 wire buffer; final sums are stored into `buf`. In place,
+/// `buf[range]` is only overwritten after its own values were last read.
 struct F32OverBf16<'a> {
+    src: Option<&'a [f32]>,
     buf: &'a mut [f32],
+}
+
+impl F32OverBf16<'_> {
+    fn own(&self, range: Range<usize>) -> &[f32] {
+        match self.src {
+            Some(src) => &src[range],
+            None => &self.buf[range],
+        }
+    }
 }
 
 impl Hops for F32OverBf16<'_> {
     type W = u16;
     fn load(&mut self, range: Range<usize>, wire: &mut [u16]) {
-        bf16_ops::round(wire, &self.buf[range]);
+        bf16_ops::round(wire, self.own(range));
     }
-    fn reduce(&mut self, range: Range<usize>, wire: &mut [u16], recv: &[u16]) {
-        bf16_ops::add_f32(wire, &self.buf[range], recv);
+    // The ring's `own` is None: the own values are f32, not wire format.
+    fn reduce(&mut self, range: Range<usize>, _: Option<&[u16]>, wire: &mut [u16], recv: &[u16]) {
+        bf16_ops::add_f32(wire, self.own(range), recv);
     }
     // The owner stores the bf16-rounded sum too, so all ranks agree.
     fn store(&mut self, range: Range<usize>, wire: &[u16]) {
@@ -386,6 +465,17 @@ mod bf16_ops {
     }
 
     multiversion! {
+        /// `wire` ← bf16(own + recv), all bf16, added in f32.
+        fn sum_bf16(wire: &mut [u16], own: &[u16], recv: &[u16]) {
+            let n = wire.len().min(own.len()).min(recv.len());
+            let (wire, own, recv) = (&mut wire[..n], &own[..n], &recv[..n]);
+            for i in 0..n {
+                wire[i] = narrow(wide(own[i]) + wide(recv[i]));
+            }
+        }
+    }
+
+    multiversion! {
         /// `wire` ← bf16(own + recv), added in f32.
         fn add_f32(wire: &mut [u16], own: &[f32], recv: &[u16]) {
             let n = wire.len().min(own.len()).min(recv.len());
@@ -431,16 +521,31 @@ struct Ring<'c> {
 
 impl Ring<'_> {
     /// The whole all-reduce of `wire` (see the module doc), `slots` being
-    /// two chunks of receive space.
-    fn all_reduce<H: Hops>(&self, wire: &mut [H::W], slots: &mut [H::W], hops: &mut H) {
+    /// two chunks of receive space. `src`, when given, holds this rank's
+    /// own values in wire format (out of place): they are sent and added
+    /// from there, and `wire` is never read before it was written. All of
+    /// `wire` is written: the owned segment at the last reduce-scatter
+    /// step, segment `r` (sent from `src` at step 0) in all-gather, every
+    /// other one in both. Without `src` the own values are in `wire` (in
+    /// place) or kept by `hops` (bf16 wire).
+    fn all_reduce<H: Hops>(
+        &self,
+        wire: &mut [H::W],
+        src: Option<&[H::W]>,
+        slots: &mut [H::W],
+        hops: &mut H,
+    ) {
         let (n, r, len) = (self.n, self.rank, wire.len());
         let seg = |k| segment(len, n, k);
         for s in 0..n - 1 {
             let (send, recv) = reduce_scatter_step(r, n, s);
-            if s == 0 {
+            // Step 0 sends own values, every later step a partial sum that
+            // the step before left in `wire`.
+            let first = if s == 0 { src } else { None };
+            if s == 0 && src.is_none() {
                 hops.load(seg(send), &mut wire[seg(send)]);
             }
-            self.reduce_step(wire, seg(send), seg(recv), slots, hops);
+            self.reduce_step(wire, first, seg(send), seg(recv), src, slots, hops);
         }
         let own = seg(owned_segment(r, n));
         hops.store(own.clone(), &wire[own]);
@@ -450,14 +555,18 @@ impl Ring<'_> {
         }
     }
 
-    /// Reduce-scatter step: `wire[tx]` goes to the next rank while the
-    /// previous rank's partial sums for `rx` land in `slots` and are reduced
-    /// into `wire[rx]`, chunk j + 1 in flight while chunk j is added.
+    /// Reduce-scatter step: `wire[tx]` (or `first[tx]`) goes to the next
+    /// rank while the previous rank's partial sums for `rx` land in `slots`
+    /// and are reduced with the own values (`src[rx]`, if given) into
+    /// `wire[rx]`, chunk j + 1 in flight while chunk j is added.
+    #[allow(clippy::too_many_arguments)]
     fn reduce_step<H: Hops>(
         &self,
         wire: &mut [H::W],
+        first: Option<&[H::W]>,
         tx: Range<usize>,
         rx: Range<usize>,
+        src: Option<&[H::W]>,
         slots: &mut [H::W],
         hops: &mut H,
     ) {
@@ -466,7 +575,11 @@ impl Ring<'_> {
         if chunks == 0 {
             return;
         }
-        let (send, recv) = split_disjoint(wire, tx, rx.clone());
+        let own = src.map(|s| &s[rx.clone()]);
+        let (send, recv) = match first {
+            Some(first) => (&first[tx], &mut wire[rx.clone()]),
+            None => split_disjoint(wire, tx, rx.clone()),
+        };
         let (mut ready, mut landing) = slots.split_at_mut(c);
         self.exchange(
             &send[chunk(send.len(), c, 0)],
@@ -479,11 +592,12 @@ impl Ring<'_> {
             let next = chunk(recv.len(), c, j + 1).len();
             let range = rx.start + here.start..rx.start + here.end;
             let got = &ready[..here.len()];
+            let own = own.map(|o| &o[here.clone()]);
             let mine = &mut recv[here];
             self.exchange(
                 &send[chunk(send.len(), c, j + 1)],
                 &mut landing[..next],
-                || hops.reduce(range, mine, got),
+                || hops.reduce(range, own, mine, got),
             );
         }
     }
@@ -836,14 +950,26 @@ mod tests {
     fn ring_sum_bf16_wire(x: &[f32]) -> f32 {
         let mut wire = [0u16];
         let mut own = [x[0]];
-        F32OverBf16 { buf: &mut own }.load(0..1, &mut wire);
+        let mut hops = F32OverBf16 {
+            src: None,
+            buf: &mut own,
+        };
+        hops.load(0..1, &mut wire);
         for &xi in &x[1..] {
             let recv = wire;
             let mut own = [xi];
-            F32OverBf16 { buf: &mut own }.reduce(0..1, &mut wire, &recv);
+            let mut hops = F32OverBf16 {
+                src: None,
+                buf: &mut own,
+            };
+            hops.reduce(0..1, None, &mut wire, &recv);
         }
         let mut out = [0f32];
-        F32OverBf16 { buf: &mut out }.store(0..1, &wire);
+        let mut hops = F32OverBf16 {
+            src: None,
+            buf: &mut out,
+        };
+        hops.store(0..1, &wire);
         out[0]
     }
 
@@ -852,7 +978,7 @@ mod tests {
         for &xi in &x[1..] {
             let recv = wire;
             wire[0] = bf16::from_f32(xi).to_bits();
-            Bf16Sum.reduce(0..1, &mut wire, &recv);
+            Bf16Sum.reduce(0..1, None, &mut wire, &recv);
         }
         bf16::from_bits(wire[0]).to_f32()
     }
