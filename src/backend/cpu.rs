@@ -497,39 +497,12 @@ mod tests {
         let g = randn(rows * out, 8);
         let forward = |wb: &Vec<f64>, x: &Vec<f64>| {
             let mut z = vec![0.0; rows * out];
-            be.gemm(
-                Gemm {
-                    m: rows,
-                    n: out,
-                    k: inp,
-                    trans_a: false,
-                    trans_b: true,
-                    a_off: 0,
-                    b_off: 0,
-                    c_off: 0,
-                    alpha: 1.0,
-                    beta: 0.0,
-                },
-                x,
-                wb,
-                &mut z,
-            );
+            be.gemm(Gemm::new(rows, out, inp, false, true), x, wb, &mut z);
             be.bias_act(None, rows, out, wb, out * inp, &mut z, None);
             z.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>()
         };
         let mut grads = vec![0.0; out * inp + out];
-        let gemm = |m, n, k, ta, tb| Gemm {
-            m,
-            n,
-            k,
-            trans_a: ta,
-            trans_b: tb,
-            a_off: 0,
-            b_off: 0,
-            c_off: 0,
-            alpha: 1.0,
-            beta: 0.0,
-        };
+        let gemm = Gemm::new;
         be.gemm(gemm(out, inp, rows, true, false), &g, &x, &mut grads);
         be.col_sum(rows, out, &g, &mut grads, out * inp, 0.0);
         let mut dx = vec![0.0; rows * inp];

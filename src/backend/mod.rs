@@ -29,6 +29,25 @@ pub struct Gemm {
     pub beta: f32,
 }
 
+impl Gemm {
+    /// C = op(A) · op(B) over whole buffers (offsets 0, alpha 1, beta 0);
+    /// set the other fields with struct update syntax.
+    pub fn new(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            a_off: 0,
+            b_off: 0,
+            c_off: 0,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+}
+
 /// One task's loss over a [rows, out_cols] output matrix.
 #[derive(Clone, Copy, Debug)]
 pub struct LossArgs {

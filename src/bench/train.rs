@@ -238,16 +238,9 @@ fn gemm_only_seconds(spec: &ModelSpec, rows: usize, warmup: u64, iters: u64) -> 
     let act_a = vec![0.01f32; rows * widest];
     let mut act_b = be.alloc(rows * widest);
     let g = |m, n, k, trans_a, trans_b, b_off, c_off| Gemm {
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        a_off: 0,
         b_off,
         c_off,
-        alpha: 1.0,
-        beta: 0.0,
+        ..Gemm::new(m, n, k, trans_a, trans_b)
     };
     let mut run = || {
         let lins: Vec<_> = layout.linears().copied().collect();

@@ -30,21 +30,6 @@ pub struct Model<B: Backend> {
     dh: [B::Buf; 2],
 }
 
-fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Gemm {
-    Gemm {
-        m,
-        n,
-        k,
-        trans_a: ta,
-        trans_b: tb,
-        a_off: 0,
-        b_off: 0,
-        c_off: 0,
-        alpha: 1.0,
-        beta: 0.0,
-    }
-}
-
 impl<B: Backend> Model<B> {
     pub fn new(be: &B, spec: ModelSpec, max_rows: usize) -> Self {
         let layout = ParamLayout::new(&spec);
@@ -94,7 +79,7 @@ impl<B: Backend> Model<B> {
             be.gemm(
                 Gemm {
                     b_off: lin.w,
-                    ..gemm(rows, lin.out, lin.inp, false, true)
+                    ..Gemm::new(rows, lin.out, lin.inp, false, true)
                 },
                 input,
                 params,
@@ -115,7 +100,7 @@ impl<B: Backend> Model<B> {
         be.gemm(
             Gemm {
                 b_off: heads.w,
-                ..gemm(rows, heads.out, heads.inp, false, true)
+                ..Gemm::new(rows, heads.out, heads.inp, false, true)
             },
             input,
             params,
@@ -155,7 +140,7 @@ impl<B: Backend> Model<B> {
         be.gemm(
             Gemm {
                 b_off: heads.w,
-                ..gemm(rows, heads.inp, heads.out, false, false)
+                ..Gemm::new(rows, heads.inp, heads.out, false, false)
             },
             &self.dout,
             params,
@@ -177,7 +162,7 @@ impl<B: Backend> Model<B> {
                 be.gemm(
                     Gemm {
                         b_off: lin.w,
-                        ..gemm(rows, lin.inp, lin.out, false, false)
+                        ..Gemm::new(rows, lin.inp, lin.out, false, false)
                     },
                     cur,
                     params,
@@ -202,7 +187,7 @@ impl<B: Backend> Model<B> {
             Gemm {
                 c_off: lin.w,
                 beta,
-                ..gemm(lin.out, lin.inp, rows, true, false)
+                ..Gemm::new(lin.out, lin.inp, rows, true, false)
             },
             dz,
             input,
