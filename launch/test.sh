@@ -59,15 +59,25 @@ fi
 export RINGTRAIN_PYTHON="$py"
 
 status=0
+# Every summary line also goes to a log, for one total at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run_tests() { # cargo test ARGS...; the output passes through, summaries are kept
+    set -o pipefail
+    cargo test "$@" 2>&1 | tee -a "$log"
+}
 echo "test.sh: cargo test --release --no-fail-fast $*" >&2
-cargo test --release --no-fail-fast "$@" || status=$?
+run_tests --release --no-fail-fast "$@" || status=$?
 if [ "${RINGTRAIN_TEST_NO_MPI:-1}" != 0 ]; then
     # Same target dir: only the ringtrain crate itself is rebuilt.
     echo "test.sh: cargo test --release --no-fail-fast --no-default-features $* (the build without MPI)" >&2
     no_mpi=0
-    cargo test --release --no-fail-fast --no-default-features "$@" || no_mpi=$?
+    run_tests --release --no-fail-fast --no-default-features "$@" || no_mpi=$?
     [ "$status" -ne 0 ] || status="$no_mpi"
     # Leave target/release/ringtrain the default (MPI) build again.
     cargo build --release --quiet || { [ "$status" -ne 0 ] || status=1; }
 fi
+# One closing line over both builds: "tests: N passed, N failed".
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
