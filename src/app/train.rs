@@ -175,22 +175,27 @@ fn print_header(
         params
     ));
     rep.line(&format!(
-        "data: {} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {:?} lr {} {:?}",
+        "data: {} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {} lr {} {} schedule",
         data.describe(),
         cfg.train.global_batch,
         per_rank,
         cfg.train.accum_steps,
         cfg.train.steps,
-        cfg.optim.optimizer,
+        lower(cfg.optim.optimizer),
         cfg.optim.lr,
-        cfg.optim.schedule
+        lower(cfg.optim.schedule)
     ));
     let c = &cfg.comm;
     rep.line(&format!(
         "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",
-        format!("{:?}", c.kind).to_lowercase(),
-        format!("{:?}", c.wire).to_lowercase(),
+        lower(c.kind),
+        lower(c.wire),
         c.bucket_kib,
         if c.overlap { "on" } else { "off" }
     ));
+}
+
+/// A config enum as the user spells it ("adamw", "cosine", "ring").
+fn lower(v: impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
 }
