@@ -401,21 +401,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .tasks
             .iter()
             .enumerate()
-            .map(|(t, task)| LossArgs {
-                kind: task.kind,
-                rows,
-                out_cols: cols.out_cols,
-                out_off: cols.out_off[t],
-                label_cols: cols.label_cols,
-                label_off: cols.label_off[t],
+            .map(|(t, task)| {
                 // ×n because the all-reduce averages over ranks.
-                grad_scale: if global_counts[t] > 0.0 {
+                let scale = if global_counts[t] > 0.0 {
                     (task.weight as f64 * n / global_counts[t]) as f32
                 } else {
                     0.0
-                },
-                stat: t,
-                accumulate,
+                };
+                LossArgs::for_task(task.kind, cols, t, rows, scale, accumulate)
             })
             .collect()
     }

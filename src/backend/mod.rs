@@ -67,6 +67,31 @@ pub struct LossArgs {
     pub accumulate: bool,
 }
 
+impl LossArgs {
+    /// The loss of task `t` over `rows` rows, its columns taken from `cols`;
+    /// the sum goes to `stats[t]`.
+    pub fn for_task(
+        kind: TaskKind,
+        cols: &crate::tasks::TaskColumns,
+        t: usize,
+        rows: usize,
+        grad_scale: f32,
+        accumulate: bool,
+    ) -> Self {
+        LossArgs {
+            kind,
+            rows,
+            out_cols: cols.out_cols,
+            out_off: cols.out_off[t],
+            label_cols: cols.label_cols,
+            label_off: cols.label_off[t],
+            grad_scale,
+            stat: t,
+            accumulate,
+        }
+    }
+}
+
 /// Hyper-parameters of one optimizer update. Clipping reads the squared
 /// gradient norm from `stats[norm_sq_stat]`, so it needs no host round trip.
 #[derive(Clone, Copy, Debug)]

@@ -266,17 +266,7 @@ mod tests {
                     .flat_map(|r| &labels[r * cols.label_cols + cols.label_off[t]..][..w])
                     .filter(|v| !v.is_nan())
                     .count();
-                LossArgs {
-                    kind: task.kind,
-                    rows,
-                    out_cols: cols.out_cols,
-                    out_off: cols.out_off[t],
-                    label_cols: cols.label_cols,
-                    label_off: cols.label_off[t],
-                    grad_scale: task.weight / n as f32,
-                    stat: t,
-                    accumulate: false,
-                }
+                LossArgs::for_task(task.kind, &cols, t, rows, task.weight / n as f32, false)
             })
             .collect();
         let mut grads = be.alloc(m.layout.total);
