@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::model::layout::ParamLayout;
 use crate::model::spec::ModelSpec;
 
+pub mod training;
+
 pub const SPEC_KEY: &str = "ringtrain.spec";
 
 /// Writes `bytes` to `path` so that readers see the old file or the new
@@ -89,13 +91,23 @@ pub fn save_params(
 /// a ringtrain spec it must describe the same architecture.
 pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    params_from_bytes(&bytes, path, spec, layout)
+}
+
+/// [`load_params`] of a file already in memory (`path` names it in errors).
+pub fn params_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+) -> Result<Vec<f32>> {
     let bad = |msg: String| Error::Params {
         path: path.to_path_buf(),
         msg,
     };
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
     if let Some(json) = meta.metadata().as_ref().and_then(|m| m.get(SPEC_KEY)) {
         let theirs: ModelSpec = serde_json::from_str(json)

@@ -138,6 +138,14 @@ pub struct BenchAllreduceArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
+    /// What a NaN/Inf loss or gradient does (detected over all ranks).
+    #[arg(long, value_enum)]
+    pub on_nonfinite: Option<crate::config::NonFinitePolicy>,
+    /// With --on-nonfinite skip: end the run after M skipped updates in a row.
+    #[arg(long, value_name = "M")]
+    pub max_skips: Option<u64>,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Compute device (only `cpu` in this build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -230,6 +238,14 @@ pub struct TrainArgs {
     /// Loss weight of a task, NAME=WEIGHT (repeatable).
     #[arg(long = "task-weight", value_name = "NAME=WEIGHT")]
     pub task_weight: Vec<String>,
+    /// What a NaN/Inf loss or gradient does (detected over all ranks).
+    #[arg(long, value_enum)]
+    pub on_nonfinite: Option<crate::config::NonFinitePolicy>,
+    /// With --on-nonfinite skip: end the run after M skipped updates in a row.
+    #[arg(long, value_name = "M")]
+    pub max_skips: Option<u64>,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Compute device (only `cpu` in this build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -237,6 +253,49 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub comm: CommArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// Write training checkpoints (parameters, optimizer state, step,
+    /// config) into DIR/step-NNNNNNNN/.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// A checkpoint every N steps (default 0: only at the end and at --stop-after).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Keep the newest K checkpoints (default 3).
+    #[arg(long, value_name = "K")]
+    pub keep: Option<usize>,
+    /// Continue from a checkpoint: `auto` (the newest in --checkpoint-dir,
+    /// or a fresh start if there is none) or a checkpoint directory.
+    #[arg(long, value_name = "auto|PATH")]
+    pub resume: Option<String>,
+    /// End cleanly after step K with a checkpoint, as a preemption would
+    /// (the schedule stays that of --steps).
+    #[arg(long, value_name = "K")]
+    pub stop_after: Option<u64>,
+}
+
+impl CheckpointArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        let k = &mut c.checkpoint;
+        if self.checkpoint_dir.is_some() {
+            k.dir = self.checkpoint_dir.clone();
+        }
+        if let Some(n) = self.checkpoint_every {
+            k.every = n;
+        }
+        if let Some(n) = self.keep {
+            k.keep = n;
+        }
+        if self.resume.is_some() {
+            k.resume = self.resume.clone();
+        }
+        if self.stop_after.is_some() {
+            k.stop_after = self.stop_after;
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -314,7 +373,10 @@ impl TrainArgs {
         set!(min_lr => optim.min_lr);
         set!(clip_norm => optim.clip_norm);
         set!(accum_steps => train.accum_steps);
+        set!(on_nonfinite => train.on_nonfinite);
+        set!(max_skips => train.max_skips);
         self.comm.apply(&mut c);
+        self.checkpoint.apply(&mut c);
         if self.trace.is_some() {
             c.train.trace = self.trace.clone();
         }

@@ -18,6 +18,7 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     pub optim: OptimConfig,
     pub comm: CommConfig,
+    pub checkpoint: CheckpointConfig,
     /// Per-task loss weights λ_t overriding the dataset's defaults.
     pub task_weights: BTreeMap<String, f32>,
 }
@@ -60,6 +61,46 @@ pub struct LoopConfig {
     /// Chrome-trace timeline of every rank (forward, backward, each
     /// bucket's all-reduce, update).
     pub trace: Option<PathBuf>,
+    /// What a NaN/Inf loss or gradient does: end the run, or skip the update.
+    pub on_nonfinite: NonFinitePolicy,
+    /// With `skip`: end the run after this many skipped updates in a row.
+    pub max_skips: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    Abort,
+    Skip,
+}
+
+/// Training checkpoints (src/checkpoint/training.rs) and resuming from them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Directory of `step-NNNNNNNN/` checkpoints; None: no checkpoints.
+    pub dir: Option<PathBuf>,
+    /// Write one every N steps (0: only at the end and at --stop-after).
+    pub every: u64,
+    /// Keep the newest K complete checkpoints.
+    pub keep: usize,
+    /// "auto" (the newest in `dir`, or a fresh start) or a checkpoint path.
+    pub resume: Option<String>,
+    /// End the run cleanly after this many steps, with a checkpoint, as a
+    /// preemption would; the schedule is still that of `steps`.
+    pub stop_after: Option<u64>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: None,
+            every: 0,
+            keep: 3,
+            resume: None,
+            stop_after: None,
+        }
+    }
 }
 
 /// How gradients travel between ranks.
@@ -155,6 +196,8 @@ impl Default for LoopConfig {
             metrics_out: None,
             accum_steps: 1,
             trace: None,
+            on_nonfinite: NonFinitePolicy::Abort,
+            max_skips: 3,
         }
     }
 }
@@ -252,6 +295,45 @@ impl TrainConfig {
         }
         for p in [&t.save, &t.metrics_out, &t.trace].into_iter().flatten() {
             check_output_path(p)?;
+        }
+        self.validate_checkpoint()
+    }
+
+    fn validate_checkpoint(&self) -> Result<()> {
+        let c = &self.checkpoint;
+        let bad = |m: &str| Err(Error::Config(m.into()));
+        if c.keep == 0 {
+            return bad("--keep must be at least 1");
+        }
+        if c.dir.is_none() {
+            if c.every > 0 {
+                return bad("--checkpoint-every needs --checkpoint-dir");
+            }
+            if c.stop_after.is_some() {
+                return bad("--stop-after needs --checkpoint-dir (the run resumes from it)");
+            }
+            if c.resume.as_deref() == Some("auto") {
+                return bad("--resume auto needs --checkpoint-dir (where to look)");
+            }
+        }
+        if let Some(k) = c.stop_after {
+            if k == 0 || k > self.train.steps {
+                return Err(Error::Config(format!(
+                    "--stop-after {k} must be in 1..={} (--steps)",
+                    self.train.steps
+                )));
+            }
+        }
+        if let Some(d) = &c.dir {
+            if d.exists() && !d.is_dir() {
+                return Err(Error::Config(format!(
+                    "--checkpoint-dir {}: exists and is not a directory",
+                    d.display()
+                )));
+            }
+        }
+        if self.train.on_nonfinite == NonFinitePolicy::Skip && self.train.max_skips == 0 {
+            return bad("--max-skips must be at least 1 with --on-nonfinite skip");
         }
         Ok(())
     }

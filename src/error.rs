@@ -25,6 +25,16 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Params { path: PathBuf, msg: String },
 
+    /// A training checkpoint that cannot be used (incomplete, corrupted,
+    /// from another model or config).
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+
+    /// A NaN/Inf loss or gradient under `--on-nonfinite abort`, or too
+    /// many skipped updates in a row.
+    #[error("{0}")]
+    NonFinite(String),
+
     /// Ranks disagree about something that must be identical everywhere.
     #[error("ranks disagree: {0}")]
     Consistency(String),
@@ -49,6 +59,12 @@ impl Error {
     }
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
             path: path.into(),
             msg: msg.into(),
         }
