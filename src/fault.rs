@@ -4,6 +4,10 @@
 //! - `panic@R:S`  rank R panics at the start of step S (0-based)
 //! - `perturb-init@R`  rank R changes one initial parameter (the start-up
 //!   checksum must catch it)
+//! - `nan@R:S` or `nan@R:S-E`  rank R puts a NaN into its first input row
+//!   at step S (steps S..=E), so that the step's loss is not finite
+//! - `crash-in-checkpoint@S`  rank 0 aborts in the middle of writing the
+//!   checkpoint after step S (one file of it written)
 //!
 //! Unset (always, in real runs) it costs one environment lookup at start.
 
@@ -11,6 +15,8 @@
 pub enum Fault {
     PanicAt { rank: usize, step: u64 },
     PerturbInit { rank: usize },
+    NanInput { rank: usize, first: u64, last: u64 },
+    CrashInCheckpoint { step: u64 },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -39,6 +45,21 @@ fn parse(v: &str) -> Option<Fault> {
         "perturb-init" => Some(Fault::PerturbInit {
             rank: at.parse().ok()?,
         }),
+        "nan" => {
+            let (r, steps) = at.split_once(':')?;
+            let (first, last) = match steps.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                None => (steps.parse().ok()?, steps.parse().ok()?),
+            };
+            Some(Fault::NanInput {
+                rank: r.parse().ok()?,
+                first,
+                last,
+            })
+        }
+        "crash-in-checkpoint" => Some(Fault::CrashInCheckpoint {
+            step: at.parse().ok()?,
+        }),
         _ => None,
     }
 }
@@ -59,6 +80,25 @@ pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
     }
 }
 
+/// Called on this rank's inputs of every step.
+pub fn on_batch(fault: Option<Fault>, rank: usize, step: u64, x: &mut [f32]) {
+    if let Some(Fault::NanInput { rank: r, first, last }) = fault {
+        if r == rank && (first..=last).contains(&step) {
+            if let Some(v) = x.first_mut() {
+                *v = f32::NAN;
+            }
+        }
+    }
+}
+
+/// Called between the files of the checkpoint after `steps_done` steps.
+pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64) {
+    if fault == Some(Fault::CrashInCheckpoint { step: steps_done }) {
+        eprintln!("ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}");
+        std::process::abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +112,18 @@ mod tests {
         assert_eq!(
             parse("perturb-init@0"),
             Some(Fault::PerturbInit { rank: 0 })
+        );
+        assert_eq!(
+            parse("nan@1:4-6"),
+            Some(Fault::NanInput {
+                rank: 1,
+                first: 4,
+                last: 6
+            })
+        );
+        assert_eq!(
+            parse("crash-in-checkpoint@8"),
+            Some(Fault::CrashInCheckpoint { step: 8 })
         );
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);

@@ -59,6 +59,13 @@ fn main() {
         Ok(()) => world.exit(0),
         // Another rank failed and printed the reason.
         Err(Error::OtherRank(_)) => world.exit(2),
+        // Every rank found the same NaN/Inf at the same step: one message.
+        Err(e @ Error::NonFinite(_)) => {
+            if world.is_root() {
+                eprintln!("ringtrain: error: {e}");
+            }
+            world.exit(4)
+        }
         Err(e) => {
             eprintln!("ringtrain: error: {e}");
             world.exit(2)

@@ -35,16 +35,15 @@ impl Reporter {
         global_batch: usize,
         metrics_out: Option<&Path>,
         terminal_bar_anywhere: bool,
+        resumed_at: Option<u64>,
     ) -> Result<Self> {
         let metrics = match metrics_out {
-            Some(p) if root => Some((
-                BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?),
-                p.to_path_buf(),
-            )),
+            Some(p) if root => Some((BufWriter::new(open_metrics(p, resumed_at)?), p.to_path_buf())),
             _ => None,
         };
         let bar = (root && terminal_bar_anywhere).then(|| {
             let b = ProgressBar::new(steps);
+            b.set_position(resumed_at.unwrap_or(0));
             b.set_style(
                 ProgressStyle::with_template(
                     "{bar:30.cyan/blue} {pos:>6}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -97,6 +96,9 @@ impl Reporter {
         if !self.root {
             return Ok(());
         }
+        if let Some(why) = &r.skipped {
+            self.line(&format!("ringtrain: warning: {why}"));
+        }
         let sps = self.global_batch as f64 / r.times.total;
         let per_task: Vec<String> = self
             .tasks
@@ -146,6 +148,7 @@ impl Reporter {
             "backward_time_s": t.backward,
             "update_time_s": t.update,
             "samples_per_s": sps,
+            "skipped": r.skipped.is_some(),
         }))
     }
 
@@ -180,6 +183,29 @@ impl Reporter {
         }
         Ok(())
     }
+}
+
+/// The metrics file of a run: new, or on resume the old one without the
+/// records of steps after `resumed_at` (a crashed run may have written
+/// some), continued from there.
+fn open_metrics(p: &Path, resumed_at: Option<u64>) -> Result<File> {
+    let io = |e| Error::io(p, e);
+    let Some(at) = resumed_at.filter(|_| p.exists()) else {
+        return File::create(p).map_err(io);
+    };
+    let old = std::fs::read_to_string(p).map_err(io)?;
+    let kept: String = old
+        .lines()
+        .filter(|l| {
+            let step = serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64));
+            step.is_some_and(|s| s <= at)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::checkpoint::write_atomic(p, kept.as_bytes())?;
+    std::fs::OpenOptions::new().append(true).open(p).map_err(io)
 }
 
 /// "shape acc 0.912 (base 0.301) loss 0.25" and the like.

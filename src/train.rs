@@ -20,9 +20,10 @@ use serde_json::json;
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
 use crate::comm::Communicator;
 use crate::comm::bucket::{GradSync, SyncReport, plan_buckets};
-use crate::config::{OptimizerKind, TrainConfig};
+use crate::checkpoint::training::{TrainState, opt_state_len};
+use crate::config::{NonFinitePolicy, OptimizerKind, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::{EvalStats, TaskMetrics};
 use crate::model::Model;
 use crate::model::layout::ParamLayout;
@@ -74,6 +75,8 @@ pub struct StepReport {
     pub loss: f64,
     pub task_losses: Vec<f64>,
     pub grad_norm: f32,
+    /// Why the update was skipped (a NaN/Inf loss or gradient), if it was.
+    pub skipped: Option<String>,
     pub times: StepTimes,
 }
 
@@ -113,6 +116,13 @@ pub struct Trainer<'a, B: Backend> {
     /// This rank's rows of every global batch.
     shard: Range<usize>,
     pub trace: Option<Trace>,
+    /// Optimizer updates applied so far (AdamW's bias correction counts
+    /// these, not steps: a skipped step is no update).
+    pub updates: u64,
+    /// Updates skipped in a row because of NaN/Inf values.
+    pub skips_in_a_row: u64,
+    /// Test-only fault injection (`RINGTRAIN_FAULT`), normally None.
+    pub fault: Option<crate::fault::Fault>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -134,10 +144,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let sync = make_sync(&mut grads, &model.layout);
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
-        let state_len = match cfg.optim.optimizer {
-            OptimizerKind::Sgd => n,
-            OptimizerKind::Adamw => 2 * n,
-        };
+        let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
         let slice = shard.len().max(max_rows);
         Trainer {
             host_x: vec![0.0; slice * spec.input_dim],
@@ -155,6 +162,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             be,
             shard,
             trace: None,
+            updates: 0,
+            skips_in_a_row: 0,
+            fault: None,
         }
     }
 
@@ -165,10 +175,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Floats held per rank: parameters, gradients, optimizer state, activations.
     pub fn memory_estimate_bytes(&self) -> usize {
         let n = self.num_params();
-        let state = match self.cfg.optim.optimizer {
-            OptimizerKind::Sgd => n,
-            OptimizerKind::Adamw => 2 * n,
-        };
+        let state = opt_state_len(&self.model.layout, self.cfg.optim.optimizer);
         4 * (2 * n + state + self.model.workspace_len())
     }
 
@@ -176,6 +183,27 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut p = vec![0.0; self.num_params()];
         self.be.download(&self.params, 0, &mut p);
         p
+    }
+
+    /// The state after `steps_done` steps, for a checkpoint.
+    pub fn snapshot(&self, steps_done: u64) -> TrainState {
+        let mut opt_state = vec![0.0; opt_state_len(&self.model.layout, self.cfg.optim.optimizer)];
+        self.be.download(&self.opt_state, 0, &mut opt_state);
+        TrainState {
+            step: steps_done,
+            updates: self.updates,
+            skips_in_a_row: self.skips_in_a_row,
+            params: self.params_to_host(),
+            opt_state,
+        }
+    }
+
+    /// Continues from a checkpoint's state.
+    pub fn restore(&mut self, st: &TrainState) {
+        self.be.upload(&st.params, &mut self.params, 0);
+        self.be.upload(&st.opt_state, &mut self.opt_state, 0);
+        self.updates = st.updates;
+        self.skips_in_a_row = st.skips_in_a_row;
     }
 
     /// One synchronous data-parallel SGD step. The global per-task losses
@@ -212,17 +240,25 @@ impl<'a, B: Backend> Trainer<'a, B> {
         (t.grad_comm, t.grad_exposed) = (sync.comm_s, sync.exposed_s);
         self.trace_sync(step, c1, &sync);
 
-        // The identical update on every rank.
+        // Global per-task losses and the gradient norm: the same numbers on
+        // every rank, so every rank takes the same branch below.
+        let c2 = Instant::now();
+        let (task_losses, grad_norm, nonfinite) = self.global_losses(&counts, want_losses)?;
+        t.comm += c2.elapsed().as_secs_f64();
+
+        // The identical update on every rank, unless something is NaN/Inf.
         let u0 = Instant::now();
         let lr = self.cfg.lr_at(step);
-        self.update(step, lr);
+        let skipped = match nonfinite {
+            None => {
+                self.update(lr);
+                None
+            }
+            Some(what) => Some(self.skip_nonfinite(step, what)?),
+        };
         t.update = u0.elapsed().as_secs_f64();
         self.span("update", u0, step);
 
-        // Global per-task losses, for the log.
-        let c2 = Instant::now();
-        let (task_losses, grad_norm) = self.global_losses(&counts, want_losses)?;
-        t.comm += c2.elapsed().as_secs_f64();
         let loss = task_losses
             .iter()
             .zip(&self.spec.tasks)
@@ -236,6 +272,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             loss,
             task_losses,
             grad_norm,
+            skipped,
             times: t,
         })
     }
@@ -257,6 +294,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &mut self.host_x[..rows * d],
             &mut self.host_labels[..rows * lc],
         )?;
+        crate::fault::on_batch(self.fault, self.comm.rank(), step, &mut self.host_x);
         Ok(rows)
     }
 
@@ -306,12 +344,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.span("backward", b0, step);
     }
 
-    /// Clipping and the optimizer update, from the averaged gradients.
-    fn update(&mut self, step: u64, lr: f32) {
+    /// Clipping and the optimizer update, from the averaged gradients (the
+    /// squared norm is in `stats` already).
+    fn update(&mut self, lr: f32) {
         let n = self.num_params();
-        let ntask = self.spec.tasks.len();
-        self.be.sum_squares(&self.grads, n, &mut self.stats, ntask);
-        let args = self.update_args(step, lr);
+        let args = self.update_args(lr);
+        self.updates += 1;
+        self.skips_in_a_row = 0;
         self.be.update(
             args,
             n,
@@ -322,23 +361,83 @@ impl<'a, B: Backend> Trainer<'a, B> {
         );
     }
 
-    /// Per-task mean losses over the global batch (NaN unless `want`),
-    /// and the gradient norm.
-    fn global_losses(&mut self, counts: &[f64], want: bool) -> Result<(Vec<f64>, f32)> {
+    /// Per-task mean losses over the global batch (NaN unless `want`), the
+    /// gradient norm, and what is not finite among them. Without `want`
+    /// only the gradient norm is checked (the local losses are not global).
+    fn global_losses(
+        &mut self,
+        counts: &[f64],
+        want: bool,
+    ) -> Result<(Vec<f64>, f32, Option<String>)> {
         let ntask = self.spec.tasks.len();
+        self.be
+            .sum_squares(&self.grads, self.num_params(), &mut self.stats, ntask);
         let mut stats = vec![0f32; ntask + 1];
         self.be.download(&self.stats, 0, &mut stats);
-        if !want {
-            return Ok((vec![f64::NAN; ntask], stats[ntask].sqrt()));
-        }
+        let norm = stats[ntask].sqrt();
         let mut sums: Vec<f64> = stats[..ntask].iter().map(|&v| v as f64).collect();
-        self.comm.all_reduce_sum_f64(&mut sums)?;
-        let losses = sums
+        if want {
+            self.comm.all_reduce_sum_f64(&mut sums)?;
+        }
+        let bad_loss = sums.iter().position(|s| !s.is_finite());
+        let nonfinite = match bad_loss {
+            Some(t) if want => Some(format!(
+                "the loss of task {} is {}",
+                self.spec.tasks[t].name, sums[t]
+            )),
+            _ if !norm.is_finite() => Some(self.nonfinite_gradient(norm)),
+            _ => None,
+        };
+        let losses = match want {
+            false => vec![f64::NAN; ntask],
+            true => sums
+                .iter()
+                .zip(counts)
+                .map(|(&s, &c)| if c > 0.0 { s / c } else { f64::NAN })
+                .collect(),
+        };
+        Ok((losses, norm, nonfinite))
+    }
+
+    /// Names the first parameter whose averaged gradient is not finite
+    /// (the same on every rank: the gradients are).
+    fn nonfinite_gradient(&self, norm: f32) -> String {
+        let mut g = vec![0f32; self.num_params()];
+        self.be.download(&self.grads, 0, &mut g);
+        let first = self
+            .model
+            .layout
+            .entries
             .iter()
-            .zip(counts)
-            .map(|(&s, &c)| if c > 0.0 { s / c } else { f64::NAN })
-            .collect();
-        Ok((losses, stats[ntask].sqrt()))
+            .find(|e| g[e.range()].iter().any(|v| !v.is_finite()));
+        match first {
+            Some(e) => format!("the gradient of {} is not finite (norm {norm})", e.name),
+            None => format!("the gradient norm is {norm}"),
+        }
+    }
+
+    /// A step whose loss or gradient is NaN/Inf: under `skip` the update is
+    /// left out (up to `max_skips` in a row), under `abort` the run ends.
+    /// Every rank gets here at the same step with the same message.
+    fn skip_nonfinite(&mut self, step: u64, what: String) -> Result<String> {
+        self.skips_in_a_row += 1;
+        let msg = format!("step {}: {what}", step + 1);
+        let t = &self.cfg.train;
+        match t.on_nonfinite {
+            NonFinitePolicy::Abort => Err(Error::NonFinite(format!(
+                "{msg}; stopping (--on-nonfinite abort; `skip` would leave such updates out)"
+            ))),
+            NonFinitePolicy::Skip if self.skips_in_a_row > t.max_skips => {
+                Err(Error::NonFinite(format!(
+                    "{msg}; {} updates skipped in a row, more than --max-skips {}",
+                    self.skips_in_a_row, t.max_skips
+                )))
+            }
+            NonFinitePolicy::Skip => Ok(format!(
+                "{msg}; update skipped ({} in a row, at most {})",
+                self.skips_in_a_row, t.max_skips
+            )),
+        }
     }
 
     /// The wait for the gradients and each bucket's all-reduce, when tracing.
@@ -413,7 +512,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .collect()
     }
 
-    fn update_args(&self, step: u64, lr: f32) -> UpdateArgs {
+    fn update_args(&self, lr: f32) -> UpdateArgs {
         let o = &self.cfg.optim;
         UpdateArgs {
             lr,
@@ -423,13 +522,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
             rule: match o.optimizer {
                 OptimizerKind::Sgd => UpdateRule::Sgd {
                     momentum: o.momentum,
-                    first_step: step == 0,
+                    first_step: self.updates == 0,
                 },
                 OptimizerKind::Adamw => UpdateRule::AdamW {
                     beta1: o.beta1,
                     beta2: o.beta2,
                     eps: o.eps,
-                    step: step + 1,
+                    step: self.updates + 1,
                 },
             },
         }

@@ -2,9 +2,13 @@
 //! work), the loop, evaluation and the saved parameters.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use sha2::Digest;
 
 use crate::app::{model_spec, open_dataset};
 use crate::backend::cpu::Cpu;
+use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
 use crate::comm::{Communicator, agree, check_same};
@@ -21,6 +25,7 @@ use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, args.to_config())?;
+    check_same(comm, "the effective configuration", config_hash(&cfg))?;
     let data = agree(comm, open_dataset(&cfg))?;
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
@@ -37,6 +42,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     )?;
     fault::on_init(fault, world.rank, &mut init);
     check_same(comm, "checksum of the initial parameters", checksum(&init))?;
+    let resumed = resume_point(&cfg, comm, &spec, &layout)?;
+    let first_step = resumed.as_ref().map_or(0, |r| r.state.step);
     // Rank 0 draws a progress bar on a terminal; every rank must know.
     let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
     let mut rep = agree(
@@ -49,6 +56,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             cfg.train.global_batch,
             cfg.train.metrics_out.as_deref(),
             root_has_terminal,
+            resumed.as_ref().map(|_| first_step),
         ),
     )?;
 
@@ -62,10 +70,22 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         Cpu::<f32>::new(),
         &init,
     );
+    tr.fault = fault;
     print_header(&rep, world, comm, &cfg, &spec, &*data, tr.num_params());
+    if let Some(r) = &resumed {
+        tr.restore(&r.state);
+        rep.line(&format!(
+            "resumed from {} at step {first_step}/{} (written by {} rank(s))",
+            r.path.display(),
+            cfg.train.steps,
+            r.world_size
+        ));
+    }
 
     // From here on every rank runs the same collectives; an error on one
-    // rank (an unreadable file, a full disk) must end all of them.
+    // rank (an unreadable file, a broken connection) must end all of them.
+    // Errors every rank has at the same point (agreed ones, NaN/Inf under
+    // `abort`) return instead, for one message and a clean exit.
     let fatal = |e: Error| -> ! {
         eprintln!("ringtrain: rank {}: error: {e}", world.rank);
         world.abort(2)
@@ -75,11 +95,14 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         tr.trace = Some(Trace::new(world.rank, std::time::Instant::now()));
     }
     let steps = cfg.train.steps;
-    for step in 0..steps {
+    let last = cfg.checkpoint.stop_after.unwrap_or(steps);
+    for step in first_step..last {
         fault::before_step(fault, world.rank, step);
-        let r = tr
-            .step(step, rep.needs_losses(step))
-            .unwrap_or_else(|e| fatal(e));
+        let r = match tr.step(step, true) {
+            Ok(r) => r,
+            Err(e @ (Error::NonFinite(_) | Error::OtherRank(_))) => return Err(e),
+            Err(e) => fatal(e),
+        };
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;
         let every = cfg.train.eval_every;
@@ -87,11 +110,21 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let m = tr.evaluate().unwrap_or_else(|e| fatal(e));
             rep.eval(done, &m).unwrap_or_else(|e| fatal(e));
         }
+        let every = cfg.checkpoint.every;
+        if cfg.checkpoint.dir.is_some() && ((every > 0 && done % every == 0) || done == last) {
+            write_checkpoint(&cfg, world, comm, &tr, &rep, done, fault)?;
+        }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
     if let (Some(trace), Some(path)) = (tr.trace.take(), &cfg.train.trace) {
         trace.write(comm, path).unwrap_or_else(|e| fatal(e));
         rep.line(&format!("wrote timeline to {}", path.display()));
+    }
+    if last < steps {
+        rep.line(&format!(
+            "stopped after step {last}/{steps} (--stop-after); continue with --resume auto"
+        ));
+        return Ok(());
     }
 
     let saved = match (&cfg.train.save, world.is_root()) {
@@ -100,6 +133,167 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         _ => Ok(()),
     };
     agree(comm, saved)
+}
+
+/// A stable hash of the whole configuration, compared across ranks before
+/// anything depends on it.
+fn config_hash(cfg: &TrainConfig) -> u64 {
+    let json = serde_json::to_vec(cfg).expect("config serialises");
+    let digest = sha2::Sha256::digest(&json);
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Rank 0 writes the checkpoint after `done` steps; every rank learns
+/// whether that worked.
+fn write_checkpoint(
+    cfg: &TrainConfig,
+    world: &World,
+    comm: &dyn Communicator,
+    tr: &Trainer<Cpu<f32>>,
+    rep: &Reporter,
+    done: u64,
+    fault: Option<fault::Fault>,
+) -> Result<()> {
+    let Some(dir) = &cfg.checkpoint.dir else {
+        return Ok(());
+    };
+    let written = if world.is_root() {
+        let state = tr.snapshot(done);
+        let snap = Snapshot {
+            spec: &tr.spec,
+            layout: &tr.model.layout,
+            config: cfg,
+            world_size: comm.size(),
+            state: &state,
+        };
+        training::save(dir, &snap, || fault::in_checkpoint_write(fault, done))
+            .and_then(|path| {
+                training::retain(dir, cfg.checkpoint.keep)?;
+                rep.line(&format!("checkpoint: {}", path.display()));
+                Ok(())
+            })
+    } else {
+        Ok(())
+    };
+    agree(comm, written)
+}
+
+/// Where this run starts: a verified checkpoint (read by rank 0, sent to
+/// the others, whose file systems need not see it), or None for step 0.
+fn resume_point(
+    cfg: &TrainConfig,
+    comm: &dyn Communicator,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+) -> Result<Option<Resumed>> {
+    let found = agree(
+        comm,
+        match comm.rank() {
+            0 => find_checkpoint(cfg, spec, layout),
+            _ => Ok(None),
+        },
+    )?;
+    let mut head = [0u64; 5];
+    if let Some(r) = &found {
+        let s = &r.state;
+        head = [1, s.step, s.updates, s.skips_in_a_row, r.world_size as u64];
+    }
+    let mut bytes: Vec<u8> = head.iter().flat_map(|v| v.to_le_bytes()).collect();
+    comm.broadcast(0, &mut bytes)?;
+    let head: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if head[0] == 0 {
+        return Ok(None);
+    }
+    let mut r = found.unwrap_or_else(|| Resumed {
+        path: PathBuf::new(),
+        world_size: head[4] as usize,
+        state: TrainState {
+            step: head[1],
+            updates: head[2],
+            skips_in_a_row: head[3],
+            params: vec![0.0; layout.total],
+            opt_state: vec![0.0; opt_state_len(layout, cfg.optim.optimizer)],
+        },
+    });
+    broadcast_f32(comm, &mut r.state.params)?;
+    broadcast_f32(comm, &mut r.state.opt_state)?;
+    check_same(
+        comm,
+        "checksum of the resumed parameters",
+        checksum(&r.state.params),
+    )?;
+    Ok(Some(r))
+}
+
+struct Resumed {
+    path: PathBuf,
+    world_size: usize,
+    state: TrainState,
+}
+
+/// On rank 0: the checkpoint `--resume` names, loaded and verified; and a
+/// fresh run must not write into a directory holding another run's.
+fn find_checkpoint(
+    cfg: &TrainConfig,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+) -> Result<Option<Resumed>> {
+    let ck = &cfg.checkpoint;
+    if let Some(dir) = &ck.dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let path = match (ck.resume.as_deref(), &ck.dir) {
+        (None, Some(dir)) => match training::latest(dir)? {
+            Some(p) => {
+                return Err(Error::config(format!(
+                    "--checkpoint-dir {} already holds checkpoints of a run (newest: {}); continue it with --resume auto, or choose another directory",
+                    dir.display(),
+                    p.display()
+                )));
+            }
+            None => return Ok(None),
+        },
+        (None, None) => return Ok(None),
+        (Some("auto"), Some(dir)) => match training::latest(dir)? {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+        (Some("auto"), None) => {
+            return Err(Error::config("--resume auto needs --checkpoint-dir"));
+        }
+        (Some(p), _) => PathBuf::from(p),
+    };
+    let loaded = training::load(&path, spec, layout, cfg.optim.optimizer)?;
+    training::check_same_trajectory(&loaded.config, cfg)
+        .map_err(|m| Error::checkpoint(&path, m))?;
+    let step = loaded.state.step;
+    if let Some(k) = ck.stop_after.filter(|&k| k <= step) {
+        return Err(Error::config(format!(
+            "--stop-after {k}: the checkpoint {} is already at step {step}",
+            path.display()
+        )));
+    }
+    Ok(Some(Resumed {
+        path,
+        world_size: loaded.world_size,
+        state: loaded.state,
+    }))
+}
+
+/// Rank 0's values to every rank (all pass buffers of the same length).
+fn broadcast_f32(comm: &dyn Communicator, v: &mut [f32]) -> Result<()> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let mut bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    comm.broadcast(0, &mut bytes)?;
+    for (x, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+        *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Ok(())
 }
 
 /// The global batch must give every rank at least one sample and must

@@ -396,7 +396,10 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.accum_steps = d.train.accum_steps;
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
-    serde_json::to_value(t).expect("config serialises")
+    // Through text, so that f32 values read as written (0.002, not
+    // 0.0020000000949949026).
+    let text = serde_json::to_string(&t).expect("config serialises");
+    serde_json::from_str(&text).expect("config parses back")
 }
 
 /// Refuses to resume a run under different settings: the error lists each
