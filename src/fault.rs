@@ -82,7 +82,12 @@ pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
 
 /// Called on this rank's inputs of every step.
 pub fn on_batch(fault: Option<Fault>, rank: usize, step: u64, x: &mut [f32]) {
-    if let Some(Fault::NanInput { rank: r, first, last }) = fault {
+    if let Some(Fault::NanInput {
+        rank: r,
+        first,
+        last,
+    }) = fault
+    {
         if r == rank && (first..=last).contains(&step) {
             if let Some(v) = x.first_mut() {
                 *v = f32::NAN;
@@ -94,7 +99,9 @@ pub fn on_batch(fault: Option<Fault>, rank: usize, step: u64, x: &mut [f32]) {
 /// Called between the files of the checkpoint after `steps_done` steps.
 pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64) {
     if fault == Some(Fault::CrashInCheckpoint { step: steps_done }) {
-        eprintln!("ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}");
+        eprintln!(
+            "ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}"
+        );
         std::process::abort();
     }
 }

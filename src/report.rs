@@ -38,7 +38,10 @@ impl Reporter {
         resumed_at: Option<u64>,
     ) -> Result<Self> {
         let metrics = match metrics_out {
-            Some(p) if root => Some((BufWriter::new(open_metrics(p, resumed_at)?), p.to_path_buf())),
+            Some(p) if root => Some((
+                BufWriter::new(open_metrics(p, resumed_at)?),
+                p.to_path_buf(),
+            )),
             _ => None,
         };
         let bar = (root && terminal_bar_anywhere).then(|| {

@@ -18,9 +18,9 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
+use crate::checkpoint::training::{TrainState, opt_state_len};
 use crate::comm::Communicator;
 use crate::comm::bucket::{GradSync, SyncReport, plan_buckets};
-use crate::checkpoint::training::{TrainState, opt_state_len};
 use crate::config::{NonFinitePolicy, OptimizerKind, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
@@ -379,14 +379,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if want {
             self.comm.all_reduce_sum_f64(&mut sums)?;
         }
-        let bad_loss = sums.iter().position(|s| !s.is_finite());
-        let nonfinite = match bad_loss {
-            Some(t) if want => Some(format!(
-                "the loss of task {} is {}",
-                self.spec.tasks[t].name, sums[t]
-            )),
-            _ if !norm.is_finite() => Some(self.nonfinite_gradient(norm)),
-            _ => None,
+        let bad: Vec<String> = (0..ntask)
+            .filter(|&t| want && !sums[t].is_finite())
+            .map(|t| format!("{} is {}", self.spec.tasks[t].name, sums[t]))
+            .collect();
+        let nonfinite = if !bad.is_empty() {
+            Some(format!("the loss of task {}", bad.join(", task ")))
+        } else if !norm.is_finite() {
+            Some(self.nonfinite_gradient(norm))
+        } else {
+            None
         };
         let losses = match want {
             false => vec![f64::NAN; ntask],

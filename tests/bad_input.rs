@@ -591,3 +591,56 @@ fn init_from_other_architecture() {
         run.stderr
     );
 }
+
+#[test]
+fn stop_after_without_checkpoint_dir() {
+    expect_user_error(
+        "stop-after-no-dir",
+        &["train", "--steps", "5", "--stop-after", "2"],
+        Msg::Ringtrain,
+        "--stop-after needs --checkpoint-dir",
+    );
+}
+
+#[test]
+fn stop_after_beyond_the_run() {
+    let dir = TempDir::new("bad-stop-after");
+    expect_user_error(
+        "stop-after-beyond",
+        &[
+            "train",
+            "--steps",
+            "5",
+            "--checkpoint-dir",
+            s(&dir.join("ck")),
+            "--stop-after",
+            "6",
+        ],
+        Msg::Ringtrain,
+        "--stop-after 6 must be in 1..=5",
+    );
+}
+
+#[test]
+fn resume_from_missing_checkpoint() {
+    let dir = TempDir::new("bad-resume-missing");
+    expect_user_error(
+        "resume-missing",
+        &["train", "--steps", "5", "--resume", s(&dir.join("nope"))],
+        Msg::Ringtrain,
+        "no such checkpoint directory",
+    );
+}
+
+#[test]
+fn checkpoint_dir_is_a_file() {
+    let dir = TempDir::new("bad-ckdir-file");
+    let f = dir.join("file");
+    std::fs::write(&f, b"x").expect("write");
+    expect_user_error(
+        "ckdir-file",
+        &["train", "--steps", "5", "--checkpoint-dir", s(&f)],
+        Msg::Ringtrain,
+        "exists and is not a directory",
+    );
+}

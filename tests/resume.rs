@@ -68,7 +68,9 @@ fn stop_and_resume(dir: &Path, np1: usize, np2: usize, stop: &str, extra: &[&str
     let first = mpirun(np1, &a);
     first.ok();
     assert!(
-        first.stdout.contains(&format!("stopped after step {stop}/{STEPS}")),
+        first
+            .stdout
+            .contains(&format!("stopped after step {stop}/{STEPS}")),
         "{}",
         first.stdout
     );
@@ -85,9 +87,9 @@ fn stop_and_resume(dir: &Path, np1: usize, np2: usize, stop: &str, extra: &[&str
     let second = mpirun(np2, &b);
     second.ok();
     assert!(
-        second
-            .stdout
-            .contains(&format!("at step {stop}/{STEPS} (written by {np1} rank(s))")),
+        second.stdout.contains(&format!(
+            "at step {stop}/{STEPS} (written by {np1} rank(s))"
+        )),
         "{}",
         second.stdout
     );
@@ -151,7 +153,12 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
     // Every 3 steps and at the end (16); the newest two stay.
     assert_eq!(names, ["step-00000015", "step-00000016"]);
     let last = ck.join("step-00000016");
-    for f in ["model.safetensors", "optim.safetensors", "state.json", "COMPLETE"] {
+    for f in [
+        "model.safetensors",
+        "optim.safetensors",
+        "state.json",
+        "COMPLETE",
+    ] {
         assert!(last.join(f).is_file(), "{f} missing");
     }
     // The checkpoint's parameters are the saved model, tensor for tensor.
@@ -162,8 +169,17 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
     // A new run must not write into another run's checkpoints.
     let r = mpirun(2, &base(&["--checkpoint-dir", s(&ck)]));
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(r.stderr.matches("ringtrain: error").count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("already holds checkpoints"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("ringtrain: error").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("already holds checkpoints"),
+        "{}",
+        r.stderr
+    );
     // Resuming a finished run trains nothing and succeeds.
     let r = mpirun(2, &base(&["--checkpoint-dir", s(&ck), "--resume", "auto"]));
     r.ok();
@@ -231,11 +247,7 @@ fn a_crash_while_writing_a_checkpoint_keeps_the_previous_one() {
 /// A checkpoint of a 6-step stop, to damage.
 fn one_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
     let ck = dir.join("ck");
-    mpirun(
-        2,
-        &base(&["--checkpoint-dir", s(&ck), "--stop-after", "6"]),
-    )
-    .ok();
+    mpirun(2, &base(&["--checkpoint-dir", s(&ck), "--stop-after", "6"])).ok();
     (ck.clone(), ck.join("step-00000006"))
 }
 
@@ -244,8 +256,17 @@ fn expect_refused(ck: &Path, extra: &[&str], fragment: &str) {
     a.extend_from_slice(extra);
     let r = mpirun(2, &a);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(r.stderr.matches("ringtrain: error").count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains(fragment), "{fragment:?} not in\n{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("ringtrain: error").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(fragment),
+        "{fragment:?} not in\n{}",
+        r.stderr
+    );
     assert!(!r.stdout.contains("step "), "{}", r.stdout);
 }
 
@@ -288,8 +309,8 @@ fn resuming_with_other_settings_is_refused() {
             "auto",
             "--bucket-kib",
             "1",
-            "--log-every",
-            "1",
+            "--comm",
+            "mpi",
         ]),
     )
     .ok();
@@ -309,7 +330,12 @@ fn ranks_with_different_settings_are_refused() {
     }
     let r = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(r.stderr.matches("ringtrain: error").count(), 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("ringtrain: error").count(),
+        1,
+        "{}",
+        r.stderr
+    );
     assert!(
         r.stderr
             .contains("the effective configuration differs from rank 0 on rank(s) 2"),

@@ -166,12 +166,11 @@ fn write_checkpoint(
             world_size: comm.size(),
             state: &state,
         };
-        training::save(dir, &snap, || fault::in_checkpoint_write(fault, done))
-            .and_then(|path| {
-                training::retain(dir, cfg.checkpoint.keep)?;
-                rep.line(&format!("checkpoint: {}", path.display()));
-                Ok(())
-            })
+        training::save(dir, &snap, || fault::in_checkpoint_write(fault, done)).and_then(|path| {
+            training::retain(dir, cfg.checkpoint.keep)?;
+            rep.line(&format!("checkpoint: {}", path.display()));
+            Ok(())
+        })
     } else {
         Ok(())
     };

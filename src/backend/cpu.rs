@@ -62,7 +62,14 @@ const GELU_K: f64 = 0.044715;
 
 pub fn act_fwd<T: Elem>(act: Activation, z: T) -> T {
     match act {
-        Activation::Relu => z.max(T::zero()),
+        // Like torch.relu, NaN stays NaN (`max` would hide it).
+        Activation::Relu => {
+            if z < T::zero() {
+                T::zero()
+            } else {
+                z
+            }
+        }
         Activation::Tanh => z.tanh(),
         Activation::Gelu => {
             let u = T::of64(GELU_C) * (z + T::of64(GELU_K) * z * z * z);
@@ -211,9 +218,15 @@ impl<T: Elem> Backend for Cpu<T> {
         beta: f32,
     ) {
         let o = &mut out[off..off + cols];
+        // BLAS convention: beta 0 overwrites (a NaN left in `out` by an
+        // earlier step must not survive as 0 · NaN).
         let beta = T::of(beta);
         for v in o.iter_mut() {
-            *v = *v * beta;
+            *v = if beta == T::zero() {
+                T::zero()
+            } else {
+                *v * beta
+            };
         }
         for row in x[..rows * cols].chunks_exact(cols) {
             for (v, &xv) in o.iter_mut().zip(row) {
@@ -345,6 +358,18 @@ mod tests {
                 assert_close(fd, an, &format!("{act:?} at {z}"));
             }
         }
+    }
+
+    #[test]
+    fn nan_propagates_and_beta_zero_overwrites() {
+        for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
+            assert!(act_fwd(act, f64::NAN).is_nan(), "{act:?}(NaN)");
+        }
+        // A NaN left in the output by an earlier step does not survive.
+        let be = Cpu::<f64>::new();
+        let mut out = vec![f64::NAN; 3];
+        be.col_sum(2, 3, &vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &mut out, 0, 0.0);
+        assert_eq!(out, vec![5.0, 7.0, 9.0]);
     }
 
     #[test]

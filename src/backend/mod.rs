@@ -154,7 +154,8 @@ pub trait Backend {
         h: &Self::Buf,
         dh: &mut Self::Buf,
     );
-    /// out[off + c] = beta · out[off + c] + Σ_r x[r, c] (bias gradients).
+    /// out[off + c] = beta · out[off + c] + Σ_r x[r, c] (bias gradients);
+    /// beta 0 overwrites `out` without reading it, as in BLAS (and `gemm`).
     fn col_sum(
         &self,
         rows: usize,

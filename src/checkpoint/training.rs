@@ -159,8 +159,11 @@ fn optim_from_bytes(
     opt: OptimizerKind,
 ) -> Result<Vec<f32>> {
     let bad = |m: String| Error::checkpoint(path, m);
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("{OPTIM_FILE} is not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        bad(format!(
+            "{OPTIM_FILE} is not a valid safetensors file ({e})"
+        ))
+    })?;
     let mut state = vec![0f32; opt_state_len(layout, opt)];
     for (name, off, shape) in optim_entries(layout, opt) {
         let t = st
@@ -333,8 +336,8 @@ pub fn load(
             "{STATE_FILE} does not match the checksum in {COMPLETE} (corrupted)"
         )));
     }
-    let m: Manifest = serde_json::from_slice(&json)
-        .map_err(|e| bad(format!("unreadable {STATE_FILE} ({e})")))?;
+    let m: Manifest =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("unreadable {STATE_FILE} ({e})")))?;
     if m.format != FORMAT || m.version != VERSION {
         return Err(bad(format!(
             "format {} version {}; this ringtrain reads {FORMAT} version {VERSION}",
@@ -525,7 +528,11 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 0x40;
         std::fs::write(&model, &bytes).unwrap();
-        assert!(load_err().contains("does not match its checksum"), "{}", load_err());
+        assert!(
+            load_err().contains("does not match its checksum"),
+            "{}",
+            load_err()
+        );
         // Truncated.
         std::fs::write(&model, &good[..good.len() / 2]).unwrap();
         assert!(load_err().contains("truncated"), "{}", load_err());
@@ -535,7 +542,11 @@ mod tests {
         let st = path.join(STATE_FILE);
         let text = std::fs::read_to_string(&st).unwrap();
         std::fs::write(&st, text.replace("\"step\": 5", "\"step\": 6")).unwrap();
-        assert!(load_err().contains("does not match the checksum"), "{}", load_err());
+        assert!(
+            load_err().contains("does not match the checksum"),
+            "{}",
+            load_err()
+        );
         // No marker: an interrupted write, invisible to `latest`.
         std::fs::remove_file(path.join(COMPLETE)).unwrap();
         assert!(load_err().contains("incomplete"), "{}", load_err());
