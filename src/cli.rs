@@ -68,6 +68,28 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Draw a PNG: training curves of a --metrics-out file, or busbw of
+    /// `bench allreduce --json` output (told apart by the records). No MPI.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// A `train --metrics-out` file, or `bench allreduce --json` output
+    /// (one object per run; several runs may be appended to one file).
+    pub input: PathBuf,
+    /// The PNG to write (replaced atomically).
+    #[arg(short = 'o', long = "out", value_name = "PNG")]
+    pub out: PathBuf,
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(320..=8000))]
+    pub width: u32,
+    /// Image height in pixels.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(240..=8000))]
+    pub height: u32,
+    /// Title over the panels (default: the kind of plot and the file's name).
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod rendezvous;
 pub mod report;
 pub mod rng;

@@ -22,6 +22,16 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
+    // `plot` only reads a file and draws: no world, no MPI.
+    if let Command::Plot(a) = &cli.command {
+        match app::plot::run(a) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("ringtrain: error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let world = match World::init(&cli.bootstrap_options()) {
         Ok(w) => w,
         Err(e) => {
@@ -53,6 +63,7 @@ fn main() {
         }) => app::data::synth(&*comm, out, *seed, *train, *val),
         Command::Bench(BenchCommand::Train(a)) => bench::train::run(a, &world, &*comm),
         Command::Bench(BenchCommand::Allreduce(a)) => bench::allreduce::run(a, &world, &*comm),
+        Command::Plot(a) => app::plot::run(a),
     };
     drop(comm);
     match result {

@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod info;
+pub mod plot;
 pub mod train;
 
 use crate::config::TrainConfig;
