@@ -105,7 +105,11 @@ fn require_dir(dir: &Path) -> Result<()> {
     if meta.is_dir() {
         Ok(())
     } else {
-        Err(Error::data(dir, "is not a directory"))
+        Err(Error::data(
+            dir,
+            "is not a directory (--data takes a dataset directory: tasks.toml with \
+             train/ and val/ .npy files, or with train.csv and val.csv; see docs/data-format.md)",
+        ))
     }
 }
 
