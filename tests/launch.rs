@@ -321,3 +321,88 @@ fn resume_loop_stops_on_usr1() {
     assert_eq!(status.code(), Some(138));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The srun paths of the Slurm script, with a fake `srun` on PATH that
+/// records its arguments and environment: `--mpi=pmix` / `--mpi=none`,
+/// the bootstrap flag, a fresh RINGTRAIN_RUN_ID per run step (env), and
+/// RESUME_DIR wrapping the step in resume-loop.sh.
+#[test]
+fn slurm_script_srun_paths_with_a_fake_srun() {
+    let dir = tempdir("fake-srun");
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let log = dir.join("srun.log");
+    let srun = bin_dir.join("srun");
+    std::fs::write(
+        &srun,
+        format!(
+            "#!/usr/bin/env bash\n\
+             echo \"args: $* | run id: ${{RINGTRAIN_RUN_ID:-}} | rendezvous: ${{RINGTRAIN_RENDEZVOUS:-}}\" >>{}\n",
+            log.display()
+        ),
+    )
+    .expect("write fake srun");
+    let mut perms = std::fs::metadata(&srun).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&srun, perms).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let fake_bin = dir.join("ringtrain");
+    std::fs::write(&fake_bin, "").expect("touch");
+    let mut perms = std::fs::metadata(&fake_bin).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake_bin, perms).expect("chmod");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let ckpt = dir.join("ckpt");
+    let run = |launch: &str, resume: &str| {
+        let _ = std::fs::remove_file(&log);
+        let r = quick(
+            "slurm.sbatch",
+            &["train", "--steps", "5"],
+            &[
+                ("PATH", &path),
+                ("LAUNCH", launch),
+                ("RESUME_DIR", resume),
+                ("SLURM_JOB_ID", "77"),
+                ("SLURM_JOB_NODELIST", "node[1-2]"),
+                ("SLURM_SUBMIT_DIR", repo),
+                ("RDZV_ROOT", dir.join("rdzv").to_str().expect("UTF-8")),
+                ("RINGTRAIN_BIN", fake_bin.to_str().expect("UTF-8")),
+            ],
+        );
+        r.ok();
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let b = fake_bin.display();
+    let pmix = run("pmix", "");
+    assert!(
+        pmix.starts_with("args: --mpi=pmix --kill-on-bad-exit=1 --cpu-bind=cores ")
+            && pmix.contains(&format!("{b} --bootstrap mpi train --steps 5 |")),
+        "{pmix}"
+    );
+    let env = run("env", "");
+    assert!(
+        env.starts_with("args: --mpi=none ")
+            && env.contains(&format!("{b} --bootstrap env train --steps 5 |"))
+            && env.contains("run id: 77.")
+            && env.contains("rdzv/77"),
+        "{env}"
+    );
+    let resumed = run("env", ckpt.to_str().expect("UTF-8"));
+    let want = format!(
+        "{b} --bootstrap env train --steps 5 --checkpoint-dir {} --resume auto |",
+        ckpt.display()
+    );
+    assert!(
+        resumed.contains(&want) && resumed.contains("run id: 77."),
+        "{resumed}"
+    );
+    assert!(
+        !dir.join("rdzv/77").exists(),
+        "the rendezvous directory is removed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
