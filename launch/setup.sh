@@ -11,6 +11,19 @@
 # OMPI_ALLOW_RUN_AS_ROOT* variables that let mpirun start.
 set -euo pipefail
 
+# --help when run directly (never when sourced: the sourcing script's
+# arguments are not ours).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    case "${1:-}" in
+    -h | --help)
+        echo "Usage: bash launch/setup.sh   (or: source launch/setup.sh)"
+        echo
+        sed -n '2,/^set /{/^set /d;s/^# \{0,1\}//;p}' "$0"
+        exit 0
+        ;;
+    esac
+fi
+
 RINGTRAIN_MIN_RUST="1.85"
 
 setup_die() {

@@ -94,11 +94,14 @@ pub struct PlotArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
-    /// Write the embedded synthetic dataset as a dataset directory (.npy files).
+    /// Write the embedded synthetic dataset as a dataset directory (.npy or CSV files).
     Synth {
         /// Directory to create (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
+        /// File format: npy (train/x.npy, ...) or csv (train.csv, val.csv).
+        #[arg(long, value_enum, default_value_t = DataFormat::Npy)]
+        format: DataFormat,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Training samples.
@@ -108,6 +111,13 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 8192)]
         val: usize,
     },
+}
+
+/// The file formats of a dataset directory (docs/data-format.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataFormat {
+    Npy,
+    Csv,
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,7 +219,8 @@ pub struct TrainArgs {
     /// TOML config file (see docs/config.md); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Dataset directory (.npy files + tasks.toml); default: embedded synthetic set.
+    /// Dataset directory (tasks.toml + .npy files, or + train.csv/val.csv);
+    /// default: embedded synthetic set.
     #[arg(long)]
     pub data: Option<PathBuf>,
     #[arg(long)]

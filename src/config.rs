@@ -33,7 +33,8 @@ pub struct ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Dataset directory (.npy + tasks.toml); None: the embedded synthetic set.
+    /// Dataset directory (tasks.toml + .npy or CSV files); None: the
+    /// embedded synthetic set.
     pub path: Option<PathBuf>,
     /// Seed and sizes of the embedded synthetic dataset.
     pub synthetic_seed: u64,

@@ -57,10 +57,11 @@ fn main() {
         Command::Info => app::info::run(&world, &*comm),
         Command::Data(DataCommand::Synth {
             out,
+            format,
             seed,
             train,
             val,
-        }) => app::data::synth(&*comm, out, *seed, *train, *val),
+        }) => app::data::synth(&*comm, out, *format, *seed, *train, *val),
         Command::Bench(BenchCommand::Train(a)) => bench::train::run(a, &world, &*comm),
         Command::Bench(BenchCommand::Allreduce(a)) => bench::allreduce::run(a, &world, &*comm),
         Command::Plot(a) => app::plot::run(a),

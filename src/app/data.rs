@@ -1,8 +1,11 @@
-//! `ringtrain data synth`: the embedded dataset as a dataset directory.
+//! `ringtrain data synth`: the embedded dataset as a dataset directory
+//! (.npy or CSV files).
 
 use std::path::Path;
 
+use crate::cli::DataFormat;
 use crate::comm::{Communicator, agree};
+use crate::data::csv::write_dataset_csv;
 use crate::data::dir::write_dataset_dir;
 use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
@@ -10,6 +13,7 @@ use crate::error::{Error, Result};
 pub fn synth(
     comm: &dyn Communicator,
     out: &Path,
+    format: DataFormat,
     seed: u64,
     train: usize,
     val: usize,
@@ -18,7 +22,12 @@ pub fn synth(
         if train == 0 || val == 0 {
             Err(Error::config("--train and --val must be at least 1"))
         } else {
-            write_dataset_dir(&Synthetic::new(seed, train, val), out).map(|()| {
+            let syn = Synthetic::new(seed, train, val);
+            match format {
+                DataFormat::Npy => write_dataset_dir(&syn, out),
+                DataFormat::Csv => write_dataset_csv(&syn, out),
+            }
+            .map(|()| {
                 println!(
                     "wrote synthetic dataset (seed {seed}, {train} train + {val} val samples) to {}",
                     out.display()

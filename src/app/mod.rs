@@ -7,14 +7,17 @@ pub mod train;
 
 use crate::config::TrainConfig;
 use crate::data::Dataset;
+use crate::data::csv::{CsvDataset, is_csv_dir};
 use crate::data::dir::DirDataset;
 use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
 use crate::model::spec::ModelSpec;
 
-/// The dataset a config names: a directory, or the embedded synthetic set.
+/// The dataset a config names: a directory (CSV files when it holds a
+/// `train.csv`, else .npy files), or the embedded synthetic set.
 pub fn open_dataset(cfg: &TrainConfig) -> Result<Box<dyn Dataset>> {
     Ok(match &cfg.data.path {
+        Some(dir) if is_csv_dir(dir) => Box::new(CsvDataset::open(dir)?),
         Some(dir) => Box::new(DirDataset::open(dir)?),
         None => Box::new(Synthetic::new(
             cfg.data.synthetic_seed,

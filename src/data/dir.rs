@@ -105,7 +105,11 @@ fn require_dir(dir: &Path) -> Result<()> {
     if meta.is_dir() {
         Ok(())
     } else {
-        Err(Error::data(dir, "is not a directory"))
+        Err(Error::data(
+            dir,
+            "is not a directory (--data takes a dataset directory: tasks.toml with \
+             train/ and val/ .npy files, or with train.csv and val.csv; see docs/data-format.md)",
+        ))
     }
 }
 
@@ -118,6 +122,16 @@ fn read_tasks(path: &Path) -> Result<Vec<TaskSpec>> {
     let table: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
     check_task_keys(&table).map_err(bad)?;
     let file: TasksFile = toml::from_str(&text).map_err(|e| bad(format!("{e}")))?;
+    validate_tasks(&file.task).map_err(bad)?;
+    Ok(file.task)
+}
+
+/// The tasks of a parsed `tasks.toml` table (the CSV format's, with its
+/// own keys removed): keys checked, then validated.
+pub(super) fn tasks_from_table(path: &Path, table: toml::Table) -> Result<Vec<TaskSpec>> {
+    let bad = |msg: String| Error::data(path, msg);
+    check_task_keys(&table).map_err(bad)?;
+    let file: TasksFile = table.try_into().map_err(|e| bad(format!("{e}")))?;
     validate_tasks(&file.task).map_err(bad)?;
     Ok(file.task)
 }
@@ -341,7 +355,7 @@ pub fn write_dataset_dir(ds: &dyn Dataset, dir: &Path) -> Result<()> {
 }
 
 /// Creates `dir`, or accepts it if it exists and is empty; never deletes.
-fn prepare_empty_dir(dir: &Path) -> Result<()> {
+pub(super) fn prepare_empty_dir(dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -414,12 +428,18 @@ fn write_split(ds: &dyn Dataset, split: Split, sdir: &Path) -> Result<()> {
 /// digits, '_', '-'), so quoting them needs no escaping.
 fn tasks_toml(ds: &dyn Dataset) -> String {
     let from = ds.describe().replace(['\n', '\r'], " ");
-    let mut s = format!(
+    let s = format!(
         "# ringtrain dataset written from {from}\n\
          # train/ and val/ hold x.npy [N, {}] and one <task>.npy per task.\n",
         ds.input_dim()
     );
-    for t in ds.tasks() {
+    s + &task_tables(ds.tasks())
+}
+
+/// The `[[task]]` tables of `tasks.toml` for `tasks`.
+pub(super) fn task_tables(tasks: &[TaskSpec]) -> String {
+    let mut s = String::new();
+    for t in tasks {
         s += &format!(
             "\n[[task]]\nname = \"{}\"\nkind = \"{}\"\n",
             t.name,

@@ -5,6 +5,7 @@
 //! [`sampler`] decides which global indices form the batch of a step; it
 //! depends only on (seed, step), never on the number of ranks.
 
+pub mod csv;
 pub mod dir;
 pub mod npy;
 pub mod sampler;
