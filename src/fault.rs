@@ -9,6 +9,10 @@
 //! - `crash-in-checkpoint@S`  rank 0 aborts in the middle of writing the
 //!   checkpoint after step S (one file of it written)
 //!
+//! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
+//! FILE, and no fault is configured while FILE exists: a job that is
+//! restarted (by launch/resume-loop.sh) then runs clean the second time.
+//!
 //! Unset (always, in real runs) it costs one environment lookup at start.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,11 +24,22 @@ pub enum Fault {
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
+pub const ONCE_ENV: &str = "RINGTRAIN_FAULT_ONCE";
+
+/// With [`ONCE_ENV`]: records that the fault fired, before it does.
+fn firing() {
+    if let Some(marker) = std::env::var_os(ONCE_ENV) {
+        let _ = std::fs::write(marker, b"fired\n");
+    }
+}
 
 /// The fault configured for this process, if any (a malformed value is
 /// ignored with a warning: this is a test switch, not user input).
 pub fn from_env() -> Option<Fault> {
     let v = std::env::var(ENV).ok()?;
+    if std::env::var_os(ONCE_ENV).is_some_and(|m| std::path::Path::new(&m).exists()) {
+        return None;
+    }
     let parsed = parse(&v);
     if parsed.is_none() {
         eprintln!("ringtrain: ignoring malformed {ENV}={v:?}");
@@ -67,6 +82,7 @@ fn parse(v: &str) -> Option<Fault> {
 /// Called at the start of every step.
 pub fn before_step(fault: Option<Fault>, rank: usize, step: u64) {
     if fault == Some(Fault::PanicAt { rank, step }) {
+        firing();
         panic!("injected fault: {ENV} panic at step {step}");
     }
 }
@@ -99,6 +115,7 @@ pub fn on_batch(fault: Option<Fault>, rank: usize, step: u64, x: &mut [f32]) {
 /// Called between the files of the checkpoint after `steps_done` steps.
 pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64) {
     if fault == Some(Fault::CrashInCheckpoint { step: steps_done }) {
+        firing();
         eprintln!(
             "ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}"
         );

@@ -343,3 +343,38 @@ fn ranks_with_different_settings_are_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn resume_loop_recovers_from_a_failed_rank() {
+    // Rank 1 fails at step 10 on the first attempt only; the loop restarts
+    // the job, which resumes from the checkpoint at step 8 and finishes
+    // with the parameters of a run that never failed.
+    let dir = tempdir("resume-loop");
+    let full = uninterrupted(&dir, 2, &[]);
+    let (ck, out) = (dir.join("ck"), dir.join("looped.safetensors"));
+    let bin = common::bin();
+    let mut cmd = Command::new("bash");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launch/resume-loop.sh"
+    ))
+    .args([
+        "--checkpoint-dir",
+        s(&ck),
+        "--delay",
+        "0",
+        "--max-attempts",
+        "3",
+    ])
+    .args(["--", "mpirun", "--allow-run-as-root", "--oversubscribe"])
+    .args(["-np", "2", "--mca", "mpi_yield_when_idle", "1"])
+    .arg(&bin)
+    .args(base(&["--checkpoint-every", "4", "--save", s(&out)]))
+    .env("RINGTRAIN_FAULT", "panic@1:10")
+    .env("RINGTRAIN_FAULT_ONCE", dir.join("fired"));
+    let r = run_with_timeout(cmd, Duration::from_secs(240));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("injected fault"), "{}", r.stderr);
+    assert!(r.stdout.contains("at step 8/16"), "{}", r.stdout);
+    assert_eq!(bits(&read_params(&out)), bits(&full));
+}
