@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use sha2::Digest;
 
 use crate::app::{model_spec, open_dataset};
+use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
@@ -145,11 +146,11 @@ fn config_hash(cfg: &TrainConfig) -> u64 {
 
 /// Rank 0 writes the checkpoint after `done` steps; every rank learns
 /// whether that worked.
-fn write_checkpoint(
+fn write_checkpoint<B: Backend>(
     cfg: &TrainConfig,
     world: &World,
     comm: &dyn Communicator,
-    tr: &Trainer<Cpu<f32>>,
+    tr: &Trainer<B>,
     rep: &Reporter,
     done: u64,
     fault: Option<fault::Fault>,
