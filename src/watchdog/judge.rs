@@ -46,8 +46,8 @@ impl View {
         }
     }
 
-    /// "inside \"barrier\" for 3.1 s at step 2" / "computing at step 3
-    /// (left \"all-reduce\" 3.1 s ago)".
+    /// "inside \"barrier\" (collective #7) for 3.1 s at step 2" /
+    /// "computing at step 3, left \"all-reduce\" 3.1 s ago".
     fn doing(&self, now: Instant) -> String {
         let ago = secs(now.saturating_duration_since(self.since));
         if self.inside {
@@ -57,7 +57,7 @@ impl View {
             )
         } else {
             format!(
-                "computing at step {} (left \"{}\" {ago} s ago)",
+                "computing at step {}, left \"{}\" {ago} s ago",
                 self.step, self.op
             )
         }
@@ -81,9 +81,11 @@ pub enum Verdict {
     /// A rank's process is gone, or silent for longer than the timeout.
     Gone {
         rank: usize,
+        /// The furthest step any rank reported.
         step: u64,
         why: String,
-        doing: String,
+        /// The rank's last report.
+        last: String,
     },
 }
 
@@ -92,10 +94,11 @@ pub enum Verdict {
 /// once some rank has been inside it for longer than `timeout`.
 pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict> {
     let since = |t: Instant| now.saturating_duration_since(t);
+    let job_step = views.iter().map(|v| v.step).max().unwrap_or(0);
     for (rank, v) in views.iter().enumerate() {
         let why = match v.link {
-            Link::Lost => "its process is gone: the watchdog connection closed without a \
-                           goodbye (killed, crashed or out of memory)"
+            Link::Lost => "its watchdog connection closed without a goodbye (the process \
+                           was killed, crashed or ran out of memory)"
                 .to_string(),
             Link::Open if since(v.heard) > timeout => format!(
                 "no word from it for {} s (the process is stopped or its host unreachable)",
@@ -109,9 +112,9 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
         };
         return Some(Verdict::Gone {
             rank,
-            step: v.step,
+            step: job_step,
             why,
-            doing: v.doing(now),
+            last: v.doing(now),
         });
     }
     // The rank stuck longest in a collective names it.
@@ -179,10 +182,10 @@ impl Verdict {
                 rank,
                 step,
                 why,
-                doing,
+                last,
             } => format!(
-                "ringtrain: watchdog: step {step}: rank {rank} is gone: {why}; it was {doing}; \
-                 ending the job"
+                "ringtrain: watchdog: step {step}: rank {rank} is gone: {why}; its last \
+                 report: {last}; ending the job"
             ),
         }
     }
@@ -274,7 +277,7 @@ mod tests {
         assert!(m.contains("within 3 s; waiting in it: ranks 0,2;"), "{m}");
         assert!(
             m.contains(
-                "not arrived: rank 1 (computing at step 3 (left \"gradient all-reduce\" 9.5 s ago))"
+                "not arrived: rank 1 (computing at step 3, left \"gradient all-reduce\" 9.5 s ago)"
             ),
             "{m}"
         );
@@ -320,7 +323,7 @@ mod tests {
         let mut views = vec![
             view(t0, 5, 3, true, 9.9, 9.9),
             view(t0, 5, 3, true, 9.9, 9.9),
-            view(t0, 4, 3, false, 9.0, 9.9),
+            view(t0, 4, 2, false, 9.0, 9.9),
         ];
         views[2].link = Link::Lost;
         let v = judge(&views, at(t0, 10.0), T).expect("gone");
@@ -341,6 +344,7 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("out of memory"), "{m}");
+        assert!(m.contains("its last report: computing at step 2"), "{m}");
     }
 
     #[test]

@@ -459,25 +459,6 @@ fn report(stream: TcpStream, s: Arc<Shared>) {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
-        match (&stream).read(&mut chunk) {
-            Ok(0) => s.lost_root(root_aborting),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                for line in wire::take_lines(&mut buf) {
-                    match wire::Msg::parse(&line) {
-                        // Rank 0 printed why.
-                        Some(wire::Msg::Exit(code)) => exit_now(code),
-                        // Rank 0 finished cleanly: nothing left to watch.
-                        Some(wire::Msg::Bye) => return,
-                        Some(wire::Msg::Abort) => root_aborting = true,
-                        _ => {}
-                    }
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => s.lost_root(root_aborting),
-        }
         let Some(m) = s.marker.get() else { return };
         let key = (m.seq, m.step, m.inside);
         if sent != Some(key) || sent_at.elapsed() >= HEARTBEAT {
@@ -498,6 +479,25 @@ fn report(stream: TcpStream, s: Arc<Shared>) {
                 s.lost_root(root_aborting);
             }
             (sent, sent_at) = (Some(key), Instant::now());
+        }
+        match (&stream).read(&mut chunk) {
+            Ok(0) => s.lost_root(root_aborting),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                for line in wire::take_lines(&mut buf) {
+                    match wire::Msg::parse(&line) {
+                        // Rank 0 printed why.
+                        Some(wire::Msg::Exit(code)) => exit_now(code),
+                        // Rank 0 finished cleanly: nothing left to watch.
+                        Some(wire::Msg::Bye) => return,
+                        Some(wire::Msg::Abort) => root_aborting = true,
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => s.lost_root(root_aborting),
         }
         if m.inside && m.since.elapsed() > fallback {
             eprintln!(
