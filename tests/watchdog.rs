@@ -217,3 +217,25 @@ fn a_bad_timeout_is_a_user_error() {
         assert!(r.stderr.contains("--comm-timeout"), "{bad}: {}", r.stderr);
     }
 }
+
+#[test]
+fn bench_train_runs_watched() {
+    let _s = serial();
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args(["--mca", "mpi_yield_when_idle", "1"])
+        .arg(common::bin())
+        .args(["bench", "train", "--iters", "20", "--warmup", "2"])
+        .args([
+            "--hidden",
+            "32",
+            "--batch-per-rank",
+            "16",
+            "--comm-timeout",
+            "2",
+        ]);
+    let r = common::run_with_timeout(cmd, HANG);
+    r.ok();
+    assert!(r.stdout.contains("bench train: 2 rank(s)"), "{}", r.stdout);
+    assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
+}
