@@ -331,8 +331,9 @@ impl Shared {
 /// ends the process in the kernel: no handler runs, the sockets close
 /// (so the peers notice at once), and the launcher (mpirun) sees a
 /// non-zero exit and ends the remaining ranks. stderr is unbuffered, so
-/// the message already printed is not lost; nothing else needs flushing
-/// (rank 0's output files are written atomically or line by line).
+/// the message already printed is not lost. Buffered output (the last
+/// lines of `--metrics-out`) may be: the run has failed anyway, and
+/// `--save` files are written atomically, so none is left half-written.
 fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is async-signal-safe and takes no locks.
     unsafe { libc::_exit(code) }
