@@ -77,6 +77,9 @@ pub enum Verdict {
         waiting: Vec<usize>,
         /// Ranks not in it, each with what it was doing.
         missing: Vec<(usize, String)>,
+        /// Ranks in collective #`seq` under another name than `op` (one
+        /// of them is a collective that not every rank calls).
+        mismatched: Vec<(usize, String)>,
     },
     /// A rank's process is gone, or silent for longer than the timeout.
     Gone {
@@ -126,9 +129,13 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
     let k = stuck.seq;
     let mut waiting = vec![];
     let mut missing = vec![];
+    let mut mismatched = vec![];
     for (rank, v) in views.iter().enumerate() {
         if v.inside && v.seq == k {
             waiting.push(rank);
+            if v.op != stuck.op {
+                mismatched.push((rank, v.op.clone()));
+            }
         } else if v.seq < k || v.link == Link::Bye || v.link == Link::Aborting {
             let doing = match v.link {
                 Link::Bye => format!("left the job after step {}", v.step),
@@ -146,6 +153,7 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
         timeout,
         waiting,
         missing,
+        mismatched,
     })
 }
 
@@ -160,6 +168,7 @@ impl Verdict {
                 timeout,
                 waiting,
                 missing,
+                mismatched,
             } => {
                 let not_arrived = if missing.is_empty() {
                     "none (every rank is inside it: the collective itself is stuck)".to_string()
@@ -170,10 +179,23 @@ impl Verdict {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                let mismatch = if mismatched.is_empty() {
+                    String::new()
+                } else {
+                    let who: Vec<String> = mismatched
+                        .iter()
+                        .map(|(r, o)| format!("rank {r} in \"{o}\""))
+                        .collect();
+                    format!(
+                        "; the ranks disagree on collective #{seq}: {} (a collective that not \
+                         every rank calls?)",
+                        who.join(", ")
+                    )
+                };
                 format!(
                     "ringtrain: watchdog: step {step}: \"{op}\" (collective #{seq}) did not \
-                     complete within {} s; waiting in it: {}; not arrived: {not_arrived}; \
-                     ending the job",
+                     complete within {} s; waiting in it: {}; not arrived: {not_arrived}\
+                     {mismatch}; ending the job",
                     secs(*timeout),
                     ranks(waiting)
                 )
@@ -304,6 +326,22 @@ mod tests {
         assert_eq!(seq, 8);
         assert_eq!(waiting, vec![1]);
         assert_eq!(missing.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn ranks_in_different_operations_are_pointed_out() {
+        let t0 = Instant::now();
+        let mut views = vec![
+            view(t0, 5, 1, true, 0.0, 9.9),
+            view(t0, 5, 1, true, 0.5, 9.9),
+        ];
+        views[1].op = "barrier".into();
+        let m = judge(&views, at(t0, 10.0), T).unwrap().message();
+        assert!(
+            m.contains("; the ranks disagree on collective #5: rank 1 in \"barrier\""),
+            "{m}"
+        );
+        assert!(m.ends_with("; ending the job"), "{m}");
     }
 
     #[test]
