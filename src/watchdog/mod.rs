@@ -29,6 +29,8 @@
 
 mod judge;
 mod marker;
+mod net;
+mod threads;
 mod watched;
 mod wire;
 
@@ -36,8 +38,8 @@ pub use judge::{Link, Verdict, View, judge};
 pub use marker::{Inside, Mark, Marker};
 pub use watched::{Watched, WatchedSync};
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -112,7 +114,7 @@ impl Watchdog {
         let listener = agree(
             comm,
             if rank == 0 {
-                bind().map(Some)
+                net::bind().map(Some)
             } else {
                 Ok(None)
             },
@@ -143,11 +145,11 @@ impl Watchdog {
         let mut record = [0u8; RECORD];
         let mut root_failed = None;
         if let Some(l) = listener {
-            let token = token();
+            let token = net::token();
             let started = l.local_addr().map_err(|e| fail(rank, e)).and_then(|a| {
                 let s = shared.clone();
                 spawn("ringtrain-watchdog-accept", move || {
-                    accept(l, s, token, size)
+                    threads::accept(l, s, token, size)
                 })
                 .map(|_| a.port())
             });
@@ -164,7 +166,7 @@ impl Watchdog {
         if let Some(e) = root_failed {
             return Err(e);
         }
-        let (port, token, root_host) = match parse_record(&all[..RECORD]) {
+        let (port, token, root_host) = match net::parse_record(&all[..RECORD]) {
             Ok(r) => r,
             Err(_) if all[0] == 0 => return Err(Error::OtherRank(0)),
             Err(e) => return Err(e),
@@ -174,19 +176,19 @@ impl Watchdog {
             if rank == 0 {
                 Ok(None)
             } else {
-                connect(&root_host, &world.host, port, rank, token).map(Some)
+                net::connect(&root_host, &world.host, port, rank, token).map(Some)
             },
         )?;
 
         let thread = match stream {
             None => {
                 let s = shared.clone();
-                spawn("ringtrain-watchdog", move || monitor(s))?
+                spawn("ringtrain-watchdog", move || threads::monitor(s))?
             }
             Some(stream) => {
                 lock(&shared.out)[0] = Some(stream.try_clone().map_err(|e| fail(rank, e))?);
                 let s = shared.clone();
-                spawn("ringtrain-watchdog", move || report(stream, s))?
+                spawn("ringtrain-watchdog", move || threads::report(stream, s))?
             }
         };
         *lock(&ACTIVE) = Some(shared.clone());
@@ -339,271 +341,6 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Rank 0: accepts one connection per other rank (hello with the job's
-/// token), and starts a reader for each.
-fn accept(listener: TcpListener, s: Arc<Shared>, token: u64, size: usize) {
-    let mut connected = 1;
-    while connected < size && !s.stop.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
-        let Ok(writer) = stream.try_clone() else {
-            continue;
-        };
-        let mut reader = BufReader::new(stream);
-        let mut hello = String::new();
-        let rank = match reader
-            .read_line(&mut hello)
-            .ok()
-            .and(wire::Msg::parse(hello.trim_end()))
-        {
-            Some(wire::Msg::Hello { rank, token: t }) if t == token && rank > 0 && rank < size => {
-                rank
-            }
-            _ => continue, // not one of ours
-        };
-        {
-            let mut views = lock(&s.views);
-            if views[rank].link != Link::Pending {
-                continue;
-            }
-            views[rank].link = Link::Open;
-            views[rank].heard = Instant::now();
-        }
-        let _ = reader.get_ref().set_read_timeout(None);
-        let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
-        let _ = writer.set_nodelay(true);
-        lock(&s.out)[rank] = Some(writer);
-        let s2 = s.clone();
-        if spawn("ringtrain-watchdog-read", move || {
-            read_rank(rank, reader, s2)
-        })
-        .is_err()
-        {
-            // Without a reader this rank falls silent and is reported.
-            continue;
-        }
-        connected += 1;
-    }
-}
-
-/// Rank 0: applies one rank's reports to its view until the connection
-/// closes; a close without a goodbye is judged at once.
-fn read_rank(rank: usize, mut r: BufReader<TcpStream>, s: Arc<Shared>) {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let got = r.read_line(&mut line);
-        let now = Instant::now();
-        let mut views = lock(&s.views);
-        let v = &mut views[rank];
-        match got {
-            Ok(n) if n > 0 => {
-                v.heard = now;
-                match wire::Msg::parse(line.trim_end()) {
-                    Some(wire::Msg::State {
-                        seq,
-                        step,
-                        inside,
-                        ago_ms,
-                        op,
-                    }) => {
-                        (v.seq, v.step, v.inside) = (seq, step, inside);
-                        v.since = now
-                            .checked_sub(Duration::from_millis(ago_ms))
-                            .unwrap_or(now);
-                        v.op = op;
-                    }
-                    Some(wire::Msg::Bye) => v.link = Link::Bye,
-                    Some(wire::Msg::Abort) => v.link = Link::Aborting,
-                    _ => {}
-                }
-            }
-            _ => {
-                if v.link == Link::Open {
-                    v.link = Link::Lost;
-                }
-                drop(views);
-                s.check();
-                return;
-            }
-        }
-    }
-}
-
-/// Rank 0: judges every POLL until the clean end.
-fn monitor(s: Arc<Shared>) {
-    while !s.stop.load(Ordering::SeqCst) {
-        std::thread::sleep(POLL);
-        s.check();
-    }
-}
-
-/// Another rank: reports the marks to rank 0, obeys rank 0, and exits on
-/// its own when rank 0 is gone or a collective lasts far past the timeout.
-fn report(stream: TcpStream, s: Arc<Shared>) {
-    // Rank 0 ends a stuck job at `timeout`; this is the fallback for a
-    // rank 0 that cannot say so.
-    let fallback = s.timeout + s.timeout / 4 + Duration::from_secs(2);
-    let _ = stream.set_read_timeout(Some(POLL));
-    let mut buf = vec![];
-    let mut chunk = [0u8; 256];
-    let mut sent: Option<(u64, u64, bool)> = None;
-    let mut sent_at = Instant::now();
-    let mut root_aborting = false;
-    loop {
-        if s.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(m) = s.marker.get() else { return };
-        let key = (m.seq, m.step, m.inside);
-        if sent != Some(key) || sent_at.elapsed() >= HEARTBEAT {
-            let msg = wire::Msg::State {
-                seq: m.seq,
-                step: m.step,
-                inside: m.inside,
-                ago_ms: m.since.elapsed().as_millis() as u64,
-                op: m.op.to_string(),
-            };
-            let w = lock(&s.out)[0]
-                .as_ref()
-                .map(|mut w| w.write_all(msg.encode().as_bytes()));
-            if let Some(Err(_)) = w {
-                if s.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                s.lost_root(root_aborting);
-            }
-            (sent, sent_at) = (Some(key), Instant::now());
-        }
-        match (&stream).read(&mut chunk) {
-            Ok(0) => s.lost_root(root_aborting),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                for line in wire::take_lines(&mut buf) {
-                    match wire::Msg::parse(&line) {
-                        // Rank 0 printed why.
-                        Some(wire::Msg::Exit(code)) => exit_now(code),
-                        // Rank 0 finished cleanly: nothing left to watch.
-                        Some(wire::Msg::Bye) => return,
-                        Some(wire::Msg::Abort) => root_aborting = true,
-                        _ => {}
-                    }
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => s.lost_root(root_aborting),
-        }
-        if m.inside && m.since.elapsed() > fallback {
-            eprintln!(
-                "ringtrain: watchdog: rank {}: step {}: \"{}\" did not complete within {} s \
-                 and rank 0 did not end the job; ending this rank",
-                s.rank,
-                m.step,
-                m.op,
-                fallback.as_secs_f64().round()
-            );
-            exit_now(EXIT_CODE);
-        }
-    }
-}
-
-/// Rank 0's listener: `RINGTRAIN_WATCHDOG_PORT`, or any free port.
-fn bind() -> Result<TcpListener> {
-    let port = match std::env::var(PORT_ENV) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| Error::Comm(format!("watchdog: {PORT_ENV}={v:?} is not a port number")))?,
-        _ => 0,
-    };
-    TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
-        Error::Comm(format!(
-            "watchdog: rank 0 cannot listen on TCP port {port}: {e} (set {PORT_ENV}, or turn \
-             the watchdog off with --comm-timeout 0)"
-        ))
-    })
-}
-
-/// Connects to rank 0's watchdog and says hello.
-fn connect(
-    root_host: &str,
-    my_host: &str,
-    port: u16,
-    rank: usize,
-    token: u64,
-) -> Result<TcpStream> {
-    let host = match std::env::var(HOST_ENV) {
-        Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
-        _ if root_host == my_host => "127.0.0.1".to_string(),
-        _ => root_host.to_string(),
-    };
-    let err = |e: &dyn std::fmt::Display| {
-        Error::Comm(format!(
-            "watchdog: rank {rank} cannot connect to rank 0's watchdog at {host}:{port}: {e} \
-             (set {HOST_ENV} to an address of rank 0's host that the other hosts reach, or \
-             turn the watchdog off with --comm-timeout 0)"
-        ))
-    };
-    let addrs = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| err(&e))?;
-    let mut last: Option<std::io::Error> = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(mut st) => {
-                let _ = st.set_nodelay(true);
-                let _ = st.set_write_timeout(Some(WRITE_TIMEOUT));
-                st.write_all(wire::Msg::Hello { rank, token }.encode().as_bytes())
-                    .map_err(|e| err(&e))?;
-                return Ok(st);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => err(&e),
-        None => err(&"the name resolves to no address"),
-    })
-}
-
-/// "port token host" from rank 0's record.
-fn parse_record(rec: &[u8]) -> Result<(u16, u64, String)> {
-    let end = rec.iter().position(|&b| b == 0).unwrap_or(rec.len());
-    let text = String::from_utf8_lossy(&rec[..end]);
-    let mut it = text.splitn(3, ' ');
-    let parsed = (|| {
-        let port = it.next()?.parse().ok()?;
-        let token = it.next()?.parse().ok()?;
-        Some((port, token, it.next()?.to_string()))
-    })();
-    parsed.ok_or_else(|| {
-        Error::Comm(format!(
-            "watchdog: bad address record from rank 0: {text:?}"
-        ))
-    })
-}
-
-/// A value no other job's rank 0 will have chosen (not a secret; it keeps
-/// stray connections out).
-fn token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.into())
@@ -618,21 +355,4 @@ fn fail(rank: usize, e: std::io::Error) -> Error {
 /// A panic elsewhere while a lock was held leaves the data usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_address_record_round_trips() {
-        let mut rec = [0u8; RECORD];
-        let t = b"41234 987654321 node-17.cluster";
-        rec[..t.len()].copy_from_slice(t);
-        assert_eq!(
-            parse_record(&rec).unwrap(),
-            (41234, 987654321, "node-17.cluster".to_string())
-        );
-        assert!(parse_record(&[0u8; RECORD]).is_err());
-    }
 }
