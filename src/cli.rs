@@ -345,6 +345,11 @@ pub struct CommArgs {
     /// All-reduce buckets after backward instead of overlapping with it.
     #[arg(long)]
     pub no_overlap: bool,
+    /// Seconds a collective may take before the watchdog ends the job,
+    /// naming the step, the operation and the ranks missing (0: off;
+    /// default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub comm_timeout: Option<f64>,
 }
 
 impl CommArgs {
@@ -360,6 +365,9 @@ impl CommArgs {
         }
         if self.no_overlap {
             c.comm.overlap = false;
+        }
+        if let Some(t) = self.comm_timeout {
+            c.comm.timeout = t;
         }
     }
 }

@@ -118,6 +118,9 @@ pub struct CommConfig {
     /// All-reduce each bucket on a communication thread as soon as it is
     /// complete, while backward continues.
     pub overlap: bool,
+    /// Seconds a collective may take before the watchdog ends the job
+    /// (0: no watchdog).
+    pub timeout: f64,
 }
 
 impl Default for CommConfig {
@@ -127,6 +130,7 @@ impl Default for CommConfig {
             wire: Wire::F32,
             bucket_kib: 256,
             overlap: true,
+            timeout: 300.0,
         }
     }
 }
@@ -245,6 +249,12 @@ impl TrainConfig {
         if self.comm.bucket_kib == 0 {
             return bad("--bucket-kib must be at least 1".into());
         }
+        let to = self.comm.timeout;
+        if !(to == 0.0 || (to.is_finite() && (1.0..=1e6).contains(&to))) {
+            return bad(format!(
+                "--comm-timeout must be 0 (off) or between 1 and 1000000 seconds, got {to}"
+            ));
+        }
         if self.comm.wire == Wire::Bf16 && self.comm.kind == CommKind::Mpi {
             return bad("--wire bf16 needs --comm ring (MPI has no bf16 reduction)".into());
         }
@@ -339,6 +349,11 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The watchdog's timeout (zero: off).
+    pub fn comm_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.comm.timeout)
+    }
+
     pub fn warmup_steps(&self) -> u64 {
         self.optim.warmup_steps.unwrap_or(self.train.steps / 20)
     }
@@ -411,6 +426,14 @@ mod tests {
         let mut c = TrainConfig::default();
         c.optim.momentum = 1.0;
         assert!(c.validate().is_err());
+        for bad in [-1.0, 0.5, f64::NAN, f64::INFINITY] {
+            let mut c = TrainConfig::default();
+            c.comm.timeout = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c: TrainConfig = toml::from_str("[comm]\ntimeout = 0\n").unwrap();
+        assert!(c.comm_timeout().is_zero());
+        c.validate().unwrap();
     }
 
     #[test]

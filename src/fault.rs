@@ -2,6 +2,10 @@
 //! job instead of hanging it. Set `RINGTRAIN_FAULT` to one of:
 //!
 //! - `panic@R:S`  rank R panics at the start of step S (0-based)
+//! - `stall@R:S`  rank R sleeps for ever at the start of step S (the
+//!   watchdog must name it)
+//! - `kill@R:S`  rank R sends itself SIGKILL at the start of step S (a
+//!   real death, like the OOM killer's: no handler, no message)
 //! - `perturb-init@R`  rank R changes one initial parameter (the start-up
 //!   checksum must catch it)
 //! - `nan@R:S` or `nan@R:S-E`  rank R puts a NaN into its first input row
@@ -18,6 +22,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     PanicAt { rank: usize, step: u64 },
+    StallAt { rank: usize, step: u64 },
+    KillAt { rank: usize, step: u64 },
     PerturbInit { rank: usize },
     NanInput { rank: usize, first: u64, last: u64 },
     CrashInCheckpoint { step: u64 },
@@ -49,14 +55,14 @@ pub fn from_env() -> Option<Fault> {
 
 fn parse(v: &str) -> Option<Fault> {
     let (kind, at) = v.split_once('@')?;
+    let rank_step = || -> Option<(usize, u64)> {
+        let (r, s) = at.split_once(':')?;
+        Some((r.parse().ok()?, s.parse().ok()?))
+    };
     match kind {
-        "panic" => {
-            let (r, s) = at.split_once(':')?;
-            Some(Fault::PanicAt {
-                rank: r.parse().ok()?,
-                step: s.parse().ok()?,
-            })
-        }
+        "panic" => rank_step().map(|(rank, step)| Fault::PanicAt { rank, step }),
+        "stall" => rank_step().map(|(rank, step)| Fault::StallAt { rank, step }),
+        "kill" => rank_step().map(|(rank, step)| Fault::KillAt { rank, step }),
         "perturb-init" => Some(Fault::PerturbInit {
             rank: at.parse().ok()?,
         }),
@@ -81,9 +87,24 @@ fn parse(v: &str) -> Option<Fault> {
 
 /// Called at the start of every step.
 pub fn before_step(fault: Option<Fault>, rank: usize, step: u64) {
-    if fault == Some(Fault::PanicAt { rank, step }) {
-        firing();
-        panic!("injected fault: {ENV} panic at step {step}");
+    match fault {
+        Some(Fault::PanicAt { rank: r, step: s }) if (r, s) == (rank, step) => {
+            firing();
+            panic!("injected fault: {ENV} panic at step {step}")
+        }
+        Some(Fault::StallAt { rank: r, step: s }) if (r, s) == (rank, step) => {
+            firing();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Some(Fault::KillAt { rank: r, step: s }) if (r, s) == (rank, step) => {
+            firing();
+            // SAFETY: plain system calls on this process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!("SIGKILL cannot be caught")
+        }
+        _ => {}
     }
 }
 
@@ -149,6 +170,12 @@ mod tests {
             parse("crash-in-checkpoint@8"),
             Some(Fault::CrashInCheckpoint { step: 8 })
         );
+        assert_eq!(
+            parse("stall@1:3"),
+            Some(Fault::StallAt { rank: 1, step: 3 })
+        );
+        assert_eq!(parse("kill@2:0"), Some(Fault::KillAt { rank: 2, step: 0 }));
+        assert_eq!(parse("kill@2"), None);
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);
     }

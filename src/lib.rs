@@ -20,4 +20,5 @@ pub mod rng;
 pub mod tasks;
 pub mod trace;
 pub mod train;
+pub mod watchdog;
 pub mod world;

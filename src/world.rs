@@ -330,6 +330,7 @@ impl World {
 }
 
 fn abort_job(size: usize, code: i32) -> ! {
+    crate::watchdog::before_abort();
     #[cfg(feature = "mpi")]
     if size > 1 && mpi_is_up() {
         use mpi::topology::Communicator as _;

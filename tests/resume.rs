@@ -378,3 +378,30 @@ fn resume_loop_recovers_from_a_failed_rank() {
     assert!(r.stdout.contains("at step 8/16"), "{}", r.stdout);
     assert_eq!(bits(&read_params(&out)), bits(&full));
 }
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_run_resumes_exactly() {
+    let dir = tempdir("resume-kill");
+    let full = uninterrupted(&dir, 3, &[]);
+    let ck = dir.join("ck");
+    let a = base(&[
+        "--checkpoint-dir",
+        s(&ck),
+        "--checkpoint-every",
+        "4",
+        "--comm-timeout",
+        "10",
+    ]);
+    let r = mpirun_env(3, &a, &[("RINGTRAIN_FAULT", "kill@2:10")]);
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    // Ended by the watchdog or by mpirun, well within the test's deadline.
+    assert!(r.elapsed < Duration::from_secs(60), "{:?}", r.elapsed);
+    assert!(!r.stdout.contains("step     16/16"), "{}", r.stdout);
+    let out = dir.join("after-kill.safetensors");
+    let mut b = base(&["--checkpoint-dir", s(&ck), "--resume", "auto"]);
+    b.extend(["--save", s(&out)]);
+    let r = mpirun(3, &b);
+    r.ok();
+    assert!(r.stdout.contains("at step 8/16"), "{}", r.stdout);
+    assert_eq!(bits(&read_params(&out)), bits(&full));
+}

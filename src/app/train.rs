@@ -22,11 +22,16 @@ use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
 use crate::trace::Trace;
 use crate::train::{Trainer, host_grad_sync};
+use crate::watchdog::Watchdog;
 use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, args.to_config())?;
     check_same(comm, "the effective configuration", config_hash(&cfg))?;
+    // From here every collective is watched (--comm-timeout).
+    let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
+    let watched = wd.watch(comm);
+    let comm: &dyn Communicator = &watched;
     let data = agree(comm, open_dataset(&cfg))?;
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
@@ -61,7 +66,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         ),
     )?;
 
-    let make_sync = host_grad_sync(&cfg, comm.size());
+    let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
     let mut tr = Trainer::new(
         &cfg,
         spec.clone(),
@@ -98,6 +103,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let steps = cfg.train.steps;
     let last = cfg.checkpoint.stop_after.unwrap_or(steps);
     for step in first_step..last {
+        wd.set_step(step);
         fault::before_step(fault, world.rank, step);
         let r = match tr.step(step, true) {
             Ok(r) => r,

@@ -20,16 +20,20 @@ use crate::error::{Error, Result};
 use crate::model::layout::{ParamLayout, init_params};
 use crate::model::spec::ModelSpec;
 use crate::train::{StepTimes, Trainer, host_grad_sync};
+use crate::watchdog::Watchdog;
 use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, bench_config(a, comm.size()))?;
+    let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
+    let watched = wd.watch(comm);
+    let comm: &dyn Communicator = &watched;
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
     let spec = model_spec(&cfg, &data)?;
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
-    let make_sync = host_grad_sync(&cfg, comm.size());
+    let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
     let mut tr = Trainer::new(
         &cfg,
         spec.clone(),
@@ -42,6 +46,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
 
     let mut sum = StepTimes::default();
     for step in 0..a.warmup + a.iters {
+        wd.set_step(step);
         let t = tr.step(step, false)?.times;
         if step >= a.warmup {
             add(&mut sum, &t, 1.0);
