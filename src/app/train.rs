@@ -21,6 +21,7 @@ use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, args.to_config())?;
+    agree(comm, crate::app::check_cpu_comm(&cfg))?;
     let data = agree(comm, open_dataset(&cfg))?;
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;

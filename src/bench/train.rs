@@ -24,6 +24,7 @@ use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, bench_config(a, comm.size()))?;
+    agree(comm, crate::app::check_cpu_comm(&cfg))?;
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
     let spec = model_spec(&cfg, &data)?;
     let rss_start = peak_rss_bytes();
