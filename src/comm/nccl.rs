@@ -65,8 +65,7 @@ pub fn probe() -> Result<Probe> {
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(Error::Comm(
-            "--comm nccl needs a GPU: the CUDA driver library (libcuda.so) was not found"
-                .into(),
+            "--comm nccl needs a GPU: the CUDA driver library (libcuda.so) was not found".into(),
         ));
     }
     let devices = CudaContext::device_count()
@@ -138,7 +137,7 @@ fn cuda_error(what: &str) -> impl Fn(DriverError) -> Error + '_ {
 // The unique id.
 
 /// Creates a unique id (rank 0).
-fn new_id() -> Result<[u8; ID_BYTES]> {
+pub fn new_id() -> Result<[u8; ID_BYTES]> {
     let id = nr::get_uniqueid().map_err(|e| nccl_error("ncclGetUniqueId", e))?;
     Ok(id.internal.map(|c| c as u8))
 }
@@ -430,8 +429,8 @@ impl Communicator for NcclComm {
 // ---------------------------------------------------------------------------
 // Setting up the world's communicator.
 
-/// A stream on the rank's GPU for NCCL.
-fn open_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
+/// A stream on GPU `ordinal` for NCCL.
+pub fn open_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     let ctx = CudaContext::new(ordinal).map_err(cuda_error("opening the GPU"))?;
     ctx.new_stream()
         .map_err(cuda_error("creating the communication stream"))
@@ -563,7 +562,10 @@ pub fn nccl_grad_sync(
         )));
     }
     let ctx = nc.h.stream.context();
-    let ev = |flags| ctx.new_event(flags).map_err(cuda_error("creating an event"));
+    let ev = |flags| {
+        ctx.new_event(flags)
+            .map_err(cuda_error("creating an event"))
+    };
     Ok(Box::new(NcclGradSync {
         h: nc.h.clone(),
         compute: stream.clone(),
@@ -628,7 +630,10 @@ impl NcclGradSync {
             // SAFETY: the bucket lies inside the gradient buffer (the
             // layout's length was checked); backward has finished it (the
             // wait above) and does not touch it again this step.
-            unsafe { self.h.all_reduce::<f32>(p, p, b.len(), ns::ncclRedOp_t::ncclAvg)? };
+            unsafe {
+                self.h
+                    .all_reduce::<f32>(p, p, b.len(), ns::ncclRedOp_t::ncclAvg)?
+            };
         }
         self.launched = end;
         Ok(())
@@ -774,7 +779,10 @@ mod tests {
             version: 23000,
         };
         assert!(check_ranks_per_gpu(1, &old, false).is_ok());
-        assert!(check_ranks_per_gpu(0, &old, false).is_ok(), "unknown local size");
+        assert!(
+            check_ranks_per_gpu(0, &old, false).is_ok(),
+            "unknown local size"
+        );
         let e = check_ranks_per_gpu(2, &old, true).unwrap_err().to_string();
         assert!(e.contains("NCCL 2.27.3"), "{e}");
         let e = check_ranks_per_gpu(2, &new, false).unwrap_err().to_string();

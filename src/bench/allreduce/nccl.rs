@@ -19,9 +19,9 @@ use crate::error::{Error, Result};
 use crate::world::World;
 
 pub(super) fn run(o: &Options, world: &World, ctl: &dyn Communicator) -> Result<()> {
-    let nc = ctl.nccl().ok_or_else(|| {
-        Error::Comm("--comm nccl: this run has no NCCL communicator".into())
-    })?;
+    let nc = ctl
+        .nccl()
+        .ok_or_else(|| Error::Comm("--comm nccl: this run has no NCCL communicator".into()))?;
     let mut rows = Vec::with_capacity(o.sizes.len());
     for &bytes in &o.sizes {
         let count = bytes / o.dtype.bytes();
