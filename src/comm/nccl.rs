@@ -186,9 +186,10 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Let queued work finish, then free NCCL's resources without
-        // waiting for other ranks (ncclCommAbort never blocks on peers).
-        let _ = self.stream.synchronize();
+        // Every collective of a finished command has been waited for (the
+        // staged ones wait; gradient buckets come before them on the one
+        // stream). ncclCommAbort frees NCCL's resources without waiting for
+        // other ranks, so a rank that stops early never hangs here.
         // SAFETY: the communicator was created by ncclCommInitRank and is
         // not used after this.
         let _ = unsafe { nr::comm_abort(self.comm) };
