@@ -149,6 +149,10 @@ fn comm_nccl_without_a_gpu_is_one_clear_error_on_every_rank() {
         ],
     );
     one_error(&r, "--comm nccl");
+    // `info` says why, without failing.
+    let r = ringtrain(&[], &["--bootstrap", "env", "info"]);
+    assert_eq!(r.code, Some(0), "{}", ctx(&r));
+    assert!(r.stdout.contains("nccl: not usable: "), "{}", ctx(&r));
 }
 
 #[cfg(feature = "mpi")]
