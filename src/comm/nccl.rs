@@ -283,13 +283,14 @@ impl NcclComm {
         self.version
     }
 
-    /// In-place `ncclAllReduce` of `count` T at `ptr` on the
-    /// communicator's stream; `avg` picks ncclAvg over ncclSum. Returns
-    /// once the call is queued (synchronise the stream to wait for it).
+    /// `ncclAllReduce` of `count` T from `send` into `recv` (the same
+    /// pointer: in place) on the communicator's stream; `avg` picks ncclAvg
+    /// over ncclSum. Returns once the call is queued (synchronise the
+    /// stream to wait for it).
     ///
     /// # Safety
-    /// `ptr` must be device memory of at least `count` T on this GPU, not
-    /// used by other streams until the operation is done.
+    /// `send` and `recv` must be device memory of at least `count` T on
+    /// this GPU, not used by other streams until the operation is done.
     pub unsafe fn all_reduce_device<T: NcclType>(
         &self,
         send: CUdeviceptr,
