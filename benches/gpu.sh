@@ -7,8 +7,9 @@
 #   2. runs the GPU test executables with --include-ignored;
 #   3. bench allreduce --comm nccl at 1 rank, and at 2 ranks on one GPU
 #      (launch/local.sh, NCCL_MULTI_RANK_GPU_ENABLE=1, NCCL >= 2.30 needed);
-#   4. bench train --device cuda, and benches/torch_ref.py (PyTorch, same
-#      model/batch/optimizer, eager and torch.compile);
+#   4. bench train --device cuda (1 rank; 2 ranks over NCCL when possible),
+#      and benches/torch_ref.py (PyTorch, same model/batch/optimizer, eager
+#      and torch.compile);
 #   5. a short table of the figures with ratios, last.
 # Usage: benches/gpu.sh [--quick]    (JSON and logs in $OUT_DIR, else $OUT,
 #   else a temp dir). Environment: PYTHON (a python with torch), CARRY
@@ -17,7 +18,7 @@ set -uo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 --quick | "") ;;
@@ -153,6 +154,11 @@ iters=200
     tee "$OUT_DIR/train-1.txt"
 "$bin" --bootstrap env bench train --device cuda --iters "$iters" --warmup 20 --json \
     >"$OUT_DIR/train-1.json"
+if [ "$two_ranks" = 1 ]; then
+    bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env bench train --device cuda \
+        --comm nccl --iters "$iters" --warmup 20 --json |
+        sed 's/^\[rank 0\] //' >"$OUT_DIR/train-2.json"
+fi
 
 say "PyTorch reference (benches/torch_ref.py)"
 if [ -n "$py" ]; then
@@ -188,6 +194,10 @@ t = load("train-1.json")
 ours = t[0]["samples_per_s"] if t else None
 if ours:
     rows.append(("ringtrain bench train --device cuda, samples/s", f"{ours:.0f}", ""))
+t2 = load("train-2.json")
+if t2 and ours:
+    s2 = t2[0]["samples_per_s"]
+    rows.append(("ringtrain bench train, 2 ranks over NCCL on one GPU, samples/s", f"{s2:.0f}", f"2 ranks/1 rank = {s2 / ours:.2f}"))
 for r in load("torch.json"):
     ratio = f"ringtrain/torch = {ours / r['samples_per_s']:.2f}" if ours else ""
     rows.append((f"torch {r['mode']}, samples/s", f"{r['samples_per_s']:.0f}", ratio))
