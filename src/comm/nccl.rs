@@ -65,20 +65,22 @@ pub fn probe() -> Result<Probe> {
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(Error::Comm(
-            "--comm nccl needs a GPU: the CUDA driver library (libcuda.so) was not found".into(),
+            "NCCL (--comm nccl, and --comm auto on several GPU ranks) needs a GPU: the CUDA \
+             driver library (libcuda.so) was not found"
+                .into(),
         ));
     }
     let devices = CudaContext::device_count()
-        .map_err(|e| Error::Comm(format!("--comm nccl needs a GPU: CUDA reports {e}")))?;
+        .map_err(|e| Error::Comm(format!("NCCL (--comm nccl) needs a GPU: CUDA reports {e}")))?;
     if devices <= 0 {
         return Err(Error::Comm(
-            "--comm nccl needs a GPU: CUDA sees no device".into(),
+            "NCCL (--comm nccl) needs a GPU: CUDA sees no device".into(),
         ));
     }
     // SAFETY: only tries to dlopen the library.
     if !unsafe { ns::is_culib_present() } {
         return Err(Error::Comm(
-            "--comm nccl: the NCCL library was not found. cudarc looks for `libnccl.so` (not \
+            "NCCL (--comm nccl): the NCCL library was not found. cudarc looks for `libnccl.so` (not \
              libnccl.so.2); the PyPI wheel (nvidia-nccl-cu13, which PyTorch installs) ships only \
              libnccl.so.2, so make a symlink libnccl.so -> .../nvidia/nccl/lib/libnccl.so.2 in a \
              directory on LD_LIBRARY_PATH (benches/gpu.sh does)"
