@@ -46,6 +46,25 @@ impl Cli {
             rendezvous_timeout: self.rendezvous_timeout,
         }
     }
+
+    /// Whether this command's collectives run over NCCL (decided from the
+    /// command line alone, before the world's communicator exists):
+    /// `--comm nccl`, or `--comm auto` with `--device cuda` on more than
+    /// one rank (one GPU rank needs no communication library).
+    pub fn wants_nccl(&self, world_size: usize) -> bool {
+        use crate::comm::CommKind;
+        let gpu = |kind: Option<CommKind>, device: &str| match kind {
+            Some(CommKind::Nccl) => true,
+            None | Some(CommKind::Auto) => device == "cuda" && world_size > 1,
+            Some(_) => false,
+        };
+        match &self.command {
+            Command::Train(a) => gpu(a.comm.comm, &a.device),
+            Command::Bench(BenchCommand::Train(a)) => gpu(a.comm.comm, &a.device),
+            Command::Bench(BenchCommand::Allreduce(a)) => a.comm == crate::comm::CommKind::Nccl,
+            Command::Info | Command::Data(_) | Command::Plot(_) => false,
+        }
+    }
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -333,7 +352,9 @@ impl CheckpointArgs {
 
 #[derive(Args, Debug)]
 pub struct CommArgs {
-    /// Gradient all-reduce: mpi (MPI_Allreduce), ring (written out), auto.
+    /// Gradient all-reduce: mpi (MPI_Allreduce), ring (written out), nccl
+    /// (GPU ranks; NCCL then carries every collective), auto (ring on CPU,
+    /// nccl on more than one GPU rank).
     #[arg(long, value_enum)]
     pub comm: Option<crate::comm::CommKind>,
     /// Element type on the wire: f32, or bf16 (ring; accumulates in f32).

@@ -258,6 +258,9 @@ impl TrainConfig {
         if self.comm.wire == Wire::Bf16 && self.comm.kind == CommKind::Mpi {
             return bad("--wire bf16 needs --comm ring (MPI has no bf16 reduction)".into());
         }
+        if self.comm.wire == Wire::Bf16 && self.comm.kind == CommKind::Nccl {
+            return bad("--wire bf16 needs --comm ring (NCCL all-reduces f32 gradients)".into());
+        }
         if self.model.hidden.contains(&0) {
             return bad("--hidden: every layer width must be at least 1".into());
         }
@@ -433,6 +436,12 @@ mod tests {
         }
         let c: TrainConfig = toml::from_str("[comm]\ntimeout = 0\n").unwrap();
         assert!(c.comm_timeout().is_zero());
+        c.validate().unwrap();
+        let mut c = TrainConfig::default();
+        (c.comm.kind, c.comm.wire) = (CommKind::Nccl, Wire::Bf16);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("NCCL"), "{e}");
+        c.comm.wire = Wire::F32;
         c.validate().unwrap();
     }
 

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 use ringtrain::cli::{BenchCommand, Cli, Command, DataCommand};
+use ringtrain::comm::Communicator;
 use ringtrain::error::Error;
 use ringtrain::world::{self, World};
 use ringtrain::{app, bench};
@@ -41,17 +42,30 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Everything but `info` needs collectives (on the CPU: MPI when there
-    // is more than one rank).
-    if !matches!(cli.command, Command::Info) {
-        if let Err(msg) = world.check_collectives() {
-            if world.is_root() {
-                eprintln!("ringtrain: error: {msg}");
+    // GPU ranks run every collective over NCCL (with or without MPI);
+    // everything else but `info` needs MPI when there is more than one rank.
+    let comm: Box<dyn Communicator> = if cli.wants_nccl(world.size) {
+        match ringtrain::comm::nccl::world_comm(&world) {
+            Ok(c) => Box::new(c),
+            Err(e) => {
+                // Another rank failed and printed the reason.
+                if !matches!(e, Error::OtherRank(_)) {
+                    eprintln!("ringtrain: error: {e}");
+                }
+                world.exit(2)
             }
-            world.exit(2);
         }
-    }
-    let comm = world.comm();
+    } else {
+        if !matches!(cli.command, Command::Info) {
+            if let Err(msg) = world.check_collectives() {
+                if world.is_root() {
+                    eprintln!("ringtrain: error: {msg}");
+                }
+                world.exit(2);
+            }
+        }
+        world.comm()
+    };
     let result = match &cli.command {
         Command::Train(a) => app::train::run(a, &world, &*comm),
         Command::Info => app::info::run(&world, &*comm),

@@ -263,7 +263,8 @@ impl World {
     }
 
     /// Whether this world can run the CPU collectives: one rank always
-    /// can, more ranks only over MPI. The error is the message for the
+    /// can, more ranks only over MPI (GPU ranks use NCCL instead, see
+    /// `comm::nccl::world_comm`; main.rs does not call this for them). The error is the message for the
     /// user (print it on rank 0 only, then exit 2 on every rank).
     pub fn check_collectives(&self) -> std::result::Result<(), String> {
         if self.size <= 1 || mpi_is_up() {
@@ -285,7 +286,8 @@ impl World {
         };
         Err(format!(
             "{n} ranks were started without MPI (bootstrap {}), and the CPU backend needs MPI \
-             for its collectives. {how} Without MPI, one rank runs alone (WORLD_SIZE=1).",
+             for its collectives. {how} Without MPI, one rank runs alone (WORLD_SIZE=1), or GPU \
+             ranks communicate over NCCL (--comm nccl).",
             self.bootstrap_reason
         ))
     }

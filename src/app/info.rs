@@ -54,6 +54,18 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
                 .map_or_else(|| "none".to_string(), |d| d.display().to_string()),
             world.run_id.as_deref().unwrap_or("none"),
         );
+        // Safe without a GPU: the probe only looks for the libraries.
+        println!(
+            "nccl: {}",
+            match crate::comm::nccl::probe() {
+                Ok(p) => format!(
+                    "NCCL {} with {} GPU(s) (--comm nccl)",
+                    crate::comm::nccl::version_string(p.version),
+                    p.devices
+                ),
+                Err(e) => format!("not usable: {e}"),
+            }
+        );
     }
     let first = if gather { 0 } else { world.rank };
     if gather && !world.is_root() {

@@ -5,6 +5,7 @@ pub mod info;
 pub mod plot;
 pub mod train;
 
+use crate::comm::CommKind;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::data::csv::{CsvDataset, is_csv_dir};
@@ -49,4 +50,16 @@ pub fn model_spec(cfg: &TrainConfig, data: &dyn Dataset) -> Result<ModelSpec> {
         activation: cfg.model.activation,
         tasks,
     })
+}
+
+/// The CPU backend all-reduces host buffers (MPI or the ring): `--comm
+/// nccl` is for GPU ranks.
+pub fn check_cpu_comm(cfg: &TrainConfig) -> Result<()> {
+    if cfg.comm.kind == CommKind::Nccl {
+        return Err(Error::config(
+            "--comm nccl all-reduces GPU gradients and needs --device cuda; the CPU backend \
+             uses --comm ring or mpi",
+        ));
+    }
+    Ok(())
 }

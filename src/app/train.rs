@@ -28,6 +28,7 @@ use crate::world::World;
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, args.to_config())?;
     check_same(comm, "the effective configuration", config_hash(&cfg))?;
+    agree(comm, crate::app::check_cpu_comm(&cfg))?;
     // From here every collective is watched (--comm-timeout).
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);

@@ -14,6 +14,11 @@
 //! (h a hash): every partial sum is an integer ≤ 256, exact in f32 and in
 //! bf16, so a sum must match exactly whatever the order of additions, and
 //! an average within the rounding of one scaling.
+//!
+//! `--comm nccl` runs the same rows on device buffers (`nccl.rs` here):
+//! ncclAllReduce in place and out of place, timed with CUDA events.
+
+mod nccl;
 
 use std::time::Instant;
 
@@ -28,6 +33,9 @@ use crate::world::World;
 pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Result<()> {
     let n = world.size;
     let opts = agree(ctl, Options::from_args(a, n))?;
+    if opts.kind == CommKind::Nccl {
+        return nccl::run(&opts, world, ctl);
+    }
     let comm = crate::comm::create(n, opts.kind, opts.wire);
     let model = alpha_beta(&opts, n, ctl)?;
     let mut rows = Vec::with_capacity(opts.sizes.len());
@@ -38,6 +46,21 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
             Dtype::Bfloat16 => measure::<bf16>(&opts, count, &*comm, ctl)?,
         });
     }
+    report(&opts, world, ctl, comm.name(), None, model, &rows)
+}
+
+/// Prints the table (or JSON) on rank 0; an error on every rank when an
+/// element was wrong.
+fn report(
+    opts: &Options,
+    world: &World,
+    ctl: &dyn Communicator,
+    comm: &'static str,
+    nccl: Option<String>,
+    model: Option<Model>,
+    rows: &[Row],
+) -> Result<()> {
+    let n = world.size;
     let wrong: u64 = rows
         .iter()
         .flat_map(|r| [r.out_of_place.wrong, r.in_place.wrong])
@@ -46,13 +69,14 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
     let hosts = ranks_and_hosts(world, ctl)?;
     if world.is_root() {
         let report = Report {
-            opts: &opts,
+            opts,
             n,
-            comm: comm.name(),
+            comm,
             library: world.mpi_library.as_deref().unwrap_or("none"),
+            nccl,
             hosts: &hosts,
             model,
-            rows: &rows,
+            rows,
             wrong,
         };
         if opts.json {
@@ -118,7 +142,7 @@ struct Options {
     iters: usize,
     warmup: usize,
     check: bool,
-    /// Mpi or Ring (auto resolved).
+    /// Mpi, Ring or Nccl (auto resolved).
     kind: CommKind,
     wire: Wire,
     json: bool,
@@ -171,7 +195,13 @@ impl Options {
         let kind = match a.comm {
             CommKind::Mpi => CommKind::Mpi,
             CommKind::Ring | CommKind::Auto => CommKind::Ring,
+            CommKind::Nccl => CommKind::Nccl,
         };
+        if a.wire == Wire::Bf16 && kind == CommKind::Nccl {
+            return Err(Error::config(
+                "--wire bf16 is the ring's; with --comm nccl use -d bfloat16",
+            ));
+        }
         if a.wire == Wire::Bf16 && kind == CommKind::Mpi {
             return Err(Error::config(
                 "--wire bf16 needs --comm ring (or auto): MPI_Allreduce carries f32",
@@ -619,6 +649,8 @@ struct Report<'a> {
     n: usize,
     comm: &'static str,
     library: &'a str,
+    /// "2.27.3" with --comm nccl.
+    nccl: Option<String>,
     hosts: &'a [(u64, String)],
     model: Option<Model>,
     rows: &'a [Row],
@@ -677,8 +709,12 @@ impl Report<'_> {
             CommKind::Ring => format!("  chunk: {} B", chunk_bytes()),
             _ => String::new(),
         };
+        let nccl = match &self.nccl {
+            Some(v) => format!("  NCCL: {v}"),
+            None => String::new(),
+        };
         println!(
-            "# comm: {}  wire: {}{chunk}  MPI: {}",
+            "# comm: {}  wire: {}{chunk}  MPI: {}{nccl}",
             self.comm,
             o.wire_name(),
             self.library
@@ -710,6 +746,12 @@ impl Report<'_> {
             "#   the out-of-place column output elements left unwritten, changed input elements, and on random data"
         );
         println!("#   result bits that differ from the in-place result.");
+        if self.nccl.is_some() {
+            println!(
+                "# nccl: device buffers on each rank's GPU, time from CUDA events; #wrong counts the integer check"
+            );
+            println!("#   (and, out of place, changed input elements) only.");
+        }
         match self.model {
             Some(m) => {
                 println!(
@@ -838,6 +880,7 @@ impl Report<'_> {
             "wire": o.wire_name(),
             "chunk_bytes": chunk_bytes(),
             "mpi": self.library,
+            "nccl": self.nccl,
             "iters": o.iters,
             "warmup": o.warmup,
             "check": o.check,

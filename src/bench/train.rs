@@ -25,6 +25,7 @@ use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, bench_config(a, comm.size()))?;
+    agree(comm, crate::app::check_cpu_comm(&cfg))?;
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);
     let comm: &dyn Communicator = &watched;

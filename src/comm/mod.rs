@@ -3,11 +3,13 @@
 //! [`Communicator`] is what the rest of the program sees: sum/average
 //! all-reduce of f32 buffers, small f64/u64 reductions and gathers for
 //! control data, broadcast and barrier. `mpi` implements it over
-//! MPI_COMM_WORLD; `single` is the world of one rank (no MPI needed).
+//! MPI_COMM_WORLD; `single` is the world of one rank (no MPI needed);
+//! `nccl` carries them between GPU ranks, with or without MPI.
 
 pub mod bucket;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod nccl;
 #[cfg(feature = "mpi")]
 pub mod ring;
 pub mod single;
@@ -26,7 +28,10 @@ pub enum CommKind {
     Mpi,
     /// The ring all-reduce written out over MPI point-to-point (`ring.rs`).
     Ring,
-    /// The default for the backend: ring on CPU.
+    /// NCCL between GPUs (`nccl.rs`): every collective of the run.
+    Nccl,
+    /// The default for the backend: ring on CPU; on GPU NCCL when there
+    /// is more than one rank.
     Auto,
 }
 
@@ -44,8 +49,12 @@ pub enum Wire {
 pub trait Communicator {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
-    /// Short name for logs ("mpi", "single").
+    /// Short name for logs ("mpi", "single", "nccl").
     fn name(&self) -> &'static str;
+    /// The NCCL communicator, when this is one (for device gradients).
+    fn nccl(&self) -> Option<&nccl::NcclComm> {
+        None
+    }
     /// Element-wise sum over ranks, in place.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
     /// Element-wise sum over ranks of bf16 data, in place (accumulated in
@@ -124,15 +133,19 @@ pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()>
     }
 }
 
-/// The communicator for this process: `kind` and `wire` as configured.
-/// Callable from any thread (the overlap thread makes its own), but two
-/// communicators of a process must never run collectives at the same time.
+/// The host communicator for this process: `kind` and `wire` as
+/// configured. Callable from any thread (the overlap thread makes its
+/// own), but two communicators of a process must never run collectives at
+/// the same time. NCCL communicators are made once per process by
+/// [`nccl::world_comm`]; here `Nccl` is taken as `Auto`.
 pub fn create(size: usize, kind: CommKind, wire: Wire) -> Box<dyn Communicator> {
     #[cfg(feature = "mpi")]
     if crate::world::mpi_is_up() {
         return match kind {
             CommKind::Mpi => Box::new(mpi::MpiComm::world()),
-            CommKind::Ring | CommKind::Auto => Box::new(ring::RingComm::world(wire)),
+            CommKind::Ring | CommKind::Auto | CommKind::Nccl => {
+                Box::new(ring::RingComm::world(wire))
+            }
         };
     }
     let _ = (size, kind, wire);
