@@ -21,8 +21,6 @@ pub struct Reporter {
     steps: u64,
     log_every: u64,
     global_batch: usize,
-    /// A metrics file or a progress bar anywhere: losses every step.
-    wants_every_step: bool,
 }
 
 impl Reporter {
@@ -56,10 +54,7 @@ impl Reporter {
             );
             b
         });
-        // Decided from inputs every rank has, so all ranks agree.
-        let wants_every_step = metrics_out.is_some() || terminal_bar_anywhere;
         Ok(Reporter {
-            wants_every_step,
             root,
             bar,
             metrics,
@@ -86,13 +81,6 @@ impl Reporter {
             writeln!(w, "{v}").map_err(|e| Error::io(p.clone(), e))?;
         }
         Ok(())
-    }
-
-    /// Whether step `step` (0-based) will show or record its losses; the
-    /// same answer on every rank, since the losses need a collective.
-    pub fn needs_losses(&self, step: u64) -> bool {
-        let n = step + 1;
-        self.wants_every_step || n % self.log_every == 0 || n == 1 || n == self.steps
     }
 
     pub fn step(&mut self, r: &StepReport) -> Result<()> {
