@@ -18,7 +18,8 @@ Runs
 starts from the newest checkpoint in DIR, or from scratch when there is
 none. When COMMAND exits 0 the run is done and so is this loop; after any
 other status it is started again (resuming), at most --max-attempts times
-in all. Exit status 2 (ringtrain: bad flag, file or config) is not retried:
+in all. Exit status 2 (ringtrain: bad flag, file or config) and 4 (a NaN/Inf
+loss or gradient, which a resumed run would meet again) are not retried:
 running again cannot fix it.
 
 Options:
@@ -47,7 +48,7 @@ Work since the last checkpoint is lost when a run is stopped, so choose
 --checkpoint-every so that a checkpoint is written well within the
 warning time.
 
-Exit status: 0 when the run is done; 2 on a user error; 130, 143 or 138
+Exit status: 0 when the run is done; 2 on a user error; 4 on NaN/Inf; 130, 143 or 138
 after a signal; else the status of the last attempt.
 USAGE
 }
@@ -141,6 +142,11 @@ while [ "$attempt" -lt "$max" ]; do
     if [ "$status" -eq 2 ]; then
         echo "resume-loop.sh: exit status 2 (a user error): not retrying" >&2
         exit 2
+    fi
+    if [ "$status" -eq 4 ]; then
+        # Resuming would reach the same NaN/Inf again: the run is deterministic.
+        echo "resume-loop.sh: exit status 4 (a NaN/Inf loss or gradient): not retrying" >&2
+        exit 4
     fi
     echo "resume-loop.sh: attempt $attempt exited with status $status" >&2
     if [ "$attempt" -lt "$max" ]; then

@@ -264,13 +264,32 @@ fn resume_loop_retries_until_the_run_is_done() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(attempts(&dir3).len(), 1);
 
+    // Neither is NaN/Inf (exit 4): a resumed run would meet it again.
+    let dir4 = tempdir("resume-loop-nonfinite");
+    let fake = fake_command(&dir4, 5, 4);
+    let r = quick(
+        "resume-loop.sh",
+        &[
+            "--checkpoint-dir",
+            c,
+            "--delay",
+            "0",
+            "--",
+            "bash",
+            fake.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(4), "{r:?}");
+    assert_eq!(attempts(&dir4).len(), 1);
+
     // No command, or no --checkpoint-dir: a usage error.
     assert_eq!(
         quick("resume-loop.sh", &["--checkpoint-dir", c], &[]).code,
         Some(2)
     );
     assert_eq!(quick("resume-loop.sh", &["--", "true"], &[]).code, Some(2));
-    for d in [dir, dir2, dir3] {
+    for d in [dir, dir2, dir3, dir4] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
