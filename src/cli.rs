@@ -138,7 +138,7 @@ pub struct BenchAllreduceArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
-    /// Compute device (only `cpu` in this build).
+    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Samples per rank per step (the global batch is this times the ranks).
@@ -230,7 +230,7 @@ pub struct TrainArgs {
     /// Loss weight of a task, NAME=WEIGHT (repeatable).
     #[arg(long = "task-weight", value_name = "NAME=WEIGHT")]
     pub task_weight: Vec<String>,
-    /// Compute device (only `cpu` in this build).
+    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[command(flatten)]
@@ -346,12 +346,7 @@ impl TrainArgs {
 }
 
 pub fn check_device(device: &str) -> Result<()> {
-    match device {
-        "cpu" | "auto" => Ok(()),
-        other => Err(Error::config(format!(
-            "--device {other}: this build has the cpu backend only (cpu, auto)"
-        ))),
-    }
+    crate::backend::device::check(device)
 }
 
 /// Sets the GEMM thread count before any GEMM runs (the GEMM library reads

@@ -4,9 +4,14 @@
 use std::io::IsTerminal;
 
 use crate::app::{model_spec, open_dataset};
+use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::sync::HostStagedSync;
+use crate::backend::cuda::{CudaBackend, CudaOptions};
+use crate::backend::device::{Choice, choose};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
+use crate::comm::bucket::plan_buckets;
 use crate::comm::{Communicator, agree, check_same};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, Split, sampler};
@@ -16,7 +21,7 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
 use crate::trace::Trace;
-use crate::train::{Trainer, host_grad_sync};
+use crate::train::{GradBuckets, Trainer, host_grad_sync};
 use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
@@ -39,7 +44,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     check_same(comm, "checksum of the initial parameters", checksum(&init))?;
     // Rank 0 draws a progress bar on a terminal; every rank must know.
     let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
-    let mut rep = agree(
+    let rep = agree(
         comm,
         Reporter::new(
             world.is_root(),
@@ -52,17 +57,79 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         ),
     )?;
 
-    let make_sync = host_grad_sync(&cfg, comm.size());
-    let mut tr = Trainer::new(
-        &cfg,
-        spec.clone(),
+    let ctx = Run {
+        cfg: &cfg,
+        spec: &spec,
+        data: &*data,
+        world,
         comm,
-        make_sync,
-        &*data,
-        Cpu::<f32>::new(),
-        &init,
-    );
-    print_header(&rep, world, comm, &cfg, &spec, &*data, tr.num_params());
+    };
+    match choose(&args.device, world.local_rank, comm)? {
+        Choice::Cuda { ordinal } => {
+            let be = agree(comm, CudaBackend::new(ordinal, CudaOptions::from_env()))?;
+            let label = be.name();
+            let make_sync = cuda_grad_sync(&cfg, comm.size(), be.stream().clone());
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            train_loop(&ctx, tr, rep, &label, fault)
+        }
+        choice @ Choice::Cpu { .. } => {
+            let make_sync = host_grad_sync(&cfg, comm.size());
+            let be = Cpu::<f32>::new();
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            train_loop(&ctx, tr, rep, &choice.cpu_label(), fault)
+        }
+    }
+}
+
+/// The gradient sync of the CUDA backend: none for one rank, else through
+/// host memory with the host communicator (`HostStagedSync`). An NCCL
+/// sync on the compute stream slots in here, by `cfg.comm.kind`.
+pub fn cuda_grad_sync<'g>(
+    cfg: &'g TrainConfig,
+    size: usize,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+) -> impl Fn(&mut cudarc::driver::CudaSlice<f32>, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
+    move |grads, layout| {
+        use cudarc::driver::DevicePtr;
+        let ptr = grads.device_ptr(&stream).0;
+        let buckets = plan_buckets(layout, cfg.comm.bucket_kib * 1024 / 4);
+        Box::new(HostStagedSync::new(
+            ptr,
+            layout.total,
+            stream.clone(),
+            buckets,
+            size,
+            cfg.comm.kind,
+            cfg.comm.wire,
+        ))
+    }
+}
+
+/// What the training loop needs besides the trainer.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    spec: &'a ModelSpec,
+    data: &'a dyn Dataset,
+    world: &'a World,
+    comm: &'a dyn Communicator,
+}
+
+/// The steps, evaluations and the saved parameters, on any backend.
+fn train_loop<B: Backend>(
+    r: &Run,
+    mut tr: Trainer<'_, B>,
+    mut rep: Reporter,
+    backend: &str,
+    fault: Option<fault::Fault>,
+) -> Result<()> {
+    let Run {
+        cfg,
+        spec,
+        data,
+        world,
+        comm,
+    } = *r;
+    print_header(&rep, world, comm, cfg, spec, data, tr.num_params(), backend);
 
     // From here on every rank runs the same collectives; an error on one
     // rank (an unreadable file, a full disk) must end all of them.
@@ -95,7 +162,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     }
 
     let saved = match (&cfg.train.save, world.is_root()) {
-        (Some(path), true) => save_params(path, &spec, &tr.model.layout, &tr.params_to_host())
+        (Some(path), true) => save_params(path, spec, &tr.model.layout, &tr.params_to_host())
             .map(|()| rep.line(&format!("saved parameters to {}", path.display()))),
         _ => Ok(()),
     };
@@ -136,6 +203,7 @@ fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_header(
     rep: &Reporter,
     world: &World,
@@ -144,6 +212,7 @@ fn print_header(
     spec: &ModelSpec,
     data: &dyn Dataset,
     params: usize,
+    backend: &str,
 ) {
     let heads: Vec<String> = spec
         .tasks
@@ -160,7 +229,7 @@ fn print_header(
         .collect();
     let per_rank = sampler::shard(cfg.train.global_batch, 0, comm.size()).len();
     rep.line(&format!(
-        "ringtrain: {} rank(s) via {} ({}), backend cpu f32, {} thread(s)/rank",
+        "ringtrain: {} rank(s) via {} ({}), backend {backend}, {} thread(s)/rank",
         world.size,
         comm.name(),
         world.mpi_library.as_deref().unwrap_or("no MPI"),

@@ -10,6 +10,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 
 use crate::model::spec::Activation;
 use crate::tasks::TaskKind;

@@ -17,6 +17,7 @@
 
 pub mod kernels;
 pub mod probe;
+pub mod sync;
 
 use std::sync::Arc;
 
