@@ -63,7 +63,8 @@ fn unknown_device_is_a_config_error() {
     let r = ringtrain(&["train", "--device", "tpu"]);
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(
-        r.stderr.contains("--device tpu: expected one of auto, cpu, cuda"),
+        r.stderr
+            .contains("--device tpu: expected one of auto, cpu, cuda"),
         "{r:?}"
     );
 }
@@ -92,7 +93,15 @@ fn device_cuda_without_a_gpu_ends_all_ranks_with_one_message() {
         .args(["--mca", "mpi_yield_when_idle", "1"])
         .args(["-x", "RINGTRAIN_NO_GPU=1"])
         .arg(bin())
-        .args(["train", "--steps", "2", "--global-batch", "8", "--device", "cuda"]);
+        .args([
+            "train",
+            "--steps",
+            "2",
+            "--global-batch",
+            "8",
+            "--device",
+            "cuda",
+        ]);
     let r = run_with_timeout(cmd, QUICK);
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(

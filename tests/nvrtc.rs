@@ -54,7 +54,9 @@ fn main() {
     }
     if let Some(f) = args.iter().find(|a| !a.starts_with('-')) {
         if !name.contains(f.as_str()) {
-            println!("\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n");
+            println!(
+                "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
+            );
             return;
         }
     }
@@ -64,7 +66,9 @@ fn main() {
         if promised {
             println!("test {name} ... FAILED");
             println!("RINGTRAIN_NVRTC_LIB is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
-            println!("\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n");
+            println!(
+                "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n"
+            );
             std::process::exit(101);
         }
         println!("skipped: no NVRTC (set up by launch/test.sh: pip wheel nvidia-cuda-nvrtc)");
@@ -83,11 +87,15 @@ fn main() {
                 ARCHES
             );
             println!("test {name} ... ok");
-            println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
+            println!(
+                "\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+            );
         }
         Err(e) => {
             println!("test {name} ... FAILED\n{e}");
-            println!("\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n");
+            println!(
+                "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n"
+            );
             std::process::exit(101);
         }
     }

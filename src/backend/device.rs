@@ -86,17 +86,28 @@ mod tests {
             Choice::Cpu { no_gpu: None }
         );
         let e = choose("tpu", 0, &Single).unwrap_err().to_string();
-        assert!(e.contains("--device tpu") && e.contains("auto, cpu, cuda"), "{e}");
+        assert!(
+            e.contains("--device tpu") && e.contains("auto, cpu, cuda"),
+            "{e}"
+        );
     }
 
     #[test]
     fn auto_falls_back_to_the_cpu_with_a_reason_when_no_gpu() {
         if let Probe::Unusable(why) = probe() {
             let c = choose("auto", 0, &Single).unwrap();
-            assert_eq!(c, Choice::Cpu { no_gpu: Some(why.clone()) });
+            assert_eq!(
+                c,
+                Choice::Cpu {
+                    no_gpu: Some(why.clone())
+                }
+            );
             assert_eq!(c.cpu_label(), format!("cpu f32 (no GPU: {why})"));
             let e = choose("cuda", 0, &Single).unwrap_err().to_string();
-            assert!(e.contains("--device cuda: no usable GPU") && e.contains(&why), "{e}");
+            assert!(
+                e.contains("--device cuda: no usable GPU") && e.contains(&why),
+                "{e}"
+            );
         }
     }
 }

@@ -145,8 +145,16 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 pub fn cache_key(src: &Source, arch: &str, nvrtc: (i32, i32)) -> String {
     let opts = format!("{:?}", options(arch, &[]).options);
     let v = format!("{}.{}", nvrtc.0, nvrtc.1);
-    let h = fnv1a(&[src.text.as_bytes(), arch.as_bytes(), v.as_bytes(), opts.as_bytes()]);
-    format!("{}-{arch}-nvrtc{v}-{h:016x}.ptx", src.file.trim_end_matches(".cu"))
+    let h = fnv1a(&[
+        src.text.as_bytes(),
+        arch.as_bytes(),
+        v.as_bytes(),
+        opts.as_bytes(),
+    ]);
+    format!(
+        "{}-{arch}-nvrtc{v}-{h:016x}.ptx",
+        src.file.trim_end_matches(".cu")
+    )
 }
 
 /// PTX of one file for `arch`: from the cache when there, else compiled

@@ -222,12 +222,18 @@ impl CudaBackend {
     }
 
     fn ptr(&self, buf: &CudaSlice<f32>, off: usize) -> u64 {
-        assert!(off <= buf.len(), "offset {off} beyond a buffer of {}", buf.len());
+        assert!(
+            off <= buf.len(),
+            "offset {off} beyond a buffer of {}",
+            buf.len()
+        );
         self.device_ptr(buf) + 4 * off as u64
     }
 
     fn ew_cfg(&self, n: usize) -> LaunchConfig {
-        let blocks = n.div_ceil(EW_THREADS as usize).clamp(1, self.max_blocks as usize) as u32;
+        let blocks = n
+            .div_ceil(EW_THREADS as usize)
+            .clamp(1, self.max_blocks as usize) as u32;
         LaunchConfig {
             grid_dim: (blocks, 1, 1),
             block_dim: (EW_THREADS, 1, 1),
@@ -248,7 +254,11 @@ impl CudaBackend {
 
     /// stats[stat] = Σ partial[..blocks] (+ stats[stat] if accumulate).
     fn finish_sum(&self, blocks: u32, stats: &CudaSlice<f32>, stat: usize, accumulate: bool) {
-        let (n, p, s) = (blocks as i32, self.ptr(&self.partial, 0), self.ptr(stats, 0));
+        let (n, p, s) = (
+            blocks as i32,
+            self.ptr(&self.partial, 0),
+            self.ptr(stats, 0),
+        );
         let (stat, acc) = (stat as i32, accumulate as i32);
         let mut b = self.stream.launch_builder(&self.k.finish_sum);
         b.arg(&n).arg(&p).arg(&s).arg(&stat).arg(&acc);
@@ -571,8 +581,19 @@ impl Backend for CudaBackend {
                 let bc1 = 1.0 - beta1.powi(step as i32);
                 let bc2 = 1.0 - beta2.powi(step as i32);
                 let mut b = self.stream.launch_builder(&self.k.adamw);
-                b.arg(&n).arg(&pp).arg(&pg).arg(&pm).arg(&pv).arg(&ps).arg(&stat);
-                b.arg(&clip).arg(&lr).arg(&wd).arg(&beta1).arg(&beta2).arg(&eps);
+                b.arg(&n)
+                    .arg(&pp)
+                    .arg(&pg)
+                    .arg(&pm)
+                    .arg(&pv)
+                    .arg(&ps)
+                    .arg(&stat);
+                b.arg(&clip)
+                    .arg(&lr)
+                    .arg(&wd)
+                    .arg(&beta1)
+                    .arg(&beta2)
+                    .arg(&eps);
                 b.arg(&bc1).arg(&bc2);
                 // SAFETY: argument types match the kernel's signature.
                 unsafe { b.launch(cfg) }
