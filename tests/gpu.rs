@@ -426,3 +426,87 @@ fn twenty_training_steps_match_cpu_adamw() {
     let r = rel(&g, &c);
     assert!(r <= 1e-4, "params after 20 AdamW steps: {r:e}");
 }
+
+/// Not a check: each element-wise or fused kernel's effective bandwidth
+/// (bytes it must move / time) beside a device-to-device memcpy measured
+/// in the same run, for docs/gpu-validation.md. Print with
+/// `cargo test --release --test gpu kernel_bandwidth -- --include-ignored --nocapture`.
+#[test]
+#[ignore = "needs a GPU"]
+fn kernel_bandwidth_report() {
+    use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+    let g = gpu();
+    let n: usize = 1 << 26; // 64 Mi floats, 256 MiB per buffer
+    let mk = |v: f32| {
+        let mut b = g.alloc(n);
+        g.upload(&vec![v; n], &mut b, 0);
+        b
+    };
+    let (mut a, mut b, c) = (mk(0.5), mk(0.25), mk(0.125));
+    let mut state = g.alloc(2 * n);
+    let mut stats = g.alloc(4);
+    let s = g.stream().clone();
+    let time = |f: &mut dyn FnMut()| -> f64 {
+        f(); // warm-up
+        let reps = 10;
+        let t0 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
+        for _ in 0..reps {
+            f();
+        }
+        let t1 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
+        t0.elapsed_ms(&t1).expect("elapsed") as f64 / 1e3 / reps as f64
+    };
+    let gbs = |bytes_per_elem: usize, secs: f64| (bytes_per_elem * n) as f64 / secs / 1e9;
+    let mut rows: Vec<(&str, usize, f64)> = vec![];
+    let t = time(&mut || s.memcpy_dtod(&c, &mut a).expect("memcpy"));
+    rows.push(("memcpy d2d (read + write)", 8, t));
+    let t = time(&mut || g.scale(&mut a, n, 1.0));
+    rows.push(("scale", 8, t));
+    let (cols, r) = (1024, n / 1024);
+    let t = time(&mut || g.bias_act(Some(Activation::Gelu), r, cols, &c, 0, &mut a, Some(&mut b)));
+    rows.push(("bias_act gelu (z rw, h w)", 12, t));
+    let t = time(&mut || g.act_backward(Activation::Gelu, n, &c, &c, &mut a));
+    rows.push(("act_backward gelu", 16, t));
+    let t = time(&mut || g.sum_squares(&c, n, &mut stats, 0));
+    rows.push(("sum_squares", 4, t));
+    let sgd = UpdateArgs {
+        lr: 1e-6,
+        weight_decay: 0.0,
+        clip: Some(1.0),
+        norm_sq_stat: 0,
+        rule: UpdateRule::Sgd {
+            momentum: 0.9,
+            first_step: false,
+        },
+    };
+    let t = time(&mut || g.update(sgd, n, &mut a, &c, &mut state, &stats));
+    rows.push(("sgd update", 20, t));
+    let adamw = UpdateArgs {
+        rule: UpdateRule::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 1,
+        },
+        ..sgd
+    };
+    let t = time(&mut || g.update(adamw, n, &mut a, &c, &mut state, &stats));
+    rows.push(("adamw update", 28, t));
+    let t = time(&mut || g.col_sum(r, cols, &c, &mut b, 0, 0.0));
+    rows.push(("col_sum", 4, t));
+    let memcpy = gbs(rows[0].1, rows[0].2);
+    println!("{} ({} floats per buffer)", g.name(), n);
+    println!(
+        "{:<28} {:>10} {:>10} {:>9}",
+        "kernel", "ms", "GB/s", "vs memcpy"
+    );
+    for (name, bytes, t) in rows {
+        let bw = gbs(bytes, t);
+        println!(
+            "{name:<28} {:>10.3} {:>10.1} {:>8.0}%",
+            1e3 * t,
+            bw,
+            100.0 * bw / memcpy
+        );
+    }
+}
