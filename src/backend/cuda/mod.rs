@@ -272,6 +272,40 @@ impl CudaBackend {
     }
 }
 
+/// A row-major [`Gemm`] as the column-major BLAS call that computes it.
+///
+/// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, and a
+/// row-major buffer read as column-major is the transpose: so the BLAS
+/// call gets B's buffer first and A's second, each with its own transpose
+/// flag, and the sizes (n, m, k). Leading dimensions are the row lengths
+/// as stored (at least 1, which BLAS requires even when k = 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColMajor {
+    pub trans_first: bool,
+    pub trans_second: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ld_first: usize,
+    pub ld_second: usize,
+    pub ldc: usize,
+}
+
+impl ColMajor {
+    pub fn of(g: &Gemm) -> Self {
+        ColMajor {
+            trans_first: g.trans_b,
+            trans_second: g.trans_a,
+            m: g.n,
+            n: g.m,
+            k: g.k,
+            ld_first: (if g.trans_b { g.k } else { g.n }).max(1),
+            ld_second: (if g.trans_a { g.m } else { g.k }).max(1),
+            ldc: g.n.max(1),
+        }
+    }
+}
+
 fn launched<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
@@ -342,9 +376,7 @@ impl Backend for CudaBackend {
         assert!(g.a_off + g.m * g.k <= a.len(), "gemm: A beyond its buffer");
         assert!(g.b_off + g.k * g.n <= b.len(), "gemm: B beyond its buffer");
         assert!(g.c_off + g.m * g.n <= c.len(), "gemm: C beyond its buffer");
-        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: the
-        // row-major buffers read as column-major are the transposes, so B
-        // goes first and each operand keeps its own transpose flag.
+        let cm = ColMajor::of(&g);
         let op = |t: bool| {
             if t {
                 blas_sys::cublasOperation_t::CUBLAS_OP_T
@@ -352,32 +384,29 @@ impl Backend for CudaBackend {
                 blas_sys::cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let ldb = if g.trans_b { g.k } else { g.n };
-        let lda = if g.trans_a { g.m } else { g.k };
         let (pa, pb, pc) = (
             self.ptr(a, g.a_off),
             self.ptr(b, g.b_off),
             self.ptr(c, g.c_off),
         );
-        // With k == 0, C = beta·C: cuBLAS allows k = 0 with ld ≥ 1.
         let (alpha, beta) = (g.alpha, g.beta);
         // SAFETY: pointers into live buffers, extents checked above.
         let r = unsafe {
             cudarc::cublas::result::sgemm(
                 *self.blas.handle(),
-                op(g.trans_b),
-                op(g.trans_a),
-                g.n as i32,
-                g.m as i32,
-                g.k as i32,
+                op(cm.trans_first),
+                op(cm.trans_second),
+                cm.m as i32,
+                cm.n as i32,
+                cm.k as i32,
                 &alpha,
                 pb as *const f32,
-                ldb.max(1) as i32,
+                cm.ld_first as i32,
                 pa as *const f32,
-                lda.max(1) as i32,
+                cm.ld_second as i32,
                 &beta,
                 pc as *mut f32,
-                g.n as i32,
+                cm.ldc as i32,
             )
         };
         launched(r, "sgemm");
@@ -600,5 +629,64 @@ impl Backend for CudaBackend {
             }
         };
         launched(r, "update");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The row-major → column-major GEMM mapping, checked on the host with
+    //! a plain column-major BLAS-semantics GEMM against the CPU backend.
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    /// C = alpha op(A) op(B) + beta C, column-major, as BLAS defines it.
+    #[allow(clippy::too_many_arguments)]
+    fn blas_gemm(cm: &ColMajor, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) {
+        let at = |i: usize, l: usize| {
+            if cm.trans_first {
+                a[l + i * cm.ld_first]
+            } else {
+                a[i + l * cm.ld_first]
+            }
+        };
+        let bt = |l: usize, j: usize| {
+            if cm.trans_second {
+                b[j + l * cm.ld_second]
+            } else {
+                b[l + j * cm.ld_second]
+            }
+        };
+        for j in 0..cm.n {
+            for i in 0..cm.m {
+                let s: f64 = (0..cm.k).map(|l| at(i, l) * bt(l, j)).sum();
+                let o = &mut c[i + j * cm.ldc];
+                *o = alpha * s + if beta == 0.0 { 0.0 } else { beta * *o };
+            }
+        }
+    }
+
+    #[test]
+    fn column_major_mapping_computes_the_row_major_gemm() {
+        let cpu = Cpu::<f64>::new();
+        let rnd = |n: usize, s: u64| -> Vec<f64> {
+            (0..n).map(|i| crate::rng::normal(5, s, i as u64)).collect()
+        };
+        for (m, n, k) in [(3, 5, 4), (1, 7, 2), (6, 1, 3), (4, 4, 1)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let g = Gemm {
+                    alpha: 0.5,
+                    beta: 2.0,
+                    ..Gemm::new(m, n, k, ta, tb)
+                };
+                let (a, b, c0) = (rnd(m * k, 1), rnd(k * n, 2), rnd(m * n, 3));
+                let mut want = c0.clone();
+                cpu.gemm(g, &a, &b, &mut want);
+                let mut got = c0.clone();
+                blas_gemm(&ColMajor::of(&g), 0.5, &b, &a, 2.0, &mut got);
+                for (x, y) in got.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-12, "{m}x{n}x{k} ta={ta} tb={tb}");
+                }
+            }
+        }
     }
 }
