@@ -141,6 +141,10 @@ pub struct BenchTrainArgs {
     /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
+    /// optimizer state and losses).
+    #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
+    pub precision: crate::backend::device::Precision,
     /// Samples per rank per step (the global batch is this times the ranks).
     #[arg(long, default_value_t = 256)]
     pub batch_per_rank: usize,
@@ -233,6 +237,10 @@ pub struct TrainArgs {
     /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
+    /// optimizer state and losses).
+    #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
+    pub precision: crate::backend::device::Precision,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

@@ -69,6 +69,20 @@ fn unknown_device_is_a_config_error() {
     );
 }
 
+#[test]
+fn precision_bf16_on_the_cpu_is_a_clear_error() {
+    let mut args = TRAIN.to_vec();
+    args.extend(["8", "--device", "auto", "--precision", "bf16"]);
+    let r = ringtrain(&args);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "--precision bf16 needs the CUDA backend; this run uses the CPU (no GPU: RINGTRAIN_NO_GPU is set)"
+        ),
+        "{r:?}"
+    );
+}
+
 /// The real probe (no RINGTRAIN_NO_GPU) never panics, whatever the
 /// machine has: `info` reports a GPU line either way.
 #[test]

@@ -29,13 +29,17 @@ use ringtrain::train::{Trainer, host_grad_sync};
 const F32_TOL: f64 = 1e-5;
 
 fn gpu() -> CudaBackend {
+    gpu_with(CudaOptions::default())
+}
+
+fn gpu_with(opts: CudaOptions) -> CudaBackend {
     match probe() {
-        Probe::Usable { .. } => {
-            CudaBackend::new(0, CudaOptions::default()).unwrap_or_else(|e| panic!("{e}"))
-        }
+        Probe::Usable { .. } => CudaBackend::new(0, opts).unwrap_or_else(|e| panic!("{e}")),
         Probe::Unusable(why) => panic!("this test needs a GPU: {why}"),
     }
 }
+
+const BF16_TOL: f64 = 1e-2;
 
 fn randn(n: usize, stream: u64) -> Vec<f32> {
     (0..n)
@@ -371,6 +375,16 @@ fn train_both(
     activation: Activation,
     steps: u64,
 ) -> (Vec<f32>, Vec<f32>) {
+    train_both_with(optimizer, activation, steps, CudaOptions::default(), 1e-4)
+}
+
+fn train_both_with(
+    optimizer: OptimizerKind,
+    activation: Activation,
+    steps: u64,
+    opts: CudaOptions,
+    loss_tol: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let mut cfg = TrainConfig::default();
     cfg.model.hidden = vec![64, 48];
     cfg.model.activation = activation;
@@ -398,14 +412,19 @@ fn train_both(
         Cpu::<f32>::new(),
         &init,
     );
-    let be = gpu();
+    let be = gpu_with(opts);
     let sync = cuda_grad_sync(&cfg, 1, be.stream().clone());
     let mut gpu_tr = Trainer::new(&cfg, spec.clone(), &comm, sync, &data, be, &init);
     for step in 0..steps {
         let a = cpu.step(step, true).expect("cpu step");
         let b = gpu_tr.step(step, true).expect("gpu step");
         let r = (a.loss - b.loss).abs() / a.loss.abs().max(1e-12);
-        assert!(r < 1e-4, "step {step}: loss cpu {} gpu {}", a.loss, b.loss);
+        assert!(
+            r < loss_tol,
+            "step {step}: loss cpu {} gpu {}",
+            a.loss,
+            b.loss
+        );
     }
     (gpu_tr.params_to_host(), cpu.params_to_host())
 }
@@ -509,4 +528,53 @@ fn kernel_bandwidth_report() {
             100.0 * bw / memcpy
         );
     }
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn bf16_gemm_matches_cpu_within_1e2() {
+    let opts = CudaOptions {
+        bf16: true,
+        ..CudaOptions::default()
+    };
+    let (g, c) = (gpu_with(opts), Cpu::<f32>::new());
+    for (m, n, k) in [(37, 29, 13), (256, 128, 512)] {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for beta in [0.0, 1.0] {
+                let gm = Gemm {
+                    a_off: 1,
+                    beta,
+                    ..Gemm::new(m, n, k, ta, tb)
+                };
+                let (a, b, c0) = (randn(1 + m * k, 30), randn(k * n, 31), randn(m * n, 32));
+                let mut want = c0.clone();
+                c.gemm(gm, &a, &b, &mut want);
+                let init = if beta == 0.0 { nan(m * n) } else { c0.clone() };
+                let mut gc = up(&g, &init);
+                g.gemm(gm, &up(&g, &a), &up(&g, &b), &mut gc);
+                let r = rel(&down(&g, &gc, m * n), &want);
+                assert!(
+                    r <= BF16_TOL,
+                    "bf16 gemm {m}x{n}x{k} ta={ta} tb={tb} β={beta}: {r:e}"
+                );
+                // bf16 operands really are used: not bit-equal to f32.
+                assert!(r > 0.0, "bf16 gemm {m}x{n}x{k} equals f32 exactly");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn twenty_training_steps_bf16_stay_close_to_cpu() {
+    let opts = CudaOptions {
+        bf16: true,
+        ..CudaOptions::default()
+    };
+    let (g, c) = train_both_with(OptimizerKind::Sgd, Activation::Gelu, 20, opts, 2e-2);
+    let r = rel(&g, &c);
+    assert!(
+        r <= BF16_TOL,
+        "params after 20 SGD steps, bf16 GEMMs: {r:e}"
+    );
 }

@@ -64,9 +64,10 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         world,
         comm,
     };
-    match choose(&args.device, world.local_rank, comm)? {
+    match choose(&args.device, args.precision, world.local_rank, comm)? {
         Choice::Cuda { ordinal } => {
-            let be = agree(comm, CudaBackend::new(ordinal, CudaOptions::from_env()))?;
+            let opts = CudaOptions::from_env().with_precision(args.precision);
+            let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
             let make_sync = cuda_grad_sync(&cfg, comm.size(), be.stream().clone());
             let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);

@@ -6,6 +6,15 @@ use super::cuda::probe::{Probe, device_for, probe};
 use crate::comm::{Communicator, agree};
 use crate::error::{Error, Result};
 
+/// `--precision`: f32 everywhere, or bf16 GEMM operands (CUDA only;
+/// accumulation, master weights, optimizer state and losses stay f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// The backend a run uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -43,7 +52,31 @@ pub fn check(device: &str) -> Result<()> {
 /// on some rank is an error on all ranks (the lowest such rank prints
 /// why); `auto` takes the GPU only when every rank has one, else the CPU
 /// with the reason. The GPU is the local rank modulo the device count.
-pub fn choose(device: &str, local_rank: usize, comm: &dyn Communicator) -> Result<Choice> {
+pub fn choose(
+    device: &str,
+    precision: Precision,
+    local_rank: usize,
+    comm: &dyn Communicator,
+) -> Result<Choice> {
+    let choice = choose_backend(device, local_rank, comm)?;
+    // Every rank made the same choice: the same error everywhere.
+    if precision == Precision::Bf16 {
+        if let Choice::Cpu { no_gpu } = &choice {
+            let why = no_gpu
+                .as_deref()
+                .map_or(String::new(), |w| format!(" (no GPU: {w})"));
+            return agree(
+                comm,
+                Err(Error::config(format!(
+                    "--precision bf16 needs the CUDA backend; this run uses the CPU{why}"
+                ))),
+            );
+        }
+    }
+    Ok(choice)
+}
+
+fn choose_backend(device: &str, local_rank: usize, comm: &dyn Communicator) -> Result<Choice> {
     agree(comm, check(device))?;
     if device == "cpu" {
         return Ok(Choice::Cpu { no_gpu: None });
@@ -82,20 +115,26 @@ mod tests {
     #[test]
     fn cpu_is_chosen_without_probing_and_bad_names_are_config_errors() {
         assert_eq!(
-            choose("cpu", 0, &Single).unwrap(),
+            choose("cpu", Precision::F32, 0, &Single).unwrap(),
             Choice::Cpu { no_gpu: None }
         );
-        let e = choose("tpu", 0, &Single).unwrap_err().to_string();
+        let e = choose("tpu", Precision::F32, 0, &Single)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("--device tpu") && e.contains("auto, cpu, cuda"),
             "{e}"
         );
+        let e = choose("cpu", Precision::Bf16, 0, &Single)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--precision bf16 needs the CUDA backend"), "{e}");
     }
 
     #[test]
     fn auto_falls_back_to_the_cpu_with_a_reason_when_no_gpu() {
         if let Probe::Unusable(why) = probe() {
-            let c = choose("auto", 0, &Single).unwrap();
+            let c = choose("auto", Precision::F32, 0, &Single).unwrap();
             assert_eq!(
                 c,
                 Choice::Cpu {
@@ -103,7 +142,9 @@ mod tests {
                 }
             );
             assert_eq!(c.cpu_label(), format!("cpu f32 (no GPU: {why})"));
-            let e = choose("cuda", 0, &Single).unwrap_err().to_string();
+            let e = choose("cuda", Precision::F32, 0, &Single)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("--device cuda: no usable GPU") && e.contains(&why),
                 "{e}"

@@ -32,9 +32,10 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
-    match choose(&a.device, world.local_rank, comm)? {
+    match choose(&a.device, a.precision, world.local_rank, comm)? {
         Choice::Cuda { ordinal } => {
-            let be = agree(comm, CudaBackend::new(ordinal, CudaOptions::from_env()))?;
+            let opts = CudaOptions::from_env().with_precision(a.precision);
+            let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
             let make_sync = cuda_grad_sync(&cfg, comm.size(), be.stream().clone());
             let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &data, be, &init);

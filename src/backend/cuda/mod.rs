@@ -55,6 +55,7 @@ struct Kernels {
     sgd: CudaFunction,
     adamw: CudaFunction,
     count_nonfinite: CudaFunction,
+    f32_to_bf16: CudaFunction,
 }
 
 /// Options of the backend.
@@ -63,12 +64,21 @@ pub struct CudaOptions {
     /// Let cuBLAS use TF32 tensor cores for f32 GEMMs (faster, ~1e-3
     /// relative error). Off by default; `RINGTRAIN_TF32=1` turns it on.
     pub tf32: bool,
+    /// GEMM operands in bf16 (cast per GEMM), accumulation and output f32.
+    pub bf16: bool,
 }
 
 impl CudaOptions {
     pub fn from_env() -> Self {
         CudaOptions {
             tf32: std::env::var("RINGTRAIN_TF32").is_ok_and(|v| v == "1"),
+            bf16: false,
+        }
+    }
+    pub fn with_precision(self, p: crate::backend::device::Precision) -> Self {
+        CudaOptions {
+            bf16: p == crate::backend::device::Precision::Bf16,
+            ..self
         }
     }
 }
@@ -82,6 +92,9 @@ pub struct CudaBackend {
     partial: CudaSlice<f32>,
     /// One counter for the non-finite check.
     counter: CudaSlice<u32>,
+    /// bf16 copies of the two GEMM operands (`--precision bf16`), grown
+    /// as needed; stream order keeps reuse safe.
+    bf16_scratch: std::cell::RefCell<[CudaSlice<u16>; 2]>,
     /// Grid cap of the element-wise kernels (grid-stride beyond it).
     max_blocks: u32,
     arch: String,
@@ -162,6 +175,7 @@ impl CudaBackend {
             sgd: take("sgd_update_f32")?,
             adamw: take("adamw_update_f32")?,
             count_nonfinite: take("count_nonfinite_f32")?,
+            f32_to_bf16: take("f32_to_bf16")?,
         };
         let partial = stream
             .alloc_zeros::<f32>(REDUCE_BLOCKS as usize)
@@ -169,6 +183,12 @@ impl CudaBackend {
         let counter = stream
             .alloc_zeros::<u32>(1)
             .map_err(|e| gpu_err("alloc")(e.to_string()))?;
+        let one = || {
+            stream
+                .alloc_zeros::<u16>(1)
+                .map_err(|e| gpu_err("alloc")(e.to_string()))
+        };
+        let bf16_scratch = std::cell::RefCell::new([one()?, one()?]);
         Ok(CudaBackend {
             ctx,
             stream,
@@ -176,6 +196,7 @@ impl CudaBackend {
             k,
             partial,
             counter,
+            bf16_scratch,
             max_blocks: sms * 32,
             arch,
             device_name,
@@ -219,6 +240,69 @@ impl CudaBackend {
             .map_err(|e| gpu_err("download")(e.to_string()))?;
         self.synchronize()?;
         Ok(out[0] as u64)
+    }
+
+    /// Casts `len` floats at device address `src` to bf16 in scratch `slot`
+    /// (grown if needed); returns the bf16 copy's address.
+    fn to_bf16(&self, slot: usize, src: u64, len: usize) -> u64 {
+        let mut scratch = self.bf16_scratch.borrow_mut();
+        if scratch[slot].len() < len {
+            scratch[slot] = launched(self.stream.alloc_zeros::<u16>(len), "alloc bf16 scratch");
+        }
+        let dst = scratch[slot].device_ptr(&self.stream).0;
+        let n = len as i64;
+        let mut b = self.stream.launch_builder(&self.k.f32_to_bf16);
+        b.arg(&n).arg(&src).arg(&dst);
+        // SAFETY: argument types match the kernel's signature.
+        launched(unsafe { b.launch(self.ew_cfg(len)) }, "f32_to_bf16");
+        dst
+    }
+
+    /// The GEMM with bf16 operands, f32 accumulation and f32 output.
+    fn gemm_bf16(
+        &self,
+        cm: &ColMajor,
+        a: (u64, usize),
+        b: (u64, usize),
+        pc: u64,
+        alpha: f32,
+        beta: f32,
+    ) {
+        use blas_sys::cudaDataType::{CUDA_R_16BF, CUDA_R_32F};
+        let first = self.to_bf16(0, b.0, b.1);
+        let second = self.to_bf16(1, a.0, a.1);
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // SAFETY: the bf16 copies hold the operands; C as checked by `gemm`.
+        let r = unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                op(cm.trans_first),
+                op(cm.trans_second),
+                cm.m as i32,
+                cm.n as i32,
+                cm.k as i32,
+                (&alpha as *const f32).cast(),
+                first as *const std::ffi::c_void,
+                CUDA_R_16BF,
+                cm.ld_first as i32,
+                second as *const std::ffi::c_void,
+                CUDA_R_16BF,
+                cm.ld_second as i32,
+                (&beta as *const f32).cast(),
+                pc as *mut std::ffi::c_void,
+                CUDA_R_32F,
+                cm.ldc as i32,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+            )
+        };
+        launched(r, "gemm_ex bf16");
     }
 
     fn ptr(&self, buf: &CudaSlice<f32>, off: usize) -> u64 {
@@ -332,10 +416,19 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> String {
         format!(
-            "cuda f32 ({}, {}{})",
+            "cuda {} ({}, {}{})",
+            if self.opts.bf16 {
+                "f32 with bf16 GEMM operands"
+            } else {
+                "f32"
+            },
             self.device_name,
             self.arch,
-            if self.opts.tf32 { ", tf32" } else { "" }
+            if self.opts.tf32 && !self.opts.bf16 {
+                ", tf32"
+            } else {
+                ""
+            }
         )
     }
 
@@ -390,6 +483,10 @@ impl Backend for CudaBackend {
             self.ptr(c, g.c_off),
         );
         let (alpha, beta) = (g.alpha, g.beta);
+        if self.opts.bf16 {
+            self.gemm_bf16(&cm, (pa, g.m * g.k), (pb, g.k * g.n), pc, alpha, beta);
+            return;
+        }
         // SAFETY: pointers into live buffers, extents checked above.
         let r = unsafe {
             cudarc::cublas::result::sgemm(
