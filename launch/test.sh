@@ -23,6 +23,11 @@ there). Both run even when the first fails. Then it rebuilds the default
 binary (target/release/ringtrain with MPI; no recompilation). Exits 0 when
 both passed, else the status of the first that failed.
 
+Tests that need a GPU are #[ignore]d and run (--include-ignored) only when
+\`nvidia-smi -L\` works; tests/nvrtc.rs compiles every kernel with the
+NVRTC PyPI wheel (installed into target/py). The closing line counts the
+tests not run: "tests: N passed, N failed, N skipped (need a GPU or NVRTC)".
+
 Environment:
   RINGTRAIN_TEST_NO_MPI=0   skip the second run (the build without MPI)
 

@@ -22,9 +22,13 @@ const TRAIN: [&str; 6] = ["train", "--steps", "2", "--global-batch", "8", "--hid
 
 #[test]
 fn device_cuda_without_a_gpu_is_a_clear_error() {
+    let dir = common::tempdir("device-cuda");
+    let metrics = dir.join("m.jsonl");
     let mut args = TRAIN.to_vec();
-    args.extend(["8", "--device", "cuda"]);
+    let m = metrics.to_str().expect("utf-8 path");
+    args.extend(["8", "--device", "cuda", "--metrics-out", m]);
     let r = ringtrain(&args);
+    assert!(!metrics.exists(), "wrote the metrics file before failing");
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(
         r.stderr

@@ -30,6 +30,9 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
+    // Before anything is written (the metrics file): a missing GPU is an
+    // error like a bad flag.
+    let choice = choose(&args.device, args.precision, world.local_rank, comm)?;
 
     let layout = ParamLayout::new(&spec);
     let fault = fault::from_env();
@@ -64,7 +67,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         world,
         comm,
     };
-    match choose(&args.device, args.precision, world.local_rank, comm)? {
+    match choice {
         Choice::Cuda { ordinal } => {
             let opts = CudaOptions::from_env().with_precision(args.precision);
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
