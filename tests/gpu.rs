@@ -78,6 +78,16 @@ fn down(g: &CudaBackend, b: &CudaSlice<f32>, len: usize) -> Vec<f32> {
     v
 }
 
+/// The f64 CPU backend on f32 data, rounded back: the reference for sums
+/// over many elements, where a sequential f32 sum is itself off by more
+/// than the tolerance (≈ ε·√n).
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
 fn nan(n: usize) -> Vec<f32> {
     vec![f32::NAN; n]
 }
@@ -193,8 +203,9 @@ fn col_sum_sum_squares_and_scale_match_cpu() {
         for beta in [0.0, 1.0, 0.5] {
             let off = 3;
             let o0 = randn(off + cols + 2, 9);
-            let mut want = o0.clone();
-            c.col_sum(rows, cols, &x, &mut want, off, beta);
+            let mut want64 = f64s(&o0);
+            Cpu::<f64>::new().col_sum(rows, cols, &f64s(&x), &mut want64, off, beta);
+            let want = f32s(&want64);
             let mut init = o0.clone();
             if beta == 0.0 {
                 init[off..off + cols].fill(f32::NAN);
@@ -210,7 +221,9 @@ fn col_sum_sum_squares_and_scale_match_cpu() {
     for n in [1, 3, 4, 1001, 1 << 20, (1 << 20) + 3] {
         let x = randn(n, 10);
         let mut s = vec![0f32; 3];
-        c.sum_squares(&x, n, &mut s, 1);
+        let mut s64 = f64s(&s);
+        Cpu::<f64>::new().sum_squares(&f64s(&x), n, &mut s64, 1);
+        s = f32s(&s64);
         let mut gs = up(&g, &nan(3));
         g.sum_squares(&up(&g, &x), n, &mut gs, 1);
         let got = down(&g, &gs, 3);
@@ -274,6 +287,11 @@ fn task_losses_match_cpu_with_missing_labels_and_accumulate() {
                 let stats0 = vec![0.5f32, 1.25, 2.0];
                 let (mut d, mut s) = (vec![0f32; rows * out_cols], stats0.clone());
                 c.task_loss(a, &out, &labels, &mut d, &mut s);
+                // The loss sum over up to 3000 rows: f64 reference.
+                let mut s64 = f64s(&stats0);
+                let mut d64 = f64s(&d);
+                Cpu::<f64>::new().task_loss(a, &f64s(&out), &f64s(&labels), &mut d64, &mut s64);
+                s[1] = s64[1] as f32;
                 let mut gd = up(&g, &nan(rows * out_cols));
                 let mut gs = up(&g, &stats0);
                 g.task_loss(a, &up(&g, &out), &up(&g, &labels), &mut gd, &mut gs);
@@ -440,10 +458,11 @@ fn twenty_training_steps_match_cpu_sgd() {
 #[ignore = "needs a GPU"]
 fn twenty_training_steps_match_cpu_adamw() {
     let (g, c) = train_both(OptimizerKind::Adamw, Activation::Relu, 20);
-    // AdamW divides by √v: rounding differences of tiny gradients grow a
-    // little more than under SGD; still far below one step's change.
+    // AdamW's step is ≈ lr·sign(g) where |g| is tiny, so a rounding-level
+    // difference that flips a tiny gradient's sign moves that parameter by
+    // ≈ 2·lr: a looser bound than SGD's, still far below 20 steps' change.
     let r = rel(&g, &c);
-    assert!(r <= 1e-4, "params after 20 AdamW steps: {r:e}");
+    assert!(r <= 1e-3, "params after 20 AdamW steps: {r:e}");
 }
 
 /// Not a check: each element-wise or fused kernel's effective bandwidth
