@@ -23,6 +23,11 @@ there). Both run even when the first fails. Then it rebuilds the default
 binary (target/release/ringtrain with MPI; no recompilation). Exits 0 when
 both passed, else the status of the first that failed.
 
+Tests that need a GPU are #[ignore]d and run (--include-ignored) only when
+\`nvidia-smi -L\` works; tests/nvrtc.rs compiles every kernel with the
+NVRTC PyPI wheel (installed into target/py). The closing line counts the
+tests not run: "tests: N passed, N failed, N skipped (need a GPU or NVRTC)".
+
 Environment:
   RINGTRAIN_TEST_NO_MPI=0   skip the second run (the build without MPI)
 
@@ -58,6 +63,30 @@ if ! "$py" -c "import numpy, safetensors" >/dev/null 2>&1; then
 fi
 export RINGTRAIN_PYTHON="$py"
 
+# NVRTC (CUDA 13) for tests/nvrtc.rs, which compiles every kernel with no
+# GPU: PyPI wheels into the same venv, the library dir on LD_LIBRARY_PATH.
+cu13="$("$py" -c 'import sys; print(sys.prefix)' 2>/dev/null)/lib/python$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)/site-packages/nvidia/cu13"
+if [ ! -e "$cu13/lib/libnvrtc.so.13" ]; then
+    if "$py" -m pip install -q "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-runtime==13.0.*" >/dev/null 2>&1; then
+        echo "test.sh: installed nvidia-cuda-nvrtc and nvidia-cuda-runtime (CUDA 13.0) in target/py" >&2
+    else
+        echo "test.sh: warning: could not install the NVRTC wheels; tests/nvrtc.rs will report itself skipped" >&2
+    fi
+fi
+if [ -e "$cu13/lib/libnvrtc.so.13" ]; then
+    export RINGTRAIN_NVRTC_LIB="$cu13/lib" RINGTRAIN_CUDA_INCLUDE="$cu13/include"
+    export LD_LIBRARY_PATH="$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+# Tests that need a GPU are #[ignore]d; run them where one is present.
+gpu_args=()
+if nvidia-smi -L >/dev/null 2>&1; then
+    echo "test.sh: a GPU is present: running the tests that need one (--include-ignored)" >&2
+    gpu_args=(--include-ignored)
+    sep=--
+    for a in "$@"; do [ "$a" != -- ] || sep=; done
+    [ -z "$sep" ] || gpu_args=(-- --include-ignored)
+fi
+
 status=0
 # Every summary line also goes to a log, for one total at the end.
 log=$(mktemp)
@@ -67,17 +96,19 @@ run_tests() { # cargo test ARGS...; the output passes through, summaries are kep
     cargo test "$@" 2>&1 | tee -a "$log"
 }
 echo "test.sh: cargo test --release --no-fail-fast $*" >&2
-run_tests --release --no-fail-fast "$@" || status=$?
+run_tests --release --no-fail-fast "$@" "${gpu_args[@]}" || status=$?
 if [ "${RINGTRAIN_TEST_NO_MPI:-1}" != 0 ]; then
     # Same target dir: only the ringtrain crate itself is rebuilt.
     echo "test.sh: cargo test --release --no-fail-fast --no-default-features $* (the build without MPI)" >&2
     no_mpi=0
-    run_tests --release --no-fail-fast --no-default-features "$@" || no_mpi=$?
+    run_tests --release --no-fail-fast --no-default-features "$@" "${gpu_args[@]}" || no_mpi=$?
     [ "$status" -ne 0 ] || status="$no_mpi"
     # Leave target/release/ringtrain the default (MPI) build again.
     cargo build --release --quiet || { [ "$status" -ne 0 ] || status=1; }
 fi
-# One closing line over both builds: "tests: N passed, N failed".
-awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# One closing line over both builds: "tests: N passed, N failed, N skipped
+# (need a GPU or NVRTC)"; skipped = ignored (GPU tests without a GPU, the
+# NVRTC check without libnvrtc).
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped (need a GPU or NVRTC)\n", p, f, s }' "$log"
 exit "$status"

@@ -189,17 +189,13 @@ pub struct BenchAllreduceArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
-    /// What a NaN/Inf loss or gradient does (detected over all ranks).
-    #[arg(long, value_enum)]
-    pub on_nonfinite: Option<crate::config::NonFinitePolicy>,
-    /// With --on-nonfinite skip: end the run after M skipped updates in a row.
-    #[arg(long, value_name = "M")]
-    pub max_skips: Option<u64>,
-    #[command(flatten)]
-    pub checkpoint: CheckpointArgs,
-    /// Compute device (only `cpu` in this build).
+    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
+    /// optimizer state and losses).
+    #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
+    pub precision: crate::backend::device::Precision,
     /// Samples per rank per step (the global batch is this times the ranks).
     #[arg(long, default_value_t = 256)]
     pub batch_per_rank: usize,
@@ -298,9 +294,13 @@ pub struct TrainArgs {
     pub max_skips: Option<u64>,
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    /// Compute device (only `cpu` in this build).
+    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
+    /// optimizer state and losses).
+    #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
+    pub precision: crate::backend::device::Precision,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -470,12 +470,7 @@ impl TrainArgs {
 }
 
 pub fn check_device(device: &str) -> Result<()> {
-    match device {
-        "cpu" | "auto" => Ok(()),
-        other => Err(Error::config(format!(
-            "--device {other}: this build has the cpu backend only (cpu, auto)"
-        ))),
-    }
+    crate::backend::device::check(device)
 }
 
 /// Sets the GEMM thread count before any GEMM runs (the GEMM library reads

@@ -43,6 +43,11 @@ pub enum Error {
     #[error("rank {0} reported an error (see its message)")]
     OtherRank(usize),
 
+    /// The GPU cannot be used (no device, a CUDA library missing, a
+    /// kernel that does not compile or load).
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     /// The communication layer failed.
     #[error("communication: {0}")]
     Comm(String),

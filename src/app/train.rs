@@ -9,9 +9,13 @@ use sha2::Digest;
 use crate::app::{model_spec, open_dataset};
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::sync::HostStagedSync;
+use crate::backend::cuda::{CudaBackend, CudaOptions};
+use crate::backend::device::{Choice, choose};
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
+use crate::comm::bucket::plan_buckets;
 use crate::comm::{Communicator, agree, check_same};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, Split, sampler};
@@ -21,14 +25,19 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
 use crate::trace::Trace;
-use crate::train::{Trainer, host_grad_sync};
+use crate::train::{GradBuckets, Trainer, host_grad_sync};
 use crate::watchdog::Watchdog;
 use crate::world::World;
 
 pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, args.to_config())?;
     check_same(comm, "the effective configuration", config_hash(&cfg))?;
-    agree(comm, crate::app::check_cpu_comm(&cfg))?;
+    // Before anything is written (the metrics file): a missing GPU is an
+    // error like a bad flag.
+    let choice = choose(&args.device, args.precision, world.local_rank, comm)?;
+    if let Choice::Cpu { .. } = choice {
+        agree(comm, crate::app::check_cpu_comm(&cfg))?;
+    }
     // From here every collective is watched (--comm-timeout).
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);
@@ -53,7 +62,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let first_step = resumed.as_ref().map_or(0, |r| r.state.step);
     // Rank 0 draws a progress bar on a terminal; every rank must know.
     let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
-    let mut rep = agree(
+    let rep = agree(
         comm,
         Reporter::new(
             world.is_root(),
@@ -67,19 +76,103 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         ),
     )?;
 
-    let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
-    let mut tr = Trainer::new(
-        &cfg,
-        spec.clone(),
+    let ctx = Run {
+        cfg: &cfg,
+        spec: &spec,
+        data: &*data,
+        world,
         comm,
-        make_sync,
-        &*data,
-        Cpu::<f32>::new(),
-        &init,
-    );
+        wd: &wd,
+        resumed: resumed.as_ref(),
+        fault,
+    };
+    match choice {
+        Choice::Cuda { ordinal } => {
+            let opts = CudaOptions::from_env().with_precision(args.precision);
+            let be = agree(comm, CudaBackend::new(ordinal, opts))?;
+            let label = be.name();
+            let make_sync = wd.watch_sync(cuda_grad_sync(&cfg, comm, be.stream().clone()));
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            train_loop(&ctx, tr, rep, &label)
+        }
+        choice @ Choice::Cpu { .. } => {
+            let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
+            let be = Cpu::<f32>::new();
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            train_loop(&ctx, tr, rep, &choice.cpu_label())
+        }
+    }
+}
+
+/// The gradient sync of the CUDA backend: none for one rank; NCCL on a
+/// communication stream ordered by events when the run's communicator is
+/// NCCL; else through host memory with the host communicator
+/// (`HostStagedSync`: correct, slow).
+pub fn cuda_grad_sync<'g>(
+    cfg: &'g TrainConfig,
+    comm: &'g dyn Communicator,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+) -> impl Fn(&mut cudarc::driver::CudaSlice<f32>, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
+    move |grads, layout| {
+        use cudarc::driver::DevicePtr;
+        let ptr = grads.device_ptr(&stream).0;
+        let bucket_floats = cfg.comm.bucket_kib * 1024 / 4;
+        if comm.nccl().is_some() && comm.size() > 1 {
+            return crate::comm::nccl::or_failing(crate::comm::nccl::nccl_grad_sync(
+                comm,
+                &stream,
+                ptr,
+                layout.total,
+                layout,
+                bucket_floats,
+            ));
+        }
+        Box::new(HostStagedSync::new(
+            ptr,
+            layout.total,
+            stream.clone(),
+            plan_buckets(layout, bucket_floats),
+            comm.size(),
+            cfg.comm.kind,
+            cfg.comm.wire,
+        ))
+    }
+}
+
+/// What the training loop needs besides the trainer.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    spec: &'a ModelSpec,
+    data: &'a dyn Dataset,
+    world: &'a World,
+    comm: &'a dyn Communicator,
+    wd: &'a Watchdog,
+    resumed: Option<&'a Resumed>,
+    fault: Option<fault::Fault>,
+}
+
+/// The steps, evaluations, checkpoints and the saved parameters, on any
+/// backend.
+fn train_loop<B: Backend>(
+    r: &Run,
+    mut tr: Trainer<'_, B>,
+    mut rep: Reporter,
+    backend: &str,
+) -> Result<()> {
+    let Run {
+        cfg,
+        spec,
+        data,
+        world,
+        comm,
+        wd,
+        resumed,
+        fault,
+    } = *r;
     tr.fault = fault;
-    print_header(&rep, world, comm, &cfg, &spec, &*data, tr.num_params());
-    if let Some(r) = &resumed {
+    print_header(&rep, world, comm, cfg, spec, data, tr.num_params(), backend);
+    let first_step = resumed.map_or(0, |r| r.state.step);
+    if let Some(r) = resumed {
         tr.restore(&r.state);
         rep.line(&format!(
             "resumed from {} at step {first_step}/{} (written by {} rank(s))",
@@ -120,7 +213,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         }
         let every = cfg.checkpoint.every;
         if cfg.checkpoint.dir.is_some() && ((every > 0 && done % every == 0) || done == last) {
-            write_checkpoint(&cfg, world, comm, &tr, &rep, done, fault)?;
+            write_checkpoint(cfg, world, comm, &tr, &rep, done, fault)?;
         }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
@@ -136,7 +229,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     }
 
     let saved = match (&cfg.train.save, world.is_root()) {
-        (Some(path), true) => save_params(path, &spec, &tr.model.layout, &tr.params_to_host())
+        (Some(path), true) => save_params(path, spec, &tr.model.layout, &tr.params_to_host())
             .map(|()| rep.line(&format!("saved parameters to {}", path.display()))),
         _ => Ok(()),
     };
@@ -337,6 +430,7 @@ fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_header(
     rep: &Reporter,
     world: &World,
@@ -345,6 +439,7 @@ fn print_header(
     spec: &ModelSpec,
     data: &dyn Dataset,
     params: usize,
+    backend: &str,
 ) {
     let heads: Vec<String> = spec
         .tasks
@@ -361,7 +456,7 @@ fn print_header(
         .collect();
     let per_rank = sampler::shard(cfg.train.global_batch, 0, comm.size()).len();
     rep.line(&format!(
-        "ringtrain: {} rank(s) via {} ({}), backend cpu f32, {} thread(s)/rank",
+        "ringtrain: {} rank(s) via {} ({}), backend {backend}, {} thread(s)/rank",
         world.size,
         comm.name(),
         world.mpi_library.as_deref().unwrap_or("no MPI"),

@@ -9,6 +9,8 @@
 //! device backend never has to stop for them; the host reads it when logging.
 
 pub mod cpu;
+pub mod cuda;
+pub mod device;
 
 use crate::model::spec::Activation;
 use crate::tasks::TaskKind;

@@ -10,7 +10,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::model_spec;
+use crate::app::train::cuda_grad_sync;
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::{CudaBackend, CudaOptions};
+use crate::backend::device::{Choice, choose};
 use crate::backend::{Backend, Gemm};
 use crate::cli::{BenchTrainArgs, check_device};
 use crate::comm::{Communicator, agree};
@@ -25,7 +28,10 @@ use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, bench_config(a, comm.size()))?;
-    agree(comm, crate::app::check_cpu_comm(&cfg))?;
+    let choice = choose(&a.device, a.precision, world.local_rank, comm)?;
+    if let Choice::Cpu { .. } = choice {
+        agree(comm, crate::app::check_cpu_comm(&cfg))?;
+    }
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);
     let comm: &dyn Communicator = &watched;
@@ -34,17 +40,47 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
-    let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
-    let mut tr = Trainer::new(
-        &cfg,
-        spec.clone(),
-        comm,
-        make_sync,
-        &data,
-        Cpu::<f32>::new(),
-        &init,
-    );
+    match choice {
+        Choice::Cuda { ordinal } => {
+            let opts = CudaOptions::from_env().with_precision(a.precision);
+            let be = agree(comm, CudaBackend::new(ordinal, opts))?;
+            let label = be.name();
+            let make_sync = wd.watch_sync(cuda_grad_sync(&cfg, comm, be.stream().clone()));
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &data, be, &init);
+            bench_on(a, world, comm, &wd, &cfg, &spec, tr, &label, rss_start)
+        }
+        choice @ Choice::Cpu { .. } => {
+            let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
+            let be = Cpu::<f32>::new();
+            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &data, be, &init);
+            bench_on(
+                a,
+                world,
+                comm,
+                &wd,
+                &cfg,
+                &spec,
+                tr,
+                &choice.cpu_label(),
+                rss_start,
+            )
+        }
+    }
+}
 
+/// The timed steps and the report, on any backend.
+#[allow(clippy::too_many_arguments)]
+fn bench_on<B: Backend>(
+    a: &BenchTrainArgs,
+    world: &World,
+    comm: &dyn Communicator,
+    wd: &Watchdog,
+    cfg: &TrainConfig,
+    spec: &ModelSpec,
+    mut tr: Trainer<'_, B>,
+    backend: &str,
+    rss_start: Option<f64>,
+) -> Result<()> {
     let mut sum = StepTimes::default();
     for step in 0..a.warmup + a.iters {
         wd.set_step(step);
@@ -55,7 +91,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     }
     let mut mean = StepTimes::default();
     add(&mut mean, &sum, 1.0 / a.iters as f64);
-    let gemm_s = gemm_only_seconds(&spec, a.batch_per_rank, a.warmup, a.iters);
+    let gemm_s = gemm_only_seconds(&tr.be, spec, a.batch_per_rank, a.warmup, a.iters);
 
     // Average each figure over ranks; the slowest rank's step sets the pace.
     let mut v = vec![
@@ -100,6 +136,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
             "{}",
             json!({
                 "ranks": comm.size(),
+                "backend": backend,
                 "comm": { "kind": cfg.comm.kind, "wire": cfg.comm.wire,
                           "bucket_kib": cfg.comm.bucket_kib, "overlap": cfg.comm.overlap },
                 "accum_steps": cfg.train.accum_steps,
@@ -126,7 +163,7 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
         return Ok(());
     }
     println!(
-        "bench train: {} rank(s), cpu f32, {} GEMM thread(s)/rank, model {} -> {:?} {} -> {} ({} params), {} samples/rank/step, {} iters after {} warm-up",
+        "bench train: {} rank(s), {backend}, {} GEMM thread(s)/rank, model {} -> {:?} {} -> {} ({} params), {} samples/rank/step, {} iters after {} warm-up",
         comm.size(),
         std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into()),
         spec.input_dim,
@@ -229,8 +266,13 @@ fn add(acc: &mut StepTimes, t: &StepTimes, w: f64) {
 
 /// Seconds per step of exactly the step's GEMMs (same shapes, same order,
 /// same backend), on their own.
-fn gemm_only_seconds(spec: &ModelSpec, rows: usize, warmup: u64, iters: u64) -> f64 {
-    let be = Cpu::<f32>::new();
+fn gemm_only_seconds<B: Backend>(
+    be: &B,
+    spec: &ModelSpec,
+    rows: usize,
+    warmup: u64,
+    iters: u64,
+) -> f64 {
     let layout = ParamLayout::new(spec);
     let widest = spec
         .hidden
@@ -239,10 +281,14 @@ fn gemm_only_seconds(spec: &ModelSpec, rows: usize, warmup: u64, iters: u64) -> 
         .chain([spec.input_dim, spec.columns().out_cols])
         .max()
         .unwrap_or(1);
-    let params = init_params(&layout, 0);
+    let mut params = be.alloc(layout.total);
+    be.upload(&init_params(&layout, 0), &mut params, 0);
     let mut grads = be.alloc(layout.total);
-    let act_a = vec![0.01f32; rows * widest];
+    let mut act_a = be.alloc(rows * widest);
+    be.upload(&vec![0.01f32; rows * widest], &mut act_a, 0);
     let mut act_b = be.alloc(rows * widest);
+    // A one-element download waits for a device backend's queued work.
+    let wait = |buf: &B::Buf| be.download(buf, 0, &mut [0f32]);
     let g = |m, n, k, trans_a, trans_b, b_off, c_off| Gemm {
         b_off,
         c_off,
@@ -278,10 +324,12 @@ fn gemm_only_seconds(spec: &ModelSpec, rows: usize, warmup: u64, iters: u64) -> 
     for _ in 0..warmup {
         run();
     }
+    wait(&params);
     let t0 = Instant::now();
     for _ in 0..iters {
         run();
     }
+    wait(&params);
     t0.elapsed().as_secs_f64() / iters as f64
 }
 

@@ -26,6 +26,11 @@ impl Communicator for Watched<'_> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+    /// The NCCL communicator underneath, for the device gradient sync
+    /// (its final wait is marked by `WatchedSync`).
+    fn nccl(&self) -> Option<&crate::comm::nccl::NcclComm> {
+        self.inner.nccl()
+    }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let _in = self.marker.enter("all-reduce");
         self.inner.all_reduce_sum(buf)

@@ -1,0 +1,101 @@
+// Bias + activation forward and activation backward, fused.
+//
+// Activation codes (src/backend/cuda/mod.rs `act_code`): -1 none, 0 relu,
+// 1 gelu (tanh form), 2 tanh. Formulas match src/backend/cpu.rs
+// `act_fwd`/`act_grad` exactly. Element-wise, grid-stride; the `_v4`
+// variants move float4s and are used when the host has checked that every
+// length is a multiple of 4 and every pointer 16-byte aligned.
+
+#define GELU_C 0.7978845608028654f
+#define GELU_K 0.044715f
+
+__device__ __forceinline__ float act_fwd(int act, float z) {
+    switch (act) {
+    case 0: return z < 0.0f ? 0.0f : z;  // NaN stays NaN, like torch.relu
+    case 1: {
+        float u = GELU_C * (z + GELU_K * z * z * z);
+        return 0.5f * z * (1.0f + tanhf(u));
+    }
+    case 2: return tanhf(z);
+    default: return z;
+    }
+}
+
+__device__ __forceinline__ float act_grad(int act, float z, float h) {
+    switch (act) {
+    case 0: return z > 0.0f ? 1.0f : 0.0f;
+    case 1: {
+        float t = tanhf(GELU_C * (z + GELU_K * z * z * z));
+        return 0.5f * (1.0f + t)
+             + 0.5f * z * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * z * z);
+    }
+    case 2: return 1.0f - h * h;
+    default: return 1.0f;
+    }
+}
+
+// z[r, c] += bias[c]; h[r, c] = act(z[r, c]) when h is not null and act >= 0.
+extern "C" __global__ void bias_act_f32(int act, long long rows, long long cols,
+                                        const float *__restrict__ bias,
+                                        float *__restrict__ z, float *__restrict__ h) {
+    long long n = rows * cols;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float v = z[i] + bias[i % cols];
+        z[i] = v;
+        if (h != nullptr && act >= 0) h[i] = act_fwd(act, v);
+    }
+}
+
+// As bias_act_f32 with cols % 4 == 0 and 16-byte aligned pointers.
+extern "C" __global__ void bias_act_f32_v4(int act, long long rows, long long cols,
+                                           const float *__restrict__ bias,
+                                           float *__restrict__ z, float *__restrict__ h) {
+    long long n4 = rows * cols / 4;
+    long long c4 = cols / 4;
+    const float4 *b4 = reinterpret_cast<const float4 *>(bias);
+    float4 *z4 = reinterpret_cast<float4 *>(z);
+    float4 *h4 = reinterpret_cast<float4 *>(h);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
+         i += (long long)gridDim.x * blockDim.x) {
+        float4 v = z4[i];
+        float4 b = b4[i % c4];
+        v.x += b.x; v.y += b.y; v.z += b.z; v.w += b.w;
+        z4[i] = v;
+        if (h != nullptr && act >= 0) {
+            float4 o;
+            o.x = act_fwd(act, v.x); o.y = act_fwd(act, v.y);
+            o.z = act_fwd(act, v.z); o.w = act_fwd(act, v.w);
+            h4[i] = o;
+        }
+    }
+}
+
+// dh[i] *= act'(z[i]) (h = act(z) given too).
+extern "C" __global__ void act_backward_f32(int act, long long n, const float *__restrict__ z,
+                                            const float *__restrict__ h,
+                                            float *__restrict__ dh) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        dh[i] = dh[i] * act_grad(act, z[i], h[i]);
+    }
+}
+
+// As act_backward_f32 with n % 4 == 0 and 16-byte aligned pointers.
+extern "C" __global__ void act_backward_f32_v4(int act, long long n, const float *__restrict__ z,
+                                               const float *__restrict__ h,
+                                               float *__restrict__ dh) {
+    long long n4 = n / 4;
+    const float4 *z4 = reinterpret_cast<const float4 *>(z);
+    const float4 *h4 = reinterpret_cast<const float4 *>(h);
+    float4 *d4 = reinterpret_cast<float4 *>(dh);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
+         i += (long long)gridDim.x * blockDim.x) {
+        float4 zz = z4[i], hh = h4[i], d = d4[i];
+        d.x *= act_grad(act, zz.x, hh.x);
+        d.y *= act_grad(act, zz.y, hh.y);
+        d.z *= act_grad(act, zz.z, hh.z);
+        d.w *= act_grad(act, zz.w, hh.w);
+        d4[i] = d;
+    }
+}

@@ -1,0 +1,81 @@
+// Reductions with a fixed order: the result depends only on the sizes,
+// never on timing (no float atomics), so runs are bit-reproducible.
+//
+// Block size is fixed at 256 threads (REDUCE_THREADS in
+// src/backend/cuda/mod.rs); every kernel here assumes it.
+
+#define RT 256
+
+// Tree sum of one value per thread of a 256-thread block; thread 0 gets it.
+__device__ __forceinline__ float block_sum_256(float v, float *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = RT / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+// partial[blockIdx.x] = Σ x[i]² over the block's grid-stride elements.
+extern "C" __global__ void sum_squares_partial_f32(long long n, const float *__restrict__ x,
+                                                   float *__restrict__ partial) {
+    __shared__ float sh[RT];
+    float acc = 0.0f;
+    bool v4 = (n % 4 == 0) && ((reinterpret_cast<unsigned long long>(x) & 15) == 0);
+    if (v4) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x);
+        for (long long i = blockIdx.x * (long long)RT + threadIdx.x; i < n / 4;
+             i += (long long)gridDim.x * RT) {
+            float4 a = x4[i];
+            acc += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        }
+    } else {
+        for (long long i = blockIdx.x * (long long)RT + threadIdx.x; i < n;
+             i += (long long)gridDim.x * RT) {
+            float a = x[i];
+            acc += a * a;
+        }
+    }
+    float s = block_sum_256(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// One block: stats[stat] = Σ partial[0..n] (+ stats[stat] if accumulate).
+extern "C" __global__ void finish_sum_f32(int n, const float *__restrict__ partial,
+                                          float *__restrict__ stats, int stat, int accumulate) {
+    __shared__ float sh[RT];
+    float acc = 0.0f;
+    for (int i = threadIdx.x; i < n; i += RT) acc += partial[i];
+    float s = block_sum_256(acc, sh);
+    if (threadIdx.x == 0) stats[stat] = accumulate ? stats[stat] + s : s;
+}
+
+// out[c] = beta * out[c] + Σ_r x[r, c] (beta == 0 overwrites, as in BLAS).
+// Block (32, 8): 32 adjacent columns (coalesced), 8 row lanes, each row
+// lane summing rows ty, ty + 8, ...; the 8 lanes are then added in order.
+extern "C" __global__ void col_sum_f32(long long rows, long long cols,
+                                       const float *__restrict__ x,
+                                       float *__restrict__ out, float beta) {
+    __shared__ float sh[8][33];
+    long long c = blockIdx.x * 32LL + threadIdx.x;
+    float acc = 0.0f;
+    if (c < cols) {
+        for (long long r = threadIdx.y; r < rows; r += 8) acc += x[r * cols + c];
+    }
+    sh[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float s = 0.0f;
+        for (int k = 0; k < 8; ++k) s += sh[k][threadIdx.x];
+        out[c] = beta == 0.0f ? s : beta * out[c] + s;
+    }
+}
+
+// x[i] *= s.
+extern "C" __global__ void scale_f32(long long n, float *__restrict__ x, float s) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        x[i] *= s;
+    }
+}

@@ -1,0 +1,230 @@
+//! The CUDA kernel sources (kernels/*.cu, embedded) and their NVRTC
+//! compilation for one architecture, with an on-disk PTX cache.
+//!
+//! Nothing here touches a GPU: [`compile`] only needs libnvrtc, which is
+//! how tests/nvrtc.rs checks every kernel file on a machine without one.
+
+use std::path::PathBuf;
+
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
+
+/// One kernel family: its file name and source text.
+pub struct Source {
+    pub file: &'static str,
+    pub text: &'static str,
+    /// The kernels (extern "C" functions) the backend loads from it.
+    pub kernels: &'static [&'static str],
+}
+
+/// Every kernel file, embedded at build time.
+pub const SOURCES: &[Source] = &[
+    Source {
+        file: "act.cu",
+        text: include_str!("../../../kernels/act.cu"),
+        kernels: &[
+            "bias_act_f32",
+            "bias_act_f32_v4",
+            "act_backward_f32",
+            "act_backward_f32_v4",
+        ],
+    },
+    Source {
+        file: "loss.cu",
+        text: include_str!("../../../kernels/loss.cu"),
+        kernels: &["softmax_ce_f32", "bce_logits_f32", "mse_f32"],
+    },
+    Source {
+        file: "reduce.cu",
+        text: include_str!("../../../kernels/reduce.cu"),
+        kernels: &[
+            "sum_squares_partial_f32",
+            "finish_sum_f32",
+            "col_sum_f32",
+            "scale_f32",
+        ],
+    },
+    Source {
+        file: "optim.cu",
+        text: include_str!("../../../kernels/optim.cu"),
+        kernels: &["sgd_update_f32", "adamw_update_f32"],
+    },
+    Source {
+        file: "cast.cu",
+        text: include_str!("../../../kernels/cast.cu"),
+        kernels: &["f32_to_bf16", "bf16_to_f32"],
+    },
+    Source {
+        file: "check.cu",
+        text: include_str!("../../../kernels/check.cu"),
+        kernels: &["count_nonfinite_f32"],
+    },
+];
+
+/// `compute_XY` for a compute capability (X, Y).
+pub fn arch_for(major: i32, minor: i32) -> String {
+    format!("compute_{major}{minor}")
+}
+
+/// The NVRTC options every kernel file is compiled with.
+pub fn options(arch: &str, include_paths: &[String]) -> CompileOptions {
+    CompileOptions {
+        include_paths: include_paths.to_vec(),
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        ..Default::default()
+    }
+}
+
+/// True when libnvrtc can be loaded (cudarc panics on first use otherwise).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// NVRTC's (major, minor) version; call only when [`nvrtc_present`].
+pub fn nvrtc_version() -> Result<(i32, i32), String> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two valid out-pointers.
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        Ok((major, minor))
+    } else {
+        Err(format!("nvrtcVersion failed: {r:?}"))
+    }
+}
+
+/// Compiles one kernel file to PTX text for `arch` (e.g. "compute_90").
+/// The error carries NVRTC's log. Needs libnvrtc, no GPU.
+pub fn compile(src: &Source, arch: &str, include_paths: &[String]) -> Result<String, String> {
+    if !nvrtc_present() {
+        return Err("libnvrtc not found".into());
+    }
+    let opts = CompileOptions {
+        name: Some(src.file.to_string()),
+        ..options(arch, include_paths)
+    };
+    match compile_ptx_with_opts(src.text, opts) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(format!(
+            "{}: NVRTC compile error for {arch}:\n{}",
+            src.file,
+            log.to_string_lossy()
+        )),
+        Err(e) => Err(format!("{}: NVRTC: {e}", src.file)),
+    }
+}
+
+/// Where compiled PTX is cached: `$XDG_CACHE_HOME/ringtrain/ptx`, else
+/// `~/.cache/ringtrain/ptx`; `RINGTRAIN_PTX_CACHE` overrides; `None` if
+/// no home is known.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("RINGTRAIN_PTX_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("ringtrain").join("ptx"))
+}
+
+/// FNV-1a, 64 bit: a stable hash for the cache key (std's hasher is not
+/// stable across Rust versions).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Cache file name for a source, arch and NVRTC version.
+pub fn cache_key(src: &Source, arch: &str, nvrtc: (i32, i32)) -> String {
+    let opts = format!("{:?}", options(arch, &[]).options);
+    let v = format!("{}.{}", nvrtc.0, nvrtc.1);
+    let h = fnv1a(&[
+        src.text.as_bytes(),
+        arch.as_bytes(),
+        v.as_bytes(),
+        opts.as_bytes(),
+    ]);
+    format!(
+        "{}-{arch}-nvrtc{v}-{h:016x}.ptx",
+        src.file.trim_end_matches(".cu")
+    )
+}
+
+/// PTX of one file for `arch`: from the cache when there, else compiled
+/// and stored. A cache that cannot be read or written is only skipped.
+pub fn ptx_cached(src: &Source, arch: &str, include_paths: &[String]) -> Result<Ptx, String> {
+    let nvrtc = nvrtc_version()?;
+    let path = cache_dir().map(|d| d.join(cache_key(src, arch, nvrtc)));
+    if let Some(p) = &path {
+        if let Ok(text) = std::fs::read_to_string(p) {
+            if text.contains(".entry") {
+                return Ok(Ptx::from_src(text));
+            }
+        }
+    }
+    let text = compile(src, arch, include_paths)?;
+    if let Some(p) = &path {
+        // Write to a temporary name, then rename: other ranks may read it.
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        let stored = p
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::write(&tmp, &text))
+            .and_then(|()| std::fs::rename(&tmp, p));
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(Ptx::from_src(text))
+}
+
+/// Include paths for NVRTC from `RINGTRAIN_CUDA_INCLUDE` (a `:`-separated
+/// list). The kernels need no header today; this is for future ones.
+pub fn include_paths_from_env() -> Vec<String> {
+    std::env::var("RINGTRAIN_CUDA_INCLUDE")
+        .map(|v| {
+            v.split(':')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_kernel_is_defined_in_its_file() {
+        for s in SOURCES {
+            for k in s.kernels {
+                assert!(
+                    s.text.contains(&format!("__global__ void {k}(")),
+                    "{}: no kernel {k}",
+                    s.file
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cache_key_changes_with_source_arch_and_version() {
+        let a = &SOURCES[0];
+        let b = &SOURCES[1];
+        let k = cache_key(a, "compute_90", (13, 0));
+        assert_ne!(k, cache_key(b, "compute_90", (13, 0)));
+        assert_ne!(k, cache_key(a, "compute_80", (13, 0)));
+        assert_ne!(k, cache_key(a, "compute_90", (13, 1)));
+        assert_eq!(k, cache_key(a, "compute_90", (13, 0)));
+        assert_eq!(arch_for(9, 0), "compute_90");
+    }
+}
