@@ -7,7 +7,7 @@
 # Binaries are stripped to stay under the device tool's 64 MiB carry limit.
 # Usage: benches/gpu-build.sh      then carry target/gpu-carry to the device
 #   and run benches/gpu.sh there.
-# Environment: GPU_TESTS (default "nccl gpu"): integration test targets to carry.
+# Environment: GPU_TESTS (default "nccl gpu nvrtc"): integration test targets to carry.
 set -euo pipefail
 
 case "${1:-}" in
@@ -34,7 +34,7 @@ done
 # target/release (the MPI build the CPU tests use).
 build_dir="$ROOT/target/gpu-build"
 carry="$ROOT/target/gpu-carry"
-tests="${GPU_TESTS:-nccl gpu}"
+tests="${GPU_TESTS:-nccl gpu nvrtc}"
 
 json="$(mktemp)"
 trap 'rm -f "$json"' EXIT
