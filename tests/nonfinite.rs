@@ -6,23 +6,15 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::{Run, read_params, run_with_timeout, tempdir};
+use common::{Run, mpirun_env, read_params, tempdir};
 
 fn train_with_fault(fault: &str, extra: &[&str], save: &std::path::Path) -> Run {
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg(common::bin())
-        .args(["train", "--steps", "12", "--global-batch", "16"])
-        .args(["--hidden", "16", "--eval-every", "0", "--log-every", "1"])
-        .arg("--save")
-        .arg(save)
-        .args(extra)
-        .env("RINGTRAIN_FAULT", fault);
-    run_with_timeout(cmd, Duration::from_secs(120))
+    let save = save.to_str().expect("UTF-8 temp path");
+    let mut args = vec!["train", "--steps", "12", "--global-batch", "16"];
+    args.extend(["--hidden", "16", "--eval-every", "0", "--log-every", "1"]);
+    args.extend(["--save", save]);
+    args.extend_from_slice(extra);
+    mpirun_env(2, &args, &[("RINGTRAIN_FAULT", fault)])
 }
 
 #[test]
@@ -30,19 +22,7 @@ fn abort_names_the_step_and_the_task() {
     let dir = tempdir("nonfinite-abort");
     let save = dir.join("p.safetensors");
     let r = train_with_fault("nan@1:4", &[], &save);
-    assert_eq!(r.code, Some(4), "{}", r.stderr);
-    assert_eq!(
-        r.stderr.matches("ringtrain: error").count(),
-        1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("ringtrain: error: step 5: the loss of task flag is NaN"),
-        "{}",
-        r.stderr
-    );
+    r.one_error(4, "ringtrain: error: step 5: the loss of task flag is NaN");
     assert!(r.stdout.contains("step      4/12"), "{}", r.stdout);
     assert!(!r.stdout.contains("step      5/12"), "{}", r.stdout);
     assert!(!save.exists());
@@ -78,11 +58,8 @@ fn too_many_skips_in_a_row_end_the_run() {
         &["--on-nonfinite", "skip", "--max-skips", "2"],
         &save,
     );
-    assert_eq!(r.code, Some(4), "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("step 5: the loss of task flag is NaN; 3 updates skipped in a row, more than --max-skips 2"),
-        "{}",
-        r.stderr
+    r.one_error(
+        4,
+        "step 5: the loss of task flag is NaN; 3 updates skipped in a row, more than --max-skips 2",
     );
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Run, mpirun, read_params, rel_diff, run_with_timeout, tempdir};
+use common::{mpirun, mpirun_env, read_params, rel_diff, run_with_timeout, tempdir};
 
 const STEPS: &str = "16";
 
@@ -36,19 +36,6 @@ fn base<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn mpirun_env(np: usize, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np"])
-        .arg(np.to_string())
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg(common::bin())
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    run_with_timeout(cmd, Duration::from_secs(120))
 }
 
 /// The uninterrupted run's final parameters.
@@ -168,18 +155,7 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
     );
     // A new run must not write into another run's checkpoints.
     let r = mpirun(2, &base(&["--checkpoint-dir", s(&ck)]));
-    assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(
-        r.stderr.matches("ringtrain: error").count(),
-        1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("already holds checkpoints"),
-        "{}",
-        r.stderr
-    );
+    r.one_error(2, "already holds checkpoints");
     // Resuming a finished run trains nothing and succeeds.
     let r = mpirun(2, &base(&["--checkpoint-dir", s(&ck), "--resume", "auto"]));
     r.ok();
@@ -255,18 +231,7 @@ fn expect_refused(ck: &Path, extra: &[&str], fragment: &str) {
     let mut a = base(&["--checkpoint-dir", s(ck), "--resume", "auto"]);
     a.extend_from_slice(extra);
     let r = mpirun(2, &a);
-    assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(
-        r.stderr.matches("ringtrain: error").count(),
-        1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains(fragment),
-        "{fragment:?} not in\n{}",
-        r.stderr
-    );
+    r.one_error(2, fragment);
     assert!(!r.stdout.contains("step "), "{}", r.stdout);
 }
 
@@ -329,18 +294,9 @@ fn ranks_with_different_settings_are_refused() {
         cmd.args(base(&["--lr", lr]));
     }
     let r = run_with_timeout(cmd, Duration::from_secs(60));
-    assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert_eq!(
-        r.stderr.matches("ringtrain: error").count(),
-        1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("the effective configuration differs from rank 0 on rank(s) 2"),
-        "{}",
-        r.stderr
+    r.one_error(
+        2,
+        "the effective configuration differs from rank 0 on rank(s) 2",
     );
 }
 

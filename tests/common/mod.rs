@@ -30,6 +30,19 @@ impl Run {
         );
         self
     }
+
+    /// Ended with `code` and exactly one `ringtrain: error` line, which
+    /// contains `fragment`.
+    pub fn one_error(&self, code: i32, fragment: &str) -> &Self {
+        let ctx = format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(self.code, Some(code), "{ctx}");
+        assert_eq!(self.stderr.matches("ringtrain: error").count(), 1, "{ctx}");
+        assert!(
+            self.stderr.contains(fragment),
+            "{fragment:?} missing\n{ctx}"
+        );
+        self
+    }
 }
 
 /// A fresh empty directory for one test.
@@ -105,6 +118,20 @@ pub fn mpirun_timeout(np: usize, args: &[&str], timeout: Duration) -> Run {
     .arg(bin())
     .args(args);
     run_with_timeout(cmd, timeout)
+}
+
+/// [`mpirun`] with extra environment variables (the fault switches).
+pub fn mpirun_env(np: usize, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(np.to_string())
+        .args(["--mca", "mpi_yield_when_idle", "1"])
+        .arg(bin())
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, Duration::from_secs(120))
 }
 
 /// The binary alone (a singleton MPI start).
