@@ -11,6 +11,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod gpu;
 
 use crate::model::spec::Activation;
 use crate::tasks::TaskKind;

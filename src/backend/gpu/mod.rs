@@ -1,0 +1,526 @@
+//! The GPU backend: the ops of [`Backend`] as GEMMs and the kernels of
+//! `kernels/*.cu`, written once against a [`GpuRuntime`] (cudarc on a real
+//! GPU, a CPU emulator of the kernels in the tests).
+//!
+//! Buffers are runtime allocations of f32; kernels take device addresses
+//! plus element offsets, like the CPU backend's (buffer, offset)
+//! addressing. Everything is queued on the runtime's one stream, so stream
+//! order is the only synchronisation an op needs; the host waits only in
+//! `download`. Launch shapes are fixed by the sizes alone, so reductions
+//! add in the same order every run (bit-reproducible).
+
+pub mod runtime;
+
+use std::cell::RefCell;
+
+pub use runtime::{Arg, GpuRuntime, Launch, Operands};
+
+use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule};
+use crate::model::spec::Activation;
+use crate::tasks::TaskKind;
+
+/// Threads per block of the reduction and loss kernels (fixed in the .cu).
+pub const REDUCE_THREADS: u32 = 256;
+/// Blocks of the two-pass reductions: fixed, so sums never depend on timing.
+pub const REDUCE_BLOCKS: u32 = 1024;
+/// Threads per block of element-wise kernels.
+pub const EW_THREADS: u32 = 256;
+
+/// Options of the backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuOptions {
+    /// Let cuBLAS use TF32 tensor cores for f32 GEMMs (faster, ~1e-3
+    /// relative error). Off by default; `RINGTRAIN_TF32=1` turns it on.
+    pub tf32: bool,
+    /// GEMM operands in bf16 (cast per GEMM), accumulation and output f32.
+    pub bf16: bool,
+}
+
+impl GpuOptions {
+    pub fn from_env() -> Self {
+        GpuOptions {
+            tf32: std::env::var("RINGTRAIN_TF32").is_ok_and(|v| v == "1"),
+            bf16: false,
+        }
+    }
+    pub fn with_precision(self, p: crate::backend::device::Precision) -> Self {
+        GpuOptions {
+            bf16: p == crate::backend::device::Precision::Bf16,
+            ..self
+        }
+    }
+}
+
+pub struct GpuBackend<R: GpuRuntime> {
+    rt: R,
+    /// Per-block partial sums of the two-pass reductions.
+    partial: R::Mem,
+    /// One u32 counter for the non-finite check (in an f32 allocation).
+    counter: R::Mem,
+    /// bf16 copies of the two GEMM operands (`--precision bf16`), grown as
+    /// needed (two bf16 per f32 element); stream order keeps reuse safe.
+    bf16_scratch: RefCell<[R::Mem; 2]>,
+    /// Grid cap of the element-wise kernels (grid-stride beyond it).
+    max_blocks: u32,
+    opts: GpuOptions,
+}
+
+impl<R: GpuRuntime> GpuBackend<R> {
+    pub fn with_runtime(rt: R, opts: GpuOptions) -> Self {
+        GpuBackend {
+            partial: rt.alloc(REDUCE_BLOCKS as usize),
+            counter: rt.alloc(1),
+            bf16_scratch: RefCell::new([rt.alloc(1), rt.alloc(1)]),
+            max_blocks: rt.sm_count().max(1) * 32,
+            opts,
+            rt,
+        }
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) {
+        self.rt.synchronize()
+    }
+
+    /// Number of NaN/Inf among the first `len` elements (synchronises).
+    pub fn count_nonfinite(&self, x: &R::Mem, len: usize) -> u64 {
+        let c = self.rt.addr(&self.counter);
+        self.rt.memset_zero(c, 4);
+        let args = [Arg::I64(len as i64), Arg::Ptr(self.ptr(x, 0)), Arg::Ptr(c)];
+        self.rt
+            .launch("count_nonfinite_f32", self.ew_cfg(len), &args);
+        let mut out = [0f32];
+        self.rt.download(&self.counter, 0, &mut out);
+        out[0].to_bits() as u64
+    }
+
+    /// Casts `len` floats at device address `src` to bf16 in scratch `slot`
+    /// (grown if needed); returns the bf16 copy's address.
+    fn to_bf16(&self, slot: usize, src: u64, len: usize) -> u64 {
+        let mut scratch = self.bf16_scratch.borrow_mut();
+        if self.rt.len(&scratch[slot]) * 2 < len {
+            scratch[slot] = self.rt.alloc(len.div_ceil(2));
+        }
+        let dst = self.rt.addr(&scratch[slot]);
+        let args = [Arg::I64(len as i64), Arg::Ptr(src), Arg::Ptr(dst)];
+        self.rt.launch("f32_to_bf16", self.ew_cfg(len), &args);
+        dst
+    }
+
+    /// Address of element `off` of `buf`.
+    fn ptr(&self, buf: &R::Mem, off: usize) -> u64 {
+        let len = self.rt.len(buf);
+        assert!(off <= len, "offset {off} beyond a buffer of {len}");
+        self.rt.addr(buf) + 4 * off as u64
+    }
+
+    fn ew_cfg(&self, n: usize) -> Launch {
+        let blocks = n
+            .div_ceil(EW_THREADS as usize)
+            .clamp(1, self.max_blocks as usize) as u32;
+        Launch::linear(blocks, EW_THREADS)
+    }
+
+    fn reduce_cfg(n: usize, per_thread: usize) -> Launch {
+        let blocks = n
+            .div_ceil(REDUCE_THREADS as usize * per_thread)
+            .clamp(1, REDUCE_BLOCKS as usize) as u32;
+        Launch::linear(blocks, REDUCE_THREADS)
+    }
+
+    /// stats[stat] = Σ partial[..blocks] (+ stats[stat] if accumulate).
+    fn finish_sum(&self, blocks: u32, stats: &R::Mem, stat: usize, accumulate: bool) {
+        let args = [
+            Arg::I32(blocks as i32),
+            Arg::Ptr(self.ptr(&self.partial, 0)),
+            Arg::Ptr(self.ptr(stats, 0)),
+            Arg::I32(stat as i32),
+            Arg::I32(accumulate as i32),
+        ];
+        self.rt
+            .launch("finish_sum_f32", Launch::linear(1, REDUCE_THREADS), &args);
+    }
+}
+
+/// A row-major [`Gemm`] as the column-major BLAS call that computes it.
+///
+/// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, and a
+/// row-major buffer read as column-major is the transpose: so the BLAS
+/// call gets B's buffer first and A's second, each with its own transpose
+/// flag, and the sizes (n, m, k). Leading dimensions are the row lengths
+/// as stored (at least 1, which BLAS requires even when k = 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColMajor {
+    pub trans_first: bool,
+    pub trans_second: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ld_first: usize,
+    pub ld_second: usize,
+    pub ldc: usize,
+}
+
+impl ColMajor {
+    pub fn of(g: &Gemm) -> Self {
+        ColMajor {
+            trans_first: g.trans_b,
+            trans_second: g.trans_a,
+            m: g.n,
+            n: g.m,
+            k: g.k,
+            ld_first: (if g.trans_b { g.k } else { g.n }).max(1),
+            ld_second: (if g.trans_a { g.m } else { g.k }).max(1),
+            ldc: g.n.max(1),
+        }
+    }
+}
+
+/// Activation code of the kernels in act.cu.
+fn act_code(act: Option<Activation>) -> i32 {
+    match act {
+        None => -1,
+        Some(Activation::Relu) => 0,
+        Some(Activation::Gelu) => 1,
+        Some(Activation::Tanh) => 2,
+    }
+}
+
+fn aligned16(p: u64) -> bool {
+    p % 16 == 0
+}
+
+impl<R: GpuRuntime> Backend for GpuBackend<R> {
+    type Buf = R::Mem;
+
+    fn name(&self) -> String {
+        format!(
+            "cuda {} ({}{})",
+            if self.opts.bf16 {
+                "f32 with bf16 GEMM operands"
+            } else {
+                "f32"
+            },
+            self.rt.describe(),
+            if self.rt.tf32() && !self.opts.bf16 {
+                ", tf32"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn alloc(&self, len: usize) -> R::Mem {
+        self.rt.alloc(len)
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut R::Mem, off: usize) {
+        if !src.is_empty() {
+            self.rt.upload(src, dst, off);
+        }
+    }
+
+    fn download(&self, src: &R::Mem, off: usize, dst: &mut [f32]) {
+        if !dst.is_empty() {
+            self.rt.download(src, off, dst);
+        }
+    }
+
+    fn zero(&self, buf: &mut R::Mem, off: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        assert!(off + len <= self.rt.len(buf), "zero beyond the buffer");
+        self.rt.memset_zero(self.ptr(buf, off), 4 * len);
+    }
+
+    fn gemm(&self, g: Gemm, a: &R::Mem, b: &R::Mem, c: &mut R::Mem) {
+        if g.m == 0 || g.n == 0 {
+            return;
+        }
+        let len = |m: &R::Mem| self.rt.len(m);
+        assert!(g.a_off + g.m * g.k <= len(a), "gemm: A beyond its buffer");
+        assert!(g.b_off + g.k * g.n <= len(b), "gemm: B beyond its buffer");
+        assert!(g.c_off + g.m * g.n <= len(c), "gemm: C beyond its buffer");
+        let cm = ColMajor::of(&g);
+        let (pa, pb, pc) = (
+            self.ptr(a, g.a_off),
+            self.ptr(b, g.b_off),
+            self.ptr(c, g.c_off),
+        );
+        // Column-major: B's buffer first, A's second.
+        if self.opts.bf16 {
+            let first = self.to_bf16(0, pb, g.k * g.n);
+            let second = self.to_bf16(1, pa, g.m * g.k);
+            self.rt
+                .gemm(&cm, Operands::Bf16, first, second, pc, g.alpha, g.beta);
+        } else {
+            self.rt
+                .gemm(&cm, Operands::F32, pb, pa, pc, g.alpha, g.beta);
+        }
+    }
+
+    fn bias_act(
+        &self,
+        act: Option<Activation>,
+        rows: usize,
+        cols: usize,
+        bias: &R::Mem,
+        bias_off: usize,
+        z: &mut R::Mem,
+        h: Option<&mut R::Mem>,
+    ) {
+        let n = rows * cols;
+        if n == 0 {
+            return;
+        }
+        let pb = self.ptr(bias, bias_off);
+        let pz = self.ptr(z, 0);
+        let ph = match (act, h) {
+            (Some(_), Some(h)) => self.ptr(h, 0),
+            _ => 0u64,
+        };
+        let v4 = cols % 4 == 0 && aligned16(pb) && aligned16(pz) && aligned16(ph);
+        let (name, cfg) = if v4 {
+            ("bias_act_f32_v4", self.ew_cfg(n / 4))
+        } else {
+            ("bias_act_f32", self.ew_cfg(n))
+        };
+        let args = [
+            Arg::I32(act_code(act)),
+            Arg::I64(rows as i64),
+            Arg::I64(cols as i64),
+            Arg::Ptr(pb),
+            Arg::Ptr(pz),
+            Arg::Ptr(ph),
+        ];
+        self.rt.launch(name, cfg, &args);
+    }
+
+    fn act_backward(&self, act: Activation, len: usize, z: &R::Mem, h: &R::Mem, dh: &mut R::Mem) {
+        if len == 0 {
+            return;
+        }
+        let (pz, ph, pd) = (self.ptr(z, 0), self.ptr(h, 0), self.ptr(dh, 0));
+        let v4 = len % 4 == 0 && aligned16(pz) && aligned16(ph) && aligned16(pd);
+        let (name, cfg) = if v4 {
+            ("act_backward_f32_v4", self.ew_cfg(len / 4))
+        } else {
+            ("act_backward_f32", self.ew_cfg(len))
+        };
+        let args = [
+            Arg::I32(act_code(Some(act))),
+            Arg::I64(len as i64),
+            Arg::Ptr(pz),
+            Arg::Ptr(ph),
+            Arg::Ptr(pd),
+        ];
+        self.rt.launch(name, cfg, &args);
+    }
+
+    fn col_sum(
+        &self,
+        rows: usize,
+        cols: usize,
+        x: &R::Mem,
+        out: &mut R::Mem,
+        off: usize,
+        beta: f32,
+    ) {
+        if cols == 0 {
+            return;
+        }
+        // Block (32, 8): see col_sum_f32 in reduce.cu.
+        let cfg = Launch {
+            grid: (cols.div_ceil(32) as u32, 1, 1),
+            block: (32, 8, 1),
+        };
+        let args = [
+            Arg::I64(rows as i64),
+            Arg::I64(cols as i64),
+            Arg::Ptr(self.ptr(x, 0)),
+            Arg::Ptr(self.ptr(out, off)),
+            Arg::F32(beta),
+        ];
+        self.rt.launch("col_sum_f32", cfg, &args);
+    }
+
+    fn task_loss(
+        &self,
+        a: LossArgs,
+        out: &R::Mem,
+        labels: &R::Mem,
+        dout: &mut R::Mem,
+        stats: &mut R::Mem,
+    ) {
+        let cfg = Self::reduce_cfg(a.rows, 1);
+        let (name, width) = match a.kind {
+            TaskKind::Classify { classes } => ("softmax_ce_f32", Some(classes)),
+            TaskKind::Binary => ("bce_logits_f32", None),
+            TaskKind::Regress { dim } => ("mse_f32", Some(dim)),
+        };
+        let mut args = vec![Arg::I64(a.rows as i64)];
+        // Classes (softmax) or label width (MSE); BCE has one column.
+        args.extend(width.map(|w| Arg::I32(w as i32)));
+        args.extend([
+            Arg::Ptr(self.ptr(out, 0)),
+            Arg::I64(a.out_cols as i64),
+            Arg::I64(a.out_off as i64),
+            Arg::Ptr(self.ptr(labels, 0)),
+            Arg::I64(a.label_cols as i64),
+            Arg::I64(a.label_off as i64),
+            Arg::F32(a.grad_scale),
+            Arg::Ptr(self.ptr(dout, 0)),
+            Arg::Ptr(self.ptr(&self.partial, 0)),
+        ]);
+        self.rt.launch(name, cfg, &args);
+        self.finish_sum(cfg.grid.0, stats, a.stat, a.accumulate);
+    }
+
+    fn sum_squares(&self, x: &R::Mem, len: usize, stats: &mut R::Mem, stat: usize) {
+        let cfg = Self::reduce_cfg(len, 4);
+        let args = [
+            Arg::I64(len as i64),
+            Arg::Ptr(self.ptr(x, 0)),
+            Arg::Ptr(self.ptr(&self.partial, 0)),
+        ];
+        self.rt.launch("sum_squares_partial_f32", cfg, &args);
+        self.finish_sum(cfg.grid.0, stats, stat, false);
+    }
+
+    fn scale(&self, x: &mut R::Mem, len: usize, s: f32) {
+        if len == 0 {
+            return;
+        }
+        let args = [Arg::I64(len as i64), Arg::Ptr(self.ptr(x, 0)), Arg::F32(s)];
+        self.rt.launch("scale_f32", self.ew_cfg(len), &args);
+    }
+
+    fn update(
+        &self,
+        a: UpdateArgs,
+        len: usize,
+        params: &mut R::Mem,
+        grads: &R::Mem,
+        state: &mut R::Mem,
+        stats: &R::Mem,
+    ) {
+        if len == 0 {
+            return;
+        }
+        assert!(len <= self.rt.len(params) && len <= self.rt.len(grads));
+        // clip <= 0 means none (a clip norm of 0 is rejected by the config).
+        let clip = a.clip.unwrap_or(0.0);
+        let head = [
+            Arg::I64(len as i64),
+            Arg::Ptr(self.ptr(params, 0)),
+            Arg::Ptr(self.ptr(grads, 0)),
+        ];
+        let norm = [
+            Arg::Ptr(self.ptr(stats, 0)),
+            Arg::I32(a.norm_sq_stat as i32),
+            Arg::F32(clip),
+            Arg::F32(a.lr),
+            Arg::F32(a.weight_decay),
+        ];
+        let cfg = self.ew_cfg(len);
+        match a.rule {
+            UpdateRule::Sgd {
+                momentum,
+                first_step,
+            } => {
+                assert!(self.rt.len(state) >= len, "SGD state holds the momentum");
+                let mut args = head.to_vec();
+                args.push(Arg::Ptr(self.ptr(state, 0)));
+                args.extend(norm);
+                args.extend([Arg::F32(momentum), Arg::I32(first_step as i32)]);
+                self.rt.launch("sgd_update_f32", cfg, &args);
+            }
+            UpdateRule::AdamW {
+                beta1,
+                beta2,
+                eps,
+                step,
+            } => {
+                assert!(self.rt.len(state) >= 2 * len, "AdamW state holds m and v");
+                // As the CPU backend: 1 - β^t in f32.
+                let bc1 = 1.0 - beta1.powi(step as i32);
+                let bc2 = 1.0 - beta2.powi(step as i32);
+                let mut args = head.to_vec();
+                args.extend([Arg::Ptr(self.ptr(state, 0)), Arg::Ptr(self.ptr(state, len))]);
+                args.extend(norm);
+                args.extend([
+                    Arg::F32(beta1),
+                    Arg::F32(beta2),
+                    Arg::F32(eps),
+                    Arg::F32(bc1),
+                    Arg::F32(bc2),
+                ]);
+                self.rt.launch("adamw_update_f32", cfg, &args);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The row-major → column-major GEMM mapping, checked on the host with
+    //! a plain column-major BLAS-semantics GEMM against the CPU backend.
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    /// C = alpha op(A) op(B) + beta C, column-major, as BLAS defines it.
+    #[allow(clippy::too_many_arguments)]
+    fn blas_gemm(cm: &ColMajor, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) {
+        let at = |i: usize, l: usize| {
+            if cm.trans_first {
+                a[l + i * cm.ld_first]
+            } else {
+                a[i + l * cm.ld_first]
+            }
+        };
+        let bt = |l: usize, j: usize| {
+            if cm.trans_second {
+                b[j + l * cm.ld_second]
+            } else {
+                b[l + j * cm.ld_second]
+            }
+        };
+        for j in 0..cm.n {
+            for i in 0..cm.m {
+                let s: f64 = (0..cm.k).map(|l| at(i, l) * bt(l, j)).sum();
+                let o = &mut c[i + j * cm.ldc];
+                *o = alpha * s + if beta == 0.0 { 0.0 } else { beta * *o };
+            }
+        }
+    }
+
+    #[test]
+    fn column_major_mapping_computes_the_row_major_gemm() {
+        let cpu = Cpu::<f64>::new();
+        let rnd = |n: usize, s: u64| -> Vec<f64> {
+            (0..n).map(|i| crate::rng::normal(5, s, i as u64)).collect()
+        };
+        for (m, n, k) in [(3, 5, 4), (1, 7, 2), (6, 1, 3), (4, 4, 1)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let g = Gemm {
+                    alpha: 0.5,
+                    beta: 2.0,
+                    ..Gemm::new(m, n, k, ta, tb)
+                };
+                let (a, b, c0) = (rnd(m * k, 1), rnd(k * n, 2), rnd(m * n, 3));
+                let mut want = c0.clone();
+                cpu.gemm(g, &a, &b, &mut want);
+                let mut got = c0.clone();
+                blas_gemm(&ColMajor::of(&g), 0.5, &b, &a, 2.0, &mut got);
+                for (x, y) in got.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-12, "{m}x{n}x{k} ta={ta} tb={tb}");
+                }
+            }
+        }
+    }
+}
