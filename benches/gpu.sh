@@ -7,8 +7,10 @@
 #   2. runs the GPU test executables with --include-ignored;
 #   3. bench allreduce --comm nccl at 1 rank, and at 2 ranks on one GPU
 #      (launch/local.sh, NCCL_MULTI_RANK_GPU_ENABLE=1, NCCL >= 2.30 needed);
-#   4. bench train --device cuda (1 rank; 2 ranks over NCCL when possible),
-#      and benches/torch_ref.py (PyTorch, same model/batch/optimizer, eager
+#   4. the kernel bandwidth report (each kernel against a memcpy, same run);
+#      bench train --device cuda at hidden 256,256 (default), 64,64 and
+#      2048,2048 (1 rank; 2 ranks over NCCL when possible), each beside
+#      benches/torch_ref.py (PyTorch, same model/batch/optimizer, eager
 #      and torch.compile);
 #   5. a short table of the figures with ratios, last.
 # Usage: benches/gpu.sh [--quick]    (JSON and logs in $OUT_DIR, else $OUT,
@@ -18,7 +20,7 @@ set -uo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 --quick | "") ;;
@@ -147,26 +149,38 @@ if [ "$two_ranks" = 1 ]; then
         sed 's/^\[rank 0\] //' >"$OUT_DIR/allreduce-2.json"
 fi
 
-say "bench train --device cuda"
-iters=200
-[ $quick = 1 ] && iters=30
-"$bin" --bootstrap env bench train --device cuda --iters "$iters" --warmup 20 |
-    tee "$OUT_DIR/train-1.txt"
-"$bin" --bootstrap env bench train --device cuda --iters "$iters" --warmup 20 --json \
-    >"$OUT_DIR/train-1.json"
-if [ "$two_ranks" = 1 ]; then
-    bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env bench train --device cuda \
-        --comm nccl --iters "$iters" --warmup 20 --json |
-        sed 's/^\[rank 0\] //' >"$OUT_DIR/train-2.json"
+say "kernel bandwidth (tests/gpu.rs kernel_bandwidth_report, memcpy in the same run)"
+if [ -x "$CARRY/tests/gpu" ]; then
+    "$CARRY/tests/gpu" --include-ignored --exact kernel_bandwidth_report --nocapture 2>&1 |
+        tee "$OUT_DIR/kernels.txt"
 fi
 
-say "PyTorch reference (benches/torch_ref.py)"
-if [ -n "$py" ]; then
-    "$py" "$ROOT/benches/torch_ref.py" --iters "$iters" --warmup 20 --json |
-        tee "$OUT_DIR/torch.json"
-else
-    echo "gpu.sh: no python with torch: PyTorch reference skipped"
-fi
+# The default model (hidden 256,256), a small and a large one; ringtrain
+# and PyTorch side by side for each.
+iters=200
+[ $quick = 1 ] && iters=30
+sizes_hidden=(256,256 64,64 2048,2048)
+[ $quick = 1 ] && sizes_hidden=(256,256)
+for hidden in "${sizes_hidden[@]}"; do
+    tag="${hidden//,/x}"
+    say "bench train --device cuda --hidden $hidden"
+    "$bin" --bootstrap env bench train --device cuda --hidden "$hidden" --iters "$iters" \
+        --warmup 20 | tee "$OUT_DIR/train-1-$tag.txt"
+    "$bin" --bootstrap env bench train --device cuda --hidden "$hidden" --iters "$iters" \
+        --warmup 20 --json >"$OUT_DIR/train-1-$tag.json"
+    if [ "$two_ranks" = 1 ] && [ "$hidden" = 256,256 ]; then
+        bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env bench train --device cuda \
+            --comm nccl --iters "$iters" --warmup 20 --json |
+            sed 's/^\[rank 0\] //' >"$OUT_DIR/train-2.json"
+    fi
+    say "PyTorch reference (benches/torch_ref.py --hidden $hidden)"
+    if [ -n "$py" ]; then
+        "$py" "$ROOT/benches/torch_ref.py" --hidden "$hidden" --iters "$iters" --warmup 20 \
+            --json | tee "$OUT_DIR/torch-$tag.json"
+    else
+        echo "gpu.sh: no python with torch: PyTorch reference skipped"
+    fi
+done
 
 say "summary"
 python_any="${py:-$(command -v python3 || true)}"
@@ -190,17 +204,18 @@ for n in (1, 2):
     b = big_busbw(load(f"allreduce-{n}.json"))
     if b:
         rows.append((f"allreduce nccl {n} rank(s), {b[0]} B: busbw oop/ip GB/s", f"{b[1]:.1f} / {b[2]:.1f}", f"#wrong {b[3]}"))
-t = load("train-1.json")
-ours = t[0]["samples_per_s"] if t else None
-if ours:
-    rows.append(("ringtrain bench train --device cuda, samples/s", f"{ours:.0f}", ""))
 t2 = load("train-2.json")
-if t2 and ours:
-    s2 = t2[0]["samples_per_s"]
-    rows.append(("ringtrain bench train, 2 ranks over NCCL on one GPU, samples/s", f"{s2:.0f}", f"2 ranks/1 rank = {s2 / ours:.2f}"))
-for r in load("torch.json"):
-    ratio = f"ringtrain/torch = {ours / r['samples_per_s']:.2f}" if ours else ""
-    rows.append((f"torch {r['mode']}, samples/s", f"{r['samples_per_s']:.0f}", ratio))
+for tag in ("256x256", "64x64", "2048x2048"):
+    t = load(f"train-1-{tag}.json")
+    ours = t[0]["samples_per_s"] if t else None
+    if ours:
+        rows.append((f"ringtrain bench train --device cuda, hidden {tag}, samples/s", f"{ours:.0f}", ""))
+    if tag == "256x256" and t2 and ours:
+        s2 = t2[0]["samples_per_s"]
+        rows.append(("ringtrain bench train, 2 ranks over NCCL on one GPU, samples/s", f"{s2:.0f}", f"2 ranks/1 rank = {s2 / ours:.2f}"))
+    for r in load(f"torch-{tag}.json"):
+        ratio = f"ringtrain/torch = {ours / r['samples_per_s']:.2f}" if ours else ""
+        rows.append((f"torch {r['mode']}, hidden {tag}, samples/s", f"{r['samples_per_s']:.0f}", ratio))
 w = max((len(r[0]) for r in rows), default=10)
 for a, b, c in rows:
     print(f"{a:<{w}}  {b:>14}  {c}")
