@@ -159,8 +159,8 @@ fi
 # and PyTorch side by side for each.
 iters=200
 [ $quick = 1 ] && iters=30
-sizes_hidden=(256,256 64,64 2048,2048)
-[ $quick = 1 ] && sizes_hidden=(256,256)
+sizes_hidden=("256,256" "64,64" "2048,2048")
+[ $quick = 1 ] && sizes_hidden=("256,256")
 for hidden in "${sizes_hidden[@]}"; do
     tag="${hidden//,/x}"
     say "bench train --device cuda --hidden $hidden"
