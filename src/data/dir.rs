@@ -461,50 +461,11 @@ mod tests {
     use super::*;
     use crate::data::synthetic::Synthetic;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("ringtrain-dir-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn fill(ds: &dyn Dataset, split: Split, idx: &[u64]) -> (Vec<f32>, Vec<f32>) {
-        let mut x = vec![0.0; idx.len() * ds.input_dim()];
-        let mut l = vec![0.0; idx.len() * crate::data::columns(ds).label_cols];
-        ds.fill(split, idx, &mut x, &mut l).unwrap();
-        (x, l)
-    }
-
-    fn same(a: &[f32], b: &[f32]) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits())
-    }
-
-    fn err(r: Result<impl Sized>) -> String {
-        match r {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::data::test_util::{TempDir, err, fill, same};
 
     #[test]
     fn synthetic_roundtrip() {
-        let tmp = TempDir::new("roundtrip");
+        let tmp = TempDir::unmade("dir-roundtrip");
         let syn = Synthetic::new(5, 5000, 300);
         write_dataset_dir(&syn, &tmp.0).unwrap();
         let ds = DirDataset::open(&tmp.0).unwrap();
@@ -528,7 +489,7 @@ mod tests {
 
     #[test]
     fn weights_and_empty_dir() {
-        let tmp = TempDir::new("weights");
+        let tmp = TempDir::unmade("dir-weights");
         std::fs::create_dir_all(&tmp.0).unwrap();
         let syn = Synthetic::new(1, 10, 4);
         let tasks: Vec<TaskSpec> = syn

@@ -10,6 +10,8 @@ pub mod dir;
 pub mod npy;
 pub mod sampler;
 pub mod synthetic;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 use crate::error::Result;
 use crate::tasks::{TaskColumns, TaskSpec};

@@ -571,26 +571,7 @@ fn write_file(
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("ringtrain-npy-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::data::test_util::TempDir;
 
     /// A hand-made file: header dict `dict` in format `major`, then `data`.
     fn handmade(major: u8, dict: &str, data: &[u8]) -> Vec<u8> {
@@ -622,7 +603,7 @@ mod tests {
 
     #[test]
     fn roundtrip_f32() {
-        let dir = TempDir::new("f32");
+        let dir = TempDir::new("npy-f32");
         let path = dir.0.join("x.npy");
         let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
         write_f32(&path, &[3, 4], &data).unwrap();
@@ -644,7 +625,7 @@ mod tests {
 
     #[test]
     fn roundtrip_i64_and_3d() {
-        let dir = TempDir::new("i64");
+        let dir = TempDir::new("npy-i64");
         let path = dir.0.join("y.npy");
         let data: Vec<i64> = vec![-1, 0, 3, 7, 1 << 20, -5];
         write_i64(&path, &[3, 1, 2], &data).unwrap();
@@ -660,7 +641,7 @@ mod tests {
 
     #[test]
     fn parses_v1_and_v2_headers() {
-        let dir = TempDir::new("hdr");
+        let dir = TempDir::new("npy-hdr");
         let data: Vec<u8> = [1.5f64, -2.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -707,7 +688,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_files() {
-        let dir = TempDir::new("bad");
+        let dir = TempDir::new("npy-bad");
         let four = [0u8; 8];
         let cases = [
             (
@@ -796,7 +777,7 @@ mod tests {
         if !py("import numpy") {
             return;
         }
-        let dir = TempDir::new("numpy");
+        let dir = TempDir::new("npy-numpy");
         let d = dir.0.display().to_string();
         write_f32(
             dir.0.join("ours.npy"),
