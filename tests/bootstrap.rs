@@ -8,71 +8,27 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Run, run_with_timeout};
+use common::{Run, root, run_with_timeout, without_launcher_env};
 
 /// Anything here that takes longer has hung.
 const HANG: Duration = Duration::from_secs(120);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn local_sh() -> PathBuf {
-    root().join("launch/local.sh")
-}
-
-/// A command with no launcher variables from the environment the tests
-/// run in (a CI job may itself run under Slurm or MPI).
-fn clean(mut cmd: Command) -> Command {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        let launcher = ["SLURM_", "OMPI_COMM_WORLD_", "PMI_", "PMIX_"]
-            .iter()
-            .any(|p| k.starts_with(p));
-        let named = [
-            "RANK",
-            "WORLD_SIZE",
-            "LOCAL_RANK",
-            "LOCAL_WORLD_SIZE",
-            "RINGTRAIN_RUN_ID",
-            "RINGTRAIN_RENDEZVOUS",
-            "TORCHELASTIC_RUN_ID",
-        ]
-        .contains(&k.as_str());
-        if launcher || named {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd
-}
-
-/// `ringtrain ARGS` with `vars` set, alone (no launcher).
+/// `ringtrain ARGS` with `vars`, alone.
 fn ringtrain(vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = clean(Command::new(common::bin()));
-    cmd.args(args).envs(vars.iter().copied());
-    run_with_timeout(cmd, HANG)
+    common::alone(vars, args, HANG)
 }
 
 /// `launch/local.sh N -- PROGRAM ARGS`.
 fn local(n: usize, program: &str, args: &[&str]) -> Run {
-    let mut cmd = clean(Command::new("bash"));
-    cmd.arg(local_sh())
-        .arg(n.to_string())
-        .arg("--")
-        .arg(program)
-        .args(args);
-    run_with_timeout(cmd, HANG)
+    common::local_sh(n, &[], program, args, HANG)
 }
 
 fn bin_str() -> String {
     common::bin().to_string_lossy().into_owned()
 }
 
-fn ctx(r: &Run) -> String {
-    format!(
-        "--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        r.code, r.elapsed, r.stdout, r.stderr
-    )
+fn local_sh() -> PathBuf {
+    root().join("launch/local.sh")
 }
 
 #[test]
@@ -90,7 +46,7 @@ fn one_rank_with_env_bootstrap_trains_on_cpu() {
         ],
     );
     r.ok();
-    assert!(r.stdout.contains("step      3/3"), "{}", ctx(&r));
+    assert!(r.stdout.contains("step      3/3"), "{}", r.context());
     // The same with launcher variables that say one rank.
     let r = ringtrain(
         &[("RANK", "0"), ("WORLD_SIZE", "1")],
@@ -105,7 +61,7 @@ fn one_rank_with_env_bootstrap_trains_on_cpu() {
         ],
     );
     r.ok();
-    assert!(r.stdout.contains("step      3/3"), "{}", ctx(&r));
+    assert!(r.stdout.contains("step      3/3"), "{}", r.context());
 }
 
 #[test]
@@ -116,14 +72,14 @@ fn info_says_how_the_world_was_started() {
         r.stdout
             .contains("world: 1 rank(s), bootstrap env, communicator single"),
         "{}",
-        ctx(&r)
+        r.context()
     );
     assert!(
         r.stdout.contains("bootstrap: env: no launcher"),
         "{}",
-        ctx(&r)
+        r.context()
     );
-    assert!(r.stdout.contains("rank 0: host"), "{}", ctx(&r));
+    assert!(r.stdout.contains("rank 0: host"), "{}", r.context());
 
     // The flag is global: also after the subcommand.
     let r = ringtrain(
@@ -135,7 +91,7 @@ fn info_says_how_the_world_was_started() {
         r.stdout
             .contains("bootstrap: env: RANK/WORLD_SIZE from torchrun-style variables"),
         "{}",
-        ctx(&r)
+        r.context()
     );
 
     // auto without any launcher: MPI when built with it.
@@ -146,7 +102,7 @@ fn info_says_how_the_world_was_started() {
     } else {
         "bootstrap: auto: built without MPI"
     };
-    assert!(r.stdout.contains(want), "{}", ctx(&r));
+    assert!(r.stdout.contains(want), "{}", r.context());
 }
 
 #[test]
@@ -158,29 +114,33 @@ fn local_sh_starts_ranks_with_prefixed_output() {
             r.stdout
                 .contains(&format!("[rank {rank}] rank {rank}: host")),
             "{}",
-            ctx(&r)
+            r.context()
         );
         assert!(
             r.stdout
                 .contains(&format!("local rank {rank} of 2, world size 2")),
             "{}",
-            ctx(&r)
+            r.context()
         );
     }
     assert!(
         r.stdout
             .contains("[rank 0] world: 2 rank(s), bootstrap env"),
         "{}",
-        ctx(&r)
+        r.context()
     );
     // A fresh run id and rendezvous directory, the same on both ranks.
-    assert!(r.stdout.contains("[rank 0] rendezvous: /"), "{}", ctx(&r));
+    assert!(
+        r.stdout.contains("[rank 0] rendezvous: /"),
+        "{}",
+        r.context()
+    );
     // The header is rank 0's alone.
     assert_eq!(
         r.stdout.matches("world: 2 rank(s)").count(),
         1,
         "{}",
-        ctx(&r)
+        r.context()
     );
     // Every line carries its rank.
     assert!(
@@ -188,7 +148,7 @@ fn local_sh_starts_ranks_with_prefixed_output() {
             .lines()
             .all(|l| l.starts_with("[rank 0] ") || l.starts_with("[rank 1] ")),
         "{}",
-        ctx(&r)
+        r.context()
     );
 
     // --bootstrap auto picks env under local.sh in either build (an MPI
@@ -199,9 +159,13 @@ fn local_sh_starts_ranks_with_prefixed_output() {
         r.stdout
             .contains("[rank 0] world: 2 rank(s), bootstrap env"),
         "{}",
-        ctx(&r)
+        r.context()
     );
-    assert!(r.stdout.contains("[rank 1] rank 1: host"), "{}", ctx(&r));
+    assert!(
+        r.stdout.contains("[rank 1] rank 1: host"),
+        "{}",
+        r.context()
+    );
 }
 
 #[test]
@@ -211,19 +175,19 @@ fn more_than_one_rank_on_cpu_without_mpi_is_refused_once() {
         &bin_str(),
         &["--bootstrap", "env", "train", "--steps", "3"],
     );
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
-    assert!(r.elapsed < Duration::from_secs(30), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(r.elapsed < Duration::from_secs(30), "{}", r.context());
     let lines: Vec<&str> = r
         .stderr
         .lines()
         .filter(|l| l.contains("ringtrain: error:"))
         .collect();
-    assert_eq!(lines.len(), 1, "one message, from rank 0\n{}", ctx(&r));
+    assert_eq!(lines.len(), 1, "one message, from rank 0\n{}", r.context());
     let msg = lines[0];
     assert!(
         msg.starts_with("[rank 0] ringtrain: error: "),
         "{}",
-        ctx(&r)
+        r.context()
     );
     assert!(msg.contains("2 ranks were started without MPI"), "{msg}");
     assert!(msg.contains("mpirun"), "{msg}");
@@ -231,8 +195,8 @@ fn more_than_one_rank_on_cpu_without_mpi_is_refused_once() {
         assert!(msg.contains("libopenmpi-dev"), "{msg}");
         assert!(msg.contains("default features"), "{msg}");
     }
-    assert!(!r.stderr.contains("panicked"), "{}", ctx(&r));
-    assert!(!r.stdout.contains("step"), "{}", ctx(&r));
+    assert!(!r.stderr.contains("panicked"), "{}", r.context());
+    assert!(!r.stdout.contains("step"), "{}", r.context());
 
     // Each rank alone, as launched by hand: the same, printed by rank 0
     // only; every rank exits 2.
@@ -245,9 +209,9 @@ fn more_than_one_rank_on_cpu_without_mpi_is_refused_once() {
             ],
             &["--bootstrap", "env", "train", "--steps", "3"],
         );
-        assert_eq!(r.code, Some(2), "{}", ctx(&r));
+        assert_eq!(r.code, Some(2), "{}", r.context());
         let printed = r.stderr.contains("2 ranks were started without MPI");
-        assert_eq!(printed, rank == "0", "rank {rank}\n{}", ctx(&r));
+        assert_eq!(printed, rank == "0", "rank {rank}\n{}", r.context());
     }
 }
 
@@ -261,18 +225,26 @@ fn a_failing_rank_stops_the_others() {
             r#"echo "hello from $RANK"; if [ "$RANK" = 1 ]; then exit 3; fi; sleep 60"#,
         ],
     );
-    assert_eq!(r.code, Some(3), "{}", ctx(&r));
+    assert_eq!(r.code, Some(3), "{}", r.context());
     assert!(
         r.elapsed < Duration::from_secs(20),
         "the other rank was not stopped\n{}",
-        ctx(&r)
+        r.context()
     );
-    assert!(r.stdout.contains("[rank 0] hello from 0"), "{}", ctx(&r));
-    assert!(r.stdout.contains("[rank 1] hello from 1"), "{}", ctx(&r));
+    assert!(
+        r.stdout.contains("[rank 0] hello from 0"),
+        "{}",
+        r.context()
+    );
+    assert!(
+        r.stdout.contains("[rank 1] hello from 1"),
+        "{}",
+        r.context()
+    );
     assert!(
         r.stderr.contains("rank 1 exited with status 3"),
         "{}",
-        ctx(&r)
+        r.context()
     );
 
     // All succeed: 0; the environment is each rank's own.
@@ -291,12 +263,12 @@ fn a_failing_rank_stops_the_others() {
                 "[rank {rank}] {rank}/3 local {rank}/3 run set dir ok"
             )),
             "{}",
-            ctx(&r)
+            r.context()
         );
         assert!(
             r.stderr.contains(&format!("[rank {rank}] to stderr")),
             "{}",
-            ctx(&r)
+            r.context()
         );
     }
 }
@@ -304,19 +276,23 @@ fn a_failing_rank_stops_the_others() {
 #[test]
 fn usage_errors_are_printed_by_rank_0_only() {
     let r = ringtrain(&[("RANK", "1"), ("WORLD_SIZE", "2")], &["--no-such-flag"]);
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
-    assert!(r.stderr.is_empty() && r.stdout.is_empty(), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(
+        r.stderr.is_empty() && r.stdout.is_empty(),
+        "{}",
+        r.context()
+    );
     let r = ringtrain(&[("RANK", "0"), ("WORLD_SIZE", "2")], &["--no-such-flag"]);
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
-    assert!(r.stderr.starts_with("error:"), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(r.stderr.starts_with("error:"), "{}", r.context());
     let r = ringtrain(&[], &["info", "--bootstrap", "sometimes"]);
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
-    assert!(r.stderr.contains("sometimes"), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(r.stderr.contains("sometimes"), "{}", r.context());
     // --help needs no MPI and no launcher.
     let r = ringtrain(&[], &["--help"]);
     r.ok();
-    assert!(r.stdout.contains("--bootstrap"), "{}", ctx(&r));
-    assert!(r.stdout.contains("--rendezvous-timeout"), "{}", ctx(&r));
+    assert!(r.stdout.contains("--bootstrap"), "{}", r.context());
+    assert!(r.stdout.contains("--rendezvous-timeout"), "{}", r.context());
 }
 
 #[test]
@@ -339,14 +315,14 @@ fn inconsistent_launcher_variables_are_user_errors() {
         ),
     ] {
         let r = ringtrain(vars, &["--bootstrap", "env", "info"]);
-        assert_eq!(r.code, Some(2), "{vars:?}\n{}", ctx(&r));
+        assert_eq!(r.code, Some(2), "{vars:?}\n{}", r.context());
         assert!(
             r.stderr.starts_with("ringtrain: error: bootstrap env: ")
                 && r.stderr.contains(fragment),
             "{vars:?}: want {fragment:?}\n{}",
-            ctx(&r)
+            r.context()
         );
-        assert!(!r.stderr.contains("panicked"), "{}", ctx(&r));
+        assert!(!r.stderr.contains("panicked"), "{}", r.context());
     }
 }
 
@@ -354,9 +330,9 @@ fn inconsistent_launcher_variables_are_user_errors() {
 #[test]
 fn mpi_bootstrap_in_a_build_without_mpi_is_refused() {
     let r = ringtrain(&[], &["--bootstrap", "mpi", "info"]);
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
-    assert!(r.stderr.contains("built without MPI"), "{}", ctx(&r));
-    assert!(r.stderr.contains("libopenmpi-dev"), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(r.stderr.contains("built without MPI"), "{}", r.context());
+    assert!(r.stderr.contains("libopenmpi-dev"), "{}", r.context());
 }
 
 #[cfg(feature = "mpi")]
@@ -368,13 +344,13 @@ fn mpirun_starts_an_mpi_world_unless_told_otherwise() {
         r.stdout
             .contains("world: 2 rank(s), bootstrap mpi, communicator mpi"),
         "{}",
-        ctx(&r)
+        r.context()
     );
     assert!(
         r.stdout
             .contains("bootstrap: auto: built with MPI, started by an MPI launcher"),
         "{}",
-        ctx(&r)
+        r.context()
     );
     // --bootstrap env under mpirun: OpenMPI's variables, MPI untouched.
     let r = common::mpirun_timeout(2, &["--bootstrap", "env", "info"], HANG);
@@ -383,21 +359,21 @@ fn mpirun_starts_an_mpi_world_unless_told_otherwise() {
         r.stdout
             .contains("bootstrap: env: OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE from OpenMPI's"),
         "{}",
-        ctx(&r)
+        r.context()
     );
-    assert!(r.stdout.contains("rank 1: host"), "{}", ctx(&r));
+    assert!(r.stdout.contains("rank 1: host"), "{}", r.context());
 
     // --bootstrap mpi where MPI did not start the ranks: refused (rank 0
     // says why), not two separate one-rank worlds.
     let r = local(2, &bin_str(), &["--bootstrap", "mpi", "info"]);
-    assert_eq!(r.code, Some(2), "{}", ctx(&r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
     assert_eq!(
         r.stderr.matches("MPI did not start them").count(),
         1,
         "{}",
-        ctx(&r)
+        r.context()
     );
-    assert!(!r.stdout.contains("world:"), "{}", ctx(&r));
+    assert!(!r.stdout.contains("world:"), "{}", r.context());
 }
 
 #[test]
@@ -421,22 +397,26 @@ fn launch_scripts_parse_and_explain_themselves() {
         let mut cmd = Command::new("bash");
         cmd.arg("-n").arg(s);
         let r = run_with_timeout(cmd, HANG);
-        assert_eq!(r.code, Some(0), "bash -n {}\n{}", s.display(), ctx(&r));
+        assert_eq!(r.code, Some(0), "bash -n {}\n{}", s.display(), r.context());
     }
     for (script, fragment) in [
         ("slurm.sbatch", "LAUNCH picks how the ranks start"),
         ("slurm.sbatch", "NCCL_SOCKET_IFNAME"),
         ("local.sh", "Usage: launch/local.sh N"),
     ] {
-        let mut cmd = clean(Command::new("bash"));
+        let mut cmd = without_launcher_env(Command::new("bash"));
         cmd.arg(launch.join(script)).arg("--help");
         let r = run_with_timeout(cmd, HANG);
         r.ok();
-        assert!(r.stdout.contains(fragment), "{script} --help\n{}", ctx(&r));
+        assert!(
+            r.stdout.contains(fragment),
+            "{script} --help\n{}",
+            r.context()
+        );
         assert!(
             !r.stdout.lines().any(|l| l.starts_with('#')),
             "{script} --help\n{}",
-            ctx(&r)
+            r.context()
         );
     }
     // Misuse is an error with a message, not a hang.
@@ -445,10 +425,10 @@ fn launch_scripts_parse_and_explain_themselves() {
         &["2"][..],
         &["x", "--", "true"][..],
     ] {
-        let mut cmd = clean(Command::new("bash"));
+        let mut cmd = without_launcher_env(Command::new("bash"));
         cmd.arg(local_sh()).args(args);
         let r = run_with_timeout(cmd, HANG);
-        assert_eq!(r.code, Some(2), "local.sh {args:?}\n{}", ctx(&r));
-        assert!(r.stderr.contains("local.sh"), "{}", ctx(&r));
+        assert_eq!(r.code, Some(2), "local.sh {args:?}\n{}", r.context());
+        assert!(r.stderr.contains("local.sh"), "{}", r.context());
     }
 }

@@ -9,75 +9,27 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Run, read_params, rel_diff, run_with_timeout, tempdir};
+use common::{Run, read_params, rel_diff, tempdir};
 use ringtrain::comm::Communicator;
 use ringtrain::comm::nccl::{self, NcclComm};
 
 const HANG: Duration = Duration::from_secs(300);
 
 fn bin() -> String {
-    std::env::var("RINGTRAIN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringtrain").into())
-}
-
-fn root() -> PathBuf {
-    std::env::var_os("RINGTRAIN_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-/// A command without the launcher variables of the environment the tests
-/// run in.
-fn clean(mut cmd: Command) -> Command {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        let launcher = ["SLURM_", "OMPI_COMM_WORLD_", "PMI_", "PMIX_"]
-            .iter()
-            .any(|p| k.starts_with(p));
-        let named = [
-            "RANK",
-            "WORLD_SIZE",
-            "LOCAL_RANK",
-            "LOCAL_WORLD_SIZE",
-            "RINGTRAIN_RUN_ID",
-            "RINGTRAIN_RENDEZVOUS",
-            "TORCHELASTIC_RUN_ID",
-        ]
-        .contains(&k.as_str());
-        if launcher || named {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd
+    common::bin().to_string_lossy().into_owned()
 }
 
 /// `ringtrain ARGS` alone, with `vars`.
 fn ringtrain(vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = clean(Command::new(bin()));
-    cmd.args(args).envs(vars.iter().copied());
-    run_with_timeout(cmd, HANG)
+    common::alone(vars, args, HANG)
 }
 
 /// `launch/local.sh N -- PROGRAM ARGS` with `vars`.
 fn local(n: usize, vars: &[(&str, &str)], program: &str, args: &[&str]) -> Run {
-    let mut cmd = clean(Command::new("bash"));
-    cmd.arg(root().join("launch/local.sh"))
-        .arg(n.to_string())
-        .arg("--")
-        .arg(program)
-        .args(args)
-        .envs(vars.iter().copied());
-    run_with_timeout(cmd, HANG)
-}
-
-fn ctx(r: &Run) -> String {
-    format!(
-        "--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        r.code, r.elapsed, r.stdout, r.stderr
-    )
+    common::local_sh(n, vars, program, args, HANG)
 }
 
 fn error_lines(r: &Run) -> Vec<String> {
@@ -90,11 +42,11 @@ fn error_lines(r: &Run) -> Vec<String> {
 
 /// Exit 2, no panic, exactly one error message (containing `fragment`).
 fn one_error(r: &Run, fragment: &str) -> String {
-    assert_eq!(r.code, Some(2), "{}", ctx(r));
-    assert!(!r.stderr.contains("panicked"), "{}", ctx(r));
+    assert_eq!(r.code, Some(2), "{}", r.context());
+    assert!(!r.stderr.contains("panicked"), "{}", r.context());
     let lines = error_lines(r);
-    assert_eq!(lines.len(), 1, "exactly one message\n{}", ctx(r));
-    assert!(lines[0].contains(fragment), "{}", ctx(r));
+    assert_eq!(lines.len(), 1, "exactly one message\n{}", r.context());
+    assert!(lines[0].contains(fragment), "{}", r.context());
     lines[0].clone()
 }
 
@@ -132,7 +84,7 @@ fn comm_nccl_without_a_gpu_is_one_clear_error_on_every_rank() {
         &["--bootstrap", "env", "bench", "allreduce", "--comm", "nccl"],
     );
     let msg = one_error(&r, "--comm nccl");
-    assert!(msg.starts_with("[rank 0] "), "{}", ctx(&r));
+    assert!(msg.starts_with("[rank 0] "), "{}", r.context());
     // --comm auto with --device cuda on two ranks means NCCL, too.
     let r = local(
         2,
@@ -151,8 +103,8 @@ fn comm_nccl_without_a_gpu_is_one_clear_error_on_every_rank() {
     one_error(&r, "--comm nccl");
     // `info` says why, without failing.
     let r = ringtrain(&[], &["--bootstrap", "env", "info"]);
-    assert_eq!(r.code, Some(0), "{}", ctx(&r));
-    assert!(r.stdout.contains("nccl: not usable: "), "{}", ctx(&r));
+    assert_eq!(r.code, Some(0), "{}", r.context());
+    assert!(r.stdout.contains("nccl: not usable: "), "{}", r.context());
 }
 
 #[cfg(feature = "mpi")]
@@ -182,10 +134,10 @@ fn nccl_ranks_without_mpi_need_a_rendezvous_directory() {
             ],
             &["--bootstrap", "env", "bench", "allreduce", "--comm", "nccl"],
         );
-        assert_eq!(r.code, Some(2), "rank {rank}\n{}", ctx(&r));
-        assert!(!r.stderr.contains("panicked"), "{}", ctx(&r));
+        assert_eq!(r.code, Some(2), "rank {rank}\n{}", r.context());
+        assert!(!r.stderr.contains("panicked"), "{}", r.context());
         let printed = r.stderr.contains("--rendezvous");
-        assert_eq!(printed, rank == "0", "only rank 0 prints\n{}", ctx(&r));
+        assert_eq!(printed, rank == "0", "only rank 0 prints\n{}", r.context());
     }
 }
 
@@ -370,12 +322,12 @@ fn two_ranks_on_one_gpu_nccl_collectives() {
             "1",
         ],
     );
-    assert_eq!(r.code, Some(0), "{}", ctx(&r));
+    assert_eq!(r.code, Some(0), "{}", r.context());
     for rank in 0..2 {
         assert!(
             r.stdout.contains(&format!("worker rank {rank} ok")),
             "{}",
-            ctx(&r)
+            r.context()
         );
     }
 }
@@ -411,11 +363,11 @@ fn two_ranks_bench_allreduce_nccl_is_exact() {
                 op,
             ],
         );
-        assert_eq!(r.code, Some(0), "{dtype} {op}\n{}", ctx(&r));
+        assert_eq!(r.code, Some(0), "{dtype} {op}\n{}", r.context());
         assert!(
             r.stdout.contains("Out of bounds values : 0 OK"),
             "{}",
-            ctx(&r)
+            r.context()
         );
     }
 }
@@ -450,7 +402,7 @@ fn two_nccl_ranks_train_to_the_parameters_of_one() {
             out.to_str().unwrap(),
         ];
         let r = local(n, &TWO_RANKS, &bin(), &args);
-        assert_eq!(r.code, Some(0), "{n} rank(s)\n{}", ctx(&r));
+        assert_eq!(r.code, Some(0), "{n} rank(s)\n{}", r.context());
         read_params(&out)
     };
     let one = train(1, "n1");

@@ -6,8 +6,69 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary: `RINGTRAIN_BIN` when set (test executables carried to a
+/// machine without cargo, see benches/gpu.sh), else cargo's.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ringtrain"))
+    std::env::var_os("RINGTRAIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ringtrain")))
+}
+
+/// The repository: `RINGTRAIN_ROOT` when set, else where cargo built.
+pub fn root() -> PathBuf {
+    std::env::var_os("RINGTRAIN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// `cmd` without the launcher variables of the environment the tests run
+/// in (a CI job may itself run under Slurm or MPI).
+pub fn without_launcher_env(mut cmd: Command) -> Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        let launcher = ["SLURM_", "OMPI_COMM_WORLD_", "PMI_", "PMIX_"]
+            .iter()
+            .any(|p| k.starts_with(p));
+        let named = [
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "LOCAL_WORLD_SIZE",
+            "RINGTRAIN_RUN_ID",
+            "RINGTRAIN_RENDEZVOUS",
+            "TORCHELASTIC_RUN_ID",
+        ]
+        .contains(&k.as_str());
+        if launcher || named {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+/// `ringtrain ARGS` alone (no launcher), with `vars`.
+pub fn alone(vars: &[(&str, &str)], args: &[&str], timeout: Duration) -> Run {
+    let mut cmd = without_launcher_env(Command::new(bin()));
+    cmd.args(args).envs(vars.iter().copied());
+    run_with_timeout(cmd, timeout)
+}
+
+/// `launch/local.sh N -- PROGRAM ARGS` with `vars`.
+pub fn local_sh(
+    n: usize,
+    vars: &[(&str, &str)],
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Run {
+    let mut cmd = without_launcher_env(Command::new("bash"));
+    cmd.arg(root().join("launch/local.sh"))
+        .arg(n.to_string())
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .envs(vars.iter().copied());
+    run_with_timeout(cmd, timeout)
 }
 
 /// Result of one run.
@@ -20,6 +81,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// Exit status, time, stdout and stderr, for a failing assertion.
+    pub fn context(&self) -> String {
+        format!(
+            "--- exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+
     pub fn ok(&self) -> &Self {
         assert_eq!(
             self.code,
