@@ -4,6 +4,8 @@
 // Block size is fixed at 256 threads (REDUCE_THREADS in
 // src/backend/cuda/mod.rs); every kernel here assumes it.
 
+#include "bf16.cuh"
+
 #define RT 256
 
 // Tree sum of one value per thread of a 256-thread block; thread 0 gets it.
@@ -54,14 +56,15 @@ extern "C" __global__ void finish_sum_f32(int n, const float *__restrict__ parti
 // out[c] = beta * out[c] + Σ_r x[r, c] (beta == 0 overwrites, as in BLAS).
 // Block (32, 8): 32 adjacent columns (coalesced), 8 row lanes, each row
 // lane summing rows ty, ty + 8, ...; the 8 lanes are then added in order.
-extern "C" __global__ void col_sum_f32(long long rows, long long cols,
-                                       const float *__restrict__ x,
-                                       float *__restrict__ out, float beta) {
+// x is f32 or bf16 (--precision bf16); sums and out are f32.
+template <class T>
+__device__ __forceinline__ void col_sum(long long rows, long long cols, const T *__restrict__ x,
+                                        float *__restrict__ out, float beta) {
     __shared__ float sh[8][33];
     long long c = blockIdx.x * 32LL + threadIdx.x;
     float acc = 0.0f;
     if (c < cols) {
-        for (long long r = threadIdx.y; r < rows; r += 8) acc += x[r * cols + c];
+        for (long long r = threadIdx.y; r < rows; r += 8) acc += load_f32(x, r * cols + c);
     }
     sh[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
@@ -70,6 +73,18 @@ extern "C" __global__ void col_sum_f32(long long rows, long long cols,
         for (int k = 0; k < 8; ++k) s += sh[k][threadIdx.x];
         out[c] = beta == 0.0f ? s : beta * out[c] + s;
     }
+}
+
+extern "C" __global__ void col_sum_f32(long long rows, long long cols,
+                                       const float *__restrict__ x,
+                                       float *__restrict__ out, float beta) {
+    col_sum(rows, cols, x, out, beta);
+}
+
+extern "C" __global__ void col_sum_bf16(long long rows, long long cols,
+                                        const unsigned short *__restrict__ x,
+                                        float *__restrict__ out, float beta) {
+    col_sum(rows, cols, x, out, beta);
 }
 
 // x[i] *= s.

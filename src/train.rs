@@ -172,11 +172,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.model.layout.total
     }
 
-    /// Floats held per rank: parameters, gradients, optimizer state, activations.
+    /// Bytes held per rank: parameters, gradients, optimizer state, activations.
     pub fn memory_estimate_bytes(&self) -> usize {
         let n = self.num_params();
         let state = opt_state_len(&self.model.layout, self.cfg.optim.optimizer);
-        4 * (2 * n + state + self.model.workspace_len())
+        4 * (2 * n + state) + self.model.workspace_bytes(self.be.act_elem_bytes())
     }
 
     pub fn params_to_host(&self) -> Vec<f32> {

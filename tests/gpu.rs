@@ -17,6 +17,7 @@ use ringtrain::backend::UpdateArgs;
 use ringtrain::backend::UpdateRule;
 use ringtrain::backend::cuda::probe::{Probe, probe};
 use ringtrain::backend::cuda::{CudaBackend, CudaOptions};
+use ringtrain::backend::gpu::GpuRuntime;
 use ringtrain::model::spec::Activation;
 
 fn gpu() -> CudaBackend {
@@ -58,10 +59,24 @@ on_gpu!(
     task_losses_match_cpu_with_missing_labels_and_accumulate(gpu, ref),
     sgd_and_adamw_updates_match_cpu_with_and_without_clipping(gpu, ref),
     bf16_gemm_matches_cpu_within_1e2(bf16, ref),
+    bf16_activation_storage_matches_cpu(bf16, ref),
     twenty_training_steps_match_cpu_sgd(gpu, own),
     twenty_training_steps_match_cpu_adamw(gpu, own),
     twenty_training_steps_bf16_stay_close_to_cpu(bf16, own),
 );
+
+/// Seconds per call of `f`, by CUDA events on `s` (where `f` queues its work).
+fn time_on(s: &cudarc::driver::CudaStream, f: &mut dyn FnMut()) -> f64 {
+    use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+    f(); // warm-up
+    let reps = 10;
+    let t0 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
+    for _ in 0..reps {
+        f();
+    }
+    let t1 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
+    t0.elapsed_ms(&t1).expect("elapsed") as f64 / 1e3 / reps as f64
+}
 
 /// Not a check: each element-wise or fused kernel's effective bandwidth
 /// (bytes it must move / time) beside a device-to-device memcpy measured
@@ -70,7 +85,6 @@ on_gpu!(
 #[test]
 #[ignore = "needs a GPU"]
 fn kernel_bandwidth_report() {
-    use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
     let g = gpu();
     let n: usize = 1 << 26; // 64 Mi floats, 256 MiB per buffer
     let mk = |v: f32| {
@@ -82,19 +96,11 @@ fn kernel_bandwidth_report() {
     let mut state = g.alloc(2 * n);
     let mut stats = g.alloc(4);
     let s = g.stream().clone();
-    let time = |f: &mut dyn FnMut()| -> f64 {
-        f(); // warm-up
-        let reps = 10;
-        let t0 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
-        for _ in 0..reps {
-            f();
-        }
-        let t1 = s.record_event(Some(CU_EVENT_DEFAULT)).expect("event");
-        t0.elapsed_ms(&t1).expect("elapsed") as f64 / 1e3 / reps as f64
-    };
+    let time = |f: &mut dyn FnMut()| time_on(&s, f);
     let gbs = |bytes_per_elem: usize, secs: f64| (bytes_per_elem * n) as f64 / secs / 1e9;
     let mut rows: Vec<(&str, usize, f64)> = vec![];
-    let t = time(&mut || s.memcpy_dtod(&c, &mut a).expect("memcpy"));
+    let (pc, pa) = (g.ptr(&c, 0), g.ptr(&a, 0));
+    let t = time(&mut || g.runtime().copy(pc, pa, 4 * n));
     rows.push(("memcpy d2d (read + write)", 8, t));
     let t = time(&mut || g.scale(&mut a, n, 1.0));
     rows.push(("scale", 8, t));
@@ -130,6 +136,33 @@ fn kernel_bandwidth_report() {
     rows.push(("adamw update", 28, t));
     let t = time(&mut || g.col_sum(r, cols, &c, &mut b, 0, 0.0));
     rows.push(("col_sum", 4, t));
+    // bf16 activation storage (--precision bf16): half the bytes.
+    let gb = bf16();
+    let s16 = gb.stream().clone();
+    let time = |f: &mut dyn FnMut()| time_on(&s16, f);
+    let mk16 = |v: f32| {
+        let mut b = gb.alloc_act(n);
+        gb.upload(&vec![v; n], &mut b, 0);
+        b
+    };
+    let (mut za, mut ha, zc) = (mk16(0.5), mk16(0.25), mk16(0.125));
+    let bias = gb.alloc(cols);
+    let t = time(&mut || {
+        gb.bias_act(
+            Some(Activation::Gelu),
+            r,
+            cols,
+            &bias,
+            0,
+            &mut za,
+            Some(&mut ha),
+        )
+    });
+    rows.push(("bias_act gelu bf16 (z rw, h w)", 6, t));
+    let t = time(&mut || gb.act_backward(Activation::Gelu, n, &zc, &zc, &mut za));
+    rows.push(("act_backward gelu bf16", 8, t));
+    let t = time(&mut || gb.col_sum(r, cols, &zc, &mut b, 0, 0.0));
+    rows.push(("col_sum bf16", 2, t));
     let memcpy = gbs(rows[0].1, rows[0].2);
     println!("{} ({} floats per buffer)", g.name(), n);
     println!(

@@ -12,6 +12,7 @@ use crate::backend::cpu::Cpu;
 use crate::backend::cuda::sync::HostStagedSync;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
+use crate::backend::gpu::{Dtype, GpuBuf};
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
@@ -112,10 +113,12 @@ pub fn cuda_grad_sync<'g>(
     cfg: &'g TrainConfig,
     comm: &'g dyn Communicator,
     stream: std::sync::Arc<cudarc::driver::CudaStream>,
-) -> impl Fn(&mut cudarc::driver::CudaSlice<f32>, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
+) -> impl Fn(&mut GpuBuf<cudarc::driver::CudaSlice<f32>>, &ParamLayout) -> Box<dyn GradBuckets> + 'g
+{
     move |grads, layout| {
         use cudarc::driver::DevicePtr;
-        let ptr = grads.device_ptr(&stream).0;
+        assert!(grads.dtype == Dtype::F32, "gradients are f32");
+        let ptr = grads.mem.device_ptr(&stream).0;
         let bucket_floats = cfg.comm.bucket_kib * 1024 / 4;
         if comm.nccl().is_some() && comm.size() > 1 {
             return crate::comm::nccl::or_failing(crate::comm::nccl::nccl_grad_sync(

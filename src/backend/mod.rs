@@ -128,6 +128,17 @@ pub trait Backend {
     fn name(&self) -> String;
     /// A zero-filled buffer of `len` elements.
     fn alloc(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer for `len` activations (pre-activations,
+    /// activations and their gradients inside the trunk), which a backend
+    /// may store in lower precision (`--precision bf16`); `upload` and
+    /// `download` still speak f32.
+    fn alloc_act(&self, len: usize) -> Self::Buf {
+        self.alloc(len)
+    }
+    /// Bytes per element of [`Backend::alloc_act`] buffers.
+    fn act_elem_bytes(&self) -> usize {
+        4
+    }
     /// Copies host values into `dst[off..off + src.len()]`.
     fn upload(&self, src: &[f32], dst: &mut Self::Buf, off: usize);
     /// Copies `src[off..off + dst.len()]` to the host.

@@ -38,7 +38,7 @@ impl<B: Backend> Model<B> {
         let per_layer = |be: &B| -> Vec<B::Buf> {
             spec.hidden
                 .iter()
-                .map(|&w| be.alloc(max_rows * w))
+                .map(|&w| be.alloc_act(max_rows * w))
                 .collect()
         };
         Model {
@@ -48,7 +48,10 @@ impl<B: Backend> Model<B> {
             h: per_layer(be),
             out: be.alloc(max_rows * cols.out_cols),
             dout: be.alloc(max_rows * cols.out_cols),
-            dh: [be.alloc(max_rows * widest), be.alloc(max_rows * widest)],
+            dh: [
+                be.alloc_act(max_rows * widest),
+                be.alloc_act(max_rows * widest),
+            ],
             layout,
             cols,
             max_rows,
@@ -56,16 +59,13 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Floats of activation workspace (for the memory estimate).
-    pub fn workspace_len(&self) -> usize {
+    /// Bytes of workspace (for the memory estimate): f32 inputs, labels
+    /// and head outputs; `act_bytes` per trunk activation.
+    pub fn workspace_bytes(&self, act_bytes: usize) -> usize {
         let widest = self.spec.hidden.iter().copied().max().unwrap_or(0);
         let hidden: usize = self.spec.hidden.iter().sum();
-        self.max_rows
-            * (self.spec.input_dim
-                + self.cols.label_cols
-                + 2 * hidden
-                + 2 * self.cols.out_cols
-                + 2 * widest)
+        let f32s = self.spec.input_dim + self.cols.label_cols + 2 * self.cols.out_cols;
+        self.max_rows * (4 * f32s + act_bytes * (2 * hidden + 2 * widest))
     }
 
     /// Forward pass of the first `rows` samples in `self.x` into `self.out`.

@@ -9,7 +9,7 @@
 
 use ringtrain::app::model_spec;
 use ringtrain::backend::cpu::Cpu;
-use ringtrain::backend::gpu::{GpuBackend, GpuRuntime};
+use ringtrain::backend::gpu::{GpuBackend, GpuBuf, GpuRuntime};
 use ringtrain::backend::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule};
 use ringtrain::comm::bucket::SyncReport;
 use ringtrain::comm::single::Single;
@@ -50,13 +50,13 @@ pub fn close(what: &str, gpu: &[f32], cpu: &[f32]) {
     );
 }
 
-pub fn up<R: GpuRuntime>(g: &GpuBackend<R>, v: &[f32]) -> R::Mem {
+pub fn up<R: GpuRuntime>(g: &GpuBackend<R>, v: &[f32]) -> GpuBuf<R::Mem> {
     let mut b = g.alloc(v.len());
     g.upload(v, &mut b, 0);
     b
 }
 
-pub fn down<R: GpuRuntime>(g: &GpuBackend<R>, b: &R::Mem, len: usize) -> Vec<f32> {
+pub fn down<R: GpuRuntime>(g: &GpuBackend<R>, b: &GpuBuf<R::Mem>, len: usize) -> Vec<f32> {
     let mut v = vec![0f32; len];
     g.download(b, 0, &mut v);
     v
@@ -425,7 +425,8 @@ pub fn train_both<R: GpuRuntime>(
         Cpu::<f32>::new(),
         &init,
     );
-    let sync = |_: &mut R::Mem, _: &ParamLayout| -> Box<dyn GradBuckets> { Box::new(OneRank) };
+    let sync =
+        |_: &mut GpuBuf<R::Mem>, _: &ParamLayout| -> Box<dyn GradBuckets> { Box::new(OneRank) };
     let mut gpu_tr = Trainer::new(&cfg, spec.clone(), &comm, sync, &data, be, &init);
     for step in 0..steps {
         let a = cpu.step(step, true).expect("cpu step");
@@ -463,4 +464,140 @@ pub fn twenty_training_steps_bf16_stay_close_to_cpu<R: GpuRuntime>(be: GpuBacken
         r <= BF16_TOL,
         "params after 20 SGD steps, bf16 GEMMs: {r:e}"
     );
+}
+
+fn close_bf16(what: &str, gpu: &[f32], cpu: &[f32]) {
+    let r = rel(gpu, cpu);
+    assert!(
+        r <= BF16_TOL,
+        "{what}: ‖gpu − cpu‖/‖cpu‖ = {r:e} (> {BF16_TOL:e})"
+    );
+}
+
+/// `--precision bf16` storage (`be` made with `bf16: true`): activation
+/// buffers round to bf16 on upload; bias + activation, its backward, the
+/// column sums and GEMMs into and out of bf16 buffers match the CPU on the
+/// same (bf16-rounded) inputs within 1e-2, unwritten elements poisoned.
+pub fn bf16_activation_storage_matches_cpu<R: GpuRuntime>(g: &GpuBackend<R>) {
+    let c = Cpu::<f32>::new();
+    let act_up = |v: &[f32]| {
+        let mut b = g.alloc_act(v.len());
+        g.upload(v, &mut b, 0);
+        b
+    };
+    // Round trip: bf16 keeps 8 significant bits.
+    let x = randn(1001, 40);
+    let bx = act_up(&x);
+    assert_eq!(g.act_elem_bytes(), 2, "not a bf16 backend");
+    let back = down(g, &bx, x.len());
+    for (a, b) in x.iter().zip(&back) {
+        assert!(
+            (a - b).abs() <= a.abs() / 256.0,
+            "bf16 round trip {a} -> {b}"
+        );
+    }
+    assert!(back != x, "activation buffers are not bf16");
+
+    // cols 24 with an aligned bias: the 4-wide kernels; 13 or bias offset 1: scalar.
+    for (rows, cols, boff) in [(37, 24, 0), (37, 13, 0), (50, 24, 1)] {
+        for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
+            let n = rows * cols;
+            let bias = randn(boff + cols, 41);
+            let (mut gz, mut gh) = (act_up(&randn(n, 42)), act_up(&nan(n)));
+            // The CPU starts from the values the GPU holds (rounded).
+            let z0 = down(g, &gz, n);
+            let (mut z, mut h) = (z0.clone(), vec![0f32; n]);
+            c.bias_act(Some(act), rows, cols, &bias, boff, &mut z, Some(&mut h));
+            g.bias_act(
+                Some(act),
+                rows,
+                cols,
+                &up(g, &bias),
+                boff,
+                &mut gz,
+                Some(&mut gh),
+            );
+            let what = format!("bf16 bias_act {act:?} {rows}x{cols}+{boff}");
+            close_bf16(&format!("{what} z"), &down(g, &gz, n), &z);
+            close_bf16(&format!("{what} h"), &down(g, &gh, n), &h);
+
+            let (gzr, ghr) = (down(g, &gz, n), down(g, &gh, n));
+            let mut gd = act_up(&randn(n, 43));
+            let mut dh = down(g, &gd, n);
+            c.act_backward(act, n, &gzr, &ghr, &mut dh);
+            g.act_backward(act, n, &gz, &gh, &mut gd);
+            close_bf16(
+                &format!("bf16 act_backward {act:?} n={n}"),
+                &down(g, &gd, n),
+                &dh,
+            );
+        }
+    }
+    // An odd length: the scalar backward.
+    let n = 101;
+    let (gz, gh) = (act_up(&randn(n, 44)), act_up(&randn(n, 45)));
+    let mut gd = act_up(&randn(n, 46));
+    let mut dh = down(g, &gd, n);
+    c.act_backward(
+        Activation::Tanh,
+        n,
+        &down(g, &gz, n),
+        &down(g, &gh, n),
+        &mut dh,
+    );
+    g.act_backward(Activation::Tanh, n, &gz, &gh, &mut gd);
+    close_bf16("bf16 act_backward n=101", &down(g, &gd, n), &dh);
+
+    // Column sums of a bf16 matrix into f32.
+    for (rows, cols) in [(37, 13), (1000, 70)] {
+        let gx = act_up(&randn(rows * cols, 47));
+        let xr = down(g, &gx, rows * cols);
+        for beta in [0.0, 1.0] {
+            let o0 = randn(cols + 3, 48);
+            let mut want = o0.clone();
+            c.col_sum(rows, cols, &xr, &mut want, 3, beta);
+            let mut init = o0.clone();
+            if beta == 0.0 {
+                init[3..].fill(f32::NAN);
+            }
+            let mut go = up(g, &init);
+            g.col_sum(rows, cols, &gx, &mut go, 3, beta);
+            let got = down(g, &go, cols + 3);
+            close_bf16(&format!("bf16 col_sum {rows}x{cols} β={beta}"), &got, &want);
+            assert_eq!(&got[..3], &o0[..3], "col_sum wrote before its offset");
+        }
+    }
+
+    // GEMMs as the model runs them: f32 weights (cast) with a bf16 input
+    // into a bf16 output (forward), and bf16 × bf16 into f32 gradients
+    // with beta 1 (weight gradients over micro-batches).
+    let (m, n, k) = (37, 29, 24);
+    let gx = act_up(&randn(m * k, 49));
+    let w = randn(n * k, 50);
+    let mut gz = act_up(&nan(m * n));
+    let fwd = Gemm::new(m, n, k, false, true);
+    g.gemm(fwd, &gx, &up(g, &w), &mut gz);
+    let mut want = vec![0f32; m * n];
+    c.gemm(fwd, &down(g, &gx, m * k), &w, &mut want);
+    close_bf16("bf16 gemm into bf16", &down(g, &gz, m * n), &want);
+
+    let gdz = act_up(&randn(m * n, 51));
+    let g0 = randn(n * k + 5, 52);
+    let mut gg = up(g, &g0);
+    let wgrad = Gemm {
+        c_off: 5,
+        beta: 1.0,
+        ..Gemm::new(n, k, m, true, false)
+    };
+    g.gemm(wgrad, &gdz, &gx, &mut gg);
+    let mut want = g0.clone();
+    c.gemm(
+        wgrad,
+        &down(g, &gdz, m * n),
+        &down(g, &gx, m * k),
+        &mut want,
+    );
+    let got = down(g, &gg, n * k + 5);
+    close_bf16("bf16 × bf16 gemm into f32, beta 1", &got, &want);
+    assert_eq!(&got[..5], &g0[..5], "gemm wrote before c_off");
 }

@@ -26,6 +26,10 @@ pub const SOURCES: &[Source] = &[
             "bias_act_f32_v4",
             "act_backward_f32",
             "act_backward_f32_v4",
+            "bias_act_bf16",
+            "bias_act_bf16_v4",
+            "act_backward_bf16",
+            "act_backward_bf16_v4",
         ],
     },
     Source {
@@ -40,6 +44,7 @@ pub const SOURCES: &[Source] = &[
             "sum_squares_partial_f32",
             "finish_sum_f32",
             "col_sum_f32",
+            "col_sum_bf16",
             "scale_f32",
         ],
     },
@@ -59,6 +64,20 @@ pub const SOURCES: &[Source] = &[
         kernels: &["count_nonfinite_f32"],
     },
 ];
+
+/// The headers the kernel files include (`#include "NAME"`), embedded.
+pub const HEADERS: &[(&str, &str)] = &[("bf16.cuh", include_str!("../../../kernels/bf16.cuh"))];
+
+/// The source NVRTC compiles: the file with each `#include "NAME"` of
+/// [`HEADERS`] replaced by the header's text (the binary carries no
+/// kernel directory; the CPU emulator of the tests includes the files).
+pub fn expanded(src: &Source) -> String {
+    let mut text = src.text.to_string();
+    for (name, header) in HEADERS {
+        text = text.replace(&format!("#include \"{name}\""), header);
+    }
+    text
+}
 
 /// `compute_XY` for a compute capability (X, Y).
 pub fn arch_for(major: i32, minor: i32) -> String {
@@ -102,7 +121,7 @@ pub fn compile(src: &Source, arch: &str, include_paths: &[String]) -> Result<Str
         name: Some(src.file.to_string()),
         ..options(arch, include_paths)
     };
-    match compile_ptx_with_opts(src.text, opts) {
+    match compile_ptx_with_opts(expanded(src), opts) {
         Ok(ptx) => Ok(ptx.to_src()),
         Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(format!(
             "{}: NVRTC compile error for {arch}:\n{}",
@@ -146,7 +165,7 @@ pub fn cache_key(src: &Source, arch: &str, nvrtc: (i32, i32)) -> String {
     let opts = format!("{:?}", options(arch, &[]).options);
     let v = format!("{}.{}", nvrtc.0, nvrtc.1);
     let h = fnv1a(&[
-        src.text.as_bytes(),
+        expanded(src).as_bytes(),
         arch.as_bytes(),
         v.as_bytes(),
         opts.as_bytes(),
@@ -214,6 +233,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn includes_are_expanded() {
+        for s in SOURCES {
+            let text = expanded(s);
+            assert!(!text.contains("#include"), "{}: an include is left", s.file);
+        }
+        let act = SOURCES.iter().find(|s| s.file == "act.cu").unwrap();
+        assert!(expanded(act).contains("f32_to_bf16_bits"));
     }
 
     #[test]

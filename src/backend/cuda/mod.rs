@@ -27,7 +27,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
-use super::gpu::{Arg, ColMajor, GpuBackend, GpuRuntime, Launch, Operands};
+use super::gpu::{Arg, ColMajor, Dtype, GpuBackend, GpuBuf, GpuRuntime, Launch};
 use crate::error::{Error, Result};
 
 pub use super::gpu::GpuOptions as CudaOptions;
@@ -135,14 +135,30 @@ impl GpuRuntime for CudaRuntime {
         m.device_ptr(&self.stream).0
     }
 
-    fn upload(&self, src: &[f32], dst: &mut CudaSlice<f32>, off: usize) {
-        let mut view = dst.slice_mut(off..off + src.len());
-        launched(self.stream.memcpy_htod(src, &mut view), "upload");
+    fn upload(&self, src: &[u8], dst: &mut CudaSlice<f32>, byte_off: usize) {
+        assert!(
+            byte_off + src.len() <= 4 * dst.len(),
+            "upload beyond the buffer"
+        );
+        let at = self.addr(dst) + byte_off as u64;
+        // SAFETY: inside the allocation (checked); the host buffer is only
+        // read while the call stages it (pageable memory).
+        let r =
+            unsafe { cudarc::driver::result::memcpy_htod_async(at, src, self.stream.cu_stream()) };
+        launched(r, "upload");
     }
 
-    fn download(&self, src: &CudaSlice<f32>, off: usize, dst: &mut [f32]) {
-        let view = src.slice(off..off + dst.len());
-        launched(self.stream.memcpy_dtoh(&view, dst), "download");
+    fn download(&self, src: &CudaSlice<f32>, byte_off: usize, dst: &mut [u8]) {
+        assert!(
+            byte_off + dst.len() <= 4 * src.len(),
+            "download beyond the buffer"
+        );
+        let at = self.addr(src) + byte_off as u64;
+        // SAFETY: inside the allocation (checked); synchronised before the
+        // host buffer is released to the caller.
+        let r =
+            unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, at, self.stream.cu_stream()) };
+        launched(r, "download");
         launched(self.stream.synchronize(), "download");
     }
 
@@ -189,9 +205,10 @@ impl GpuRuntime for CudaRuntime {
     fn gemm(
         &self,
         cm: &ColMajor,
-        operands: Operands,
+        operands: Dtype,
         first: u64,
         second: u64,
+        out: Dtype,
         c: u64,
         alpha: f32,
         beta: f32,
@@ -204,12 +221,13 @@ impl GpuRuntime for CudaRuntime {
                 blas_sys::cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let dtype = match operands {
-            Operands::F32 => CUDA_R_32F,
-            Operands::Bf16 => CUDA_R_16BF,
+        let ty = |d: Dtype| match d {
+            Dtype::F32 => CUDA_R_32F,
+            Dtype::Bf16 => CUDA_R_16BF,
         };
+        let dtype = ty(operands);
         // TF32 only when asked for (the handle's math mode) and f32 operands.
-        let compute = if self.tf32 && operands == Operands::F32 {
+        let compute = if self.tf32 && operands == Dtype::F32 {
             blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
         } else {
             blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
@@ -232,7 +250,7 @@ impl GpuRuntime for CudaRuntime {
                 cm.ld_second as i32,
                 (&beta as *const f32).cast(),
                 c as *mut std::ffi::c_void,
-                CUDA_R_32F,
+                ty(out),
                 cm.ldc as i32,
                 compute,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
@@ -276,7 +294,7 @@ impl CudaBackend {
 
     /// The raw device pointer of a buffer (element 0). Element `i` of an
     /// f32 buffer is at `device_ptr(buf) + 4 * i`. Valid while `buf` lives.
-    pub fn device_ptr(&self, buf: &CudaSlice<f32>) -> CUdeviceptr {
-        self.runtime().addr(buf)
+    pub fn device_ptr(&self, buf: &GpuBuf<CudaSlice<f32>>) -> CUdeviceptr {
+        self.runtime().addr(&buf.mem)
     }
 }

@@ -13,7 +13,7 @@ pub mod runtime;
 
 use std::cell::RefCell;
 
-pub use runtime::{Arg, GpuRuntime, Launch, Operands};
+pub use runtime::{Arg, Dtype, GpuRuntime, Launch};
 
 use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule};
 use crate::model::spec::Activation;
@@ -32,7 +32,9 @@ pub struct GpuOptions {
     /// Let cuBLAS use TF32 tensor cores for f32 GEMMs (faster, ~1e-3
     /// relative error). Off by default; `RINGTRAIN_TF32=1` turns it on.
     pub tf32: bool,
-    /// GEMM operands in bf16 (cast per GEMM), accumulation and output f32.
+    /// `--precision bf16`: activations stored in bf16 and GEMM operands in
+    /// bf16 (f32 weights cast per GEMM); accumulation, weights, gradients,
+    /// optimizer state, the head outputs and the losses stay f32.
     pub bf16: bool,
 }
 
@@ -51,12 +53,22 @@ impl GpuOptions {
     }
 }
 
+/// A buffer of the GPU backend: an allocation and its element type.
+/// Parameters, gradients, optimizer state, inputs, head outputs and stats
+/// are f32; activations are bf16 under `--precision bf16`.
+pub struct GpuBuf<M> {
+    pub mem: M,
+    /// Elements (of `dtype`).
+    pub len: usize,
+    pub dtype: Dtype,
+}
+
 pub struct GpuBackend<R: GpuRuntime> {
     rt: R,
     /// Per-block partial sums of the two-pass reductions.
-    partial: R::Mem,
+    partial: GpuBuf<R::Mem>,
     /// One u32 counter for the non-finite check (in an f32 allocation).
-    counter: R::Mem,
+    counter: GpuBuf<R::Mem>,
     /// bf16 copies of the two GEMM operands (`--precision bf16`), grown as
     /// needed (two bf16 per f32 element); stream order keeps reuse safe.
     bf16_scratch: RefCell<[R::Mem; 2]>,
@@ -68,8 +80,16 @@ pub struct GpuBackend<R: GpuRuntime> {
 impl<R: GpuRuntime> GpuBackend<R> {
     pub fn with_runtime(rt: R, opts: GpuOptions) -> Self {
         GpuBackend {
-            partial: rt.alloc(REDUCE_BLOCKS as usize),
-            counter: rt.alloc(1),
+            partial: GpuBuf {
+                mem: rt.alloc(REDUCE_BLOCKS as usize),
+                len: REDUCE_BLOCKS as usize,
+                dtype: Dtype::F32,
+            },
+            counter: GpuBuf {
+                mem: rt.alloc(1),
+                len: 1,
+                dtype: Dtype::F32,
+            },
             bf16_scratch: RefCell::new([rt.alloc(1), rt.alloc(1)]),
             max_blocks: rt.sm_count().max(1) * 32,
             opts,
@@ -87,15 +107,25 @@ impl<R: GpuRuntime> GpuBackend<R> {
     }
 
     /// Number of NaN/Inf among the first `len` elements (synchronises).
-    pub fn count_nonfinite(&self, x: &R::Mem, len: usize) -> u64 {
-        let c = self.rt.addr(&self.counter);
+    pub fn count_nonfinite(&self, x: &GpuBuf<R::Mem>, len: usize) -> u64 {
+        f32_only("count_nonfinite", &[x]);
+        let c = self.ptr(&self.counter, 0);
         self.rt.memset_zero(c, 4);
         let args = [Arg::I64(len as i64), Arg::Ptr(self.ptr(x, 0)), Arg::Ptr(c)];
         self.rt
             .launch("count_nonfinite_f32", self.ew_cfg(len), &args);
-        let mut out = [0f32];
-        self.rt.download(&self.counter, 0, &mut out);
-        out[0].to_bits() as u64
+        let mut out = [0u8; 4];
+        self.rt.download(&self.counter.mem, 0, &mut out);
+        u32::from_ne_bytes(out) as u64
+    }
+
+    /// A bf16 view of `len` elements at `off` of `buf` for a GEMM operand:
+    /// the buffer itself when it is bf16, else a bf16 copy in `slot`.
+    fn bf16_operand(&self, slot: usize, buf: &GpuBuf<R::Mem>, off: usize, len: usize) -> u64 {
+        match buf.dtype {
+            Dtype::Bf16 => self.ptr(buf, off),
+            Dtype::F32 => self.to_bf16(slot, self.ptr(buf, off), len),
+        }
     }
 
     /// Casts `len` floats at device address `src` to bf16 in scratch `slot`
@@ -112,10 +142,13 @@ impl<R: GpuRuntime> GpuBackend<R> {
     }
 
     /// Address of element `off` of `buf`.
-    fn ptr(&self, buf: &R::Mem, off: usize) -> u64 {
-        let len = self.rt.len(buf);
-        assert!(off <= len, "offset {off} beyond a buffer of {len}");
-        self.rt.addr(buf) + 4 * off as u64
+    pub fn ptr(&self, buf: &GpuBuf<R::Mem>, off: usize) -> u64 {
+        assert!(
+            off <= buf.len,
+            "offset {off} beyond a buffer of {}",
+            buf.len
+        );
+        self.rt.addr(&buf.mem) + (buf.dtype.bytes() * off) as u64
     }
 
     fn ew_cfg(&self, n: usize) -> Launch {
@@ -133,7 +166,7 @@ impl<R: GpuRuntime> GpuBackend<R> {
     }
 
     /// stats[stat] = Σ partial[..blocks] (+ stats[stat] if accumulate).
-    fn finish_sum(&self, blocks: u32, stats: &R::Mem, stat: usize, accumulate: bool) {
+    fn finish_sum(&self, blocks: u32, stats: &GpuBuf<R::Mem>, stat: usize, accumulate: bool) {
         let args = [
             Arg::I32(blocks as i32),
             Arg::Ptr(self.ptr(&self.partial, 0)),
@@ -194,14 +227,45 @@ fn aligned16(p: u64) -> bool {
     p % 16 == 0
 }
 
+/// Panics unless every buffer is f32 (ops whose kernels exist only for f32).
+fn f32_only<M>(op: &str, bufs: &[&GpuBuf<M>]) {
+    for b in bufs {
+        assert!(
+            b.dtype == Dtype::F32,
+            "{op}: a {:?} buffer where f32 is needed",
+            b.dtype
+        );
+    }
+}
+
+/// The one element type of `bufs` (activations of one op share theirs).
+fn same_dtype<M>(op: &str, bufs: &[&GpuBuf<M>]) -> Dtype {
+    let d = bufs[0].dtype;
+    assert!(
+        bufs.iter().all(|b| b.dtype == d),
+        "{op}: mixed f32 and bf16 buffers"
+    );
+    d
+}
+
+fn as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 initialised bytes; u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), 4 * v.len()) }
+}
+
+fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above, and any 4 bytes are a valid f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), 4 * v.len()) }
+}
+
 impl<R: GpuRuntime> Backend for GpuBackend<R> {
-    type Buf = R::Mem;
+    type Buf = GpuBuf<R::Mem>;
 
     fn name(&self) -> String {
         format!(
             "cuda {} ({}{})",
             if self.opts.bf16 {
-                "f32 with bf16 GEMM operands"
+                "bf16 (activations and GEMM operands; weights, optimizer and losses f32)"
             } else {
                 "f32"
             },
@@ -214,53 +278,103 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         )
     }
 
-    fn alloc(&self, len: usize) -> R::Mem {
-        self.rt.alloc(len)
-    }
-
-    fn upload(&self, src: &[f32], dst: &mut R::Mem, off: usize) {
-        if !src.is_empty() {
-            self.rt.upload(src, dst, off);
+    fn alloc(&self, len: usize) -> GpuBuf<R::Mem> {
+        GpuBuf {
+            mem: self.rt.alloc(len),
+            len,
+            dtype: Dtype::F32,
         }
     }
 
-    fn download(&self, src: &R::Mem, off: usize, dst: &mut [f32]) {
-        if !dst.is_empty() {
-            self.rt.download(src, off, dst);
+    fn alloc_act(&self, len: usize) -> GpuBuf<R::Mem> {
+        if !self.opts.bf16 {
+            return self.alloc(len);
+        }
+        GpuBuf {
+            mem: self.rt.alloc(len.div_ceil(2)),
+            len,
+            dtype: Dtype::Bf16,
         }
     }
 
-    fn zero(&self, buf: &mut R::Mem, off: usize, len: usize) {
+    fn act_elem_bytes(&self) -> usize {
+        if self.opts.bf16 { 2 } else { 4 }
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut GpuBuf<R::Mem>, off: usize) {
+        if src.is_empty() {
+            return;
+        }
+        assert!(off + src.len() <= dst.len, "upload beyond the buffer");
+        let at = dst.dtype.bytes() * off;
+        match dst.dtype {
+            Dtype::F32 => self.rt.upload(as_bytes(src), &mut dst.mem, at),
+            Dtype::Bf16 => {
+                let bits: Vec<u8> = src
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_ne_bytes())
+                    .collect();
+                self.rt.upload(&bits, &mut dst.mem, at)
+            }
+        }
+    }
+
+    fn download(&self, src: &GpuBuf<R::Mem>, off: usize, dst: &mut [f32]) {
+        if dst.is_empty() {
+            return;
+        }
+        assert!(off + dst.len() <= src.len, "download beyond the buffer");
+        let at = src.dtype.bytes() * off;
+        match src.dtype {
+            Dtype::F32 => self.rt.download(&src.mem, at, as_bytes_mut(dst)),
+            Dtype::Bf16 => {
+                let mut bits = vec![0u8; 2 * dst.len()];
+                self.rt.download(&src.mem, at, &mut bits);
+                for (d, b) in dst.iter_mut().zip(bits.chunks_exact(2)) {
+                    *d = half::bf16::from_bits(u16::from_ne_bytes([b[0], b[1]])).to_f32();
+                }
+            }
+        }
+    }
+
+    fn zero(&self, buf: &mut GpuBuf<R::Mem>, off: usize, len: usize) {
         if len == 0 {
             return;
         }
-        assert!(off + len <= self.rt.len(buf), "zero beyond the buffer");
-        self.rt.memset_zero(self.ptr(buf, off), 4 * len);
+        assert!(off + len <= buf.len, "zero beyond the buffer");
+        self.rt
+            .memset_zero(self.ptr(buf, off), buf.dtype.bytes() * len);
     }
 
-    fn gemm(&self, g: Gemm, a: &R::Mem, b: &R::Mem, c: &mut R::Mem) {
+    fn gemm(&self, g: Gemm, a: &GpuBuf<R::Mem>, b: &GpuBuf<R::Mem>, c: &mut GpuBuf<R::Mem>) {
         if g.m == 0 || g.n == 0 {
             return;
         }
-        let len = |m: &R::Mem| self.rt.len(m);
-        assert!(g.a_off + g.m * g.k <= len(a), "gemm: A beyond its buffer");
-        assert!(g.b_off + g.k * g.n <= len(b), "gemm: B beyond its buffer");
-        assert!(g.c_off + g.m * g.n <= len(c), "gemm: C beyond its buffer");
+        assert!(g.a_off + g.m * g.k <= a.len, "gemm: A beyond its buffer");
+        assert!(g.b_off + g.k * g.n <= b.len, "gemm: B beyond its buffer");
+        assert!(g.c_off + g.m * g.n <= c.len, "gemm: C beyond its buffer");
         let cm = ColMajor::of(&g);
-        let (pa, pb, pc) = (
-            self.ptr(a, g.a_off),
-            self.ptr(b, g.b_off),
-            self.ptr(c, g.c_off),
-        );
-        // Column-major: B's buffer first, A's second.
-        if self.opts.bf16 {
-            let first = self.to_bf16(0, pb, g.k * g.n);
-            let second = self.to_bf16(1, pa, g.m * g.k);
-            self.rt
-                .gemm(&cm, Operands::Bf16, first, second, pc, g.alpha, g.beta);
+        let pc = self.ptr(c, g.c_off);
+        // Column-major: B's buffer first, A's second. Both operands bf16
+        // when either is (an f32 one is cast), or under --precision bf16.
+        let bf16 = self.opts.bf16 || a.dtype == Dtype::Bf16 || b.dtype == Dtype::Bf16;
+        if bf16 {
+            let first = self.bf16_operand(0, b, g.b_off, g.k * g.n);
+            let second = self.bf16_operand(1, a, g.a_off, g.m * g.k);
+            self.rt.gemm(
+                &cm,
+                Dtype::Bf16,
+                first,
+                second,
+                c.dtype,
+                pc,
+                g.alpha,
+                g.beta,
+            );
         } else {
+            let (pa, pb) = (self.ptr(a, g.a_off), self.ptr(b, g.b_off));
             self.rt
-                .gemm(&cm, Operands::F32, pb, pa, pc, g.alpha, g.beta);
+                .gemm(&cm, Dtype::F32, pb, pa, c.dtype, pc, g.alpha, g.beta);
         }
     }
 
@@ -269,26 +383,30 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         act: Option<Activation>,
         rows: usize,
         cols: usize,
-        bias: &R::Mem,
+        bias: &GpuBuf<R::Mem>,
         bias_off: usize,
-        z: &mut R::Mem,
-        h: Option<&mut R::Mem>,
+        z: &mut GpuBuf<R::Mem>,
+        h: Option<&mut GpuBuf<R::Mem>>,
     ) {
         let n = rows * cols;
         if n == 0 {
             return;
         }
+        f32_only("bias_act bias", &[bias]);
+        assert!(n <= z.len, "bias_act: z beyond its buffer");
+        let h = h.filter(|_| act.is_some());
+        let dtype = match &h {
+            Some(h) => same_dtype("bias_act", &[z, h]),
+            None => z.dtype,
+        };
         let pb = self.ptr(bias, bias_off);
         let pz = self.ptr(z, 0);
-        let ph = match (act, h) {
-            (Some(_), Some(h)) => self.ptr(h, 0),
-            _ => 0u64,
-        };
+        let ph = h.map_or(0, |h| self.ptr(h, 0));
         let v4 = cols % 4 == 0 && aligned16(pb) && aligned16(pz) && aligned16(ph);
-        let (name, cfg) = if v4 {
-            ("bias_act_f32_v4", self.ew_cfg(n / 4))
-        } else {
-            ("bias_act_f32", self.ew_cfg(n))
+        let (name, cfg) = match dtype {
+            Dtype::Bf16 => ("bias_act_bf16", self.ew_cfg(n)),
+            Dtype::F32 if v4 => ("bias_act_f32_v4", self.ew_cfg(n / 4)),
+            Dtype::F32 => ("bias_act_f32", self.ew_cfg(n)),
         };
         let args = [
             Arg::I32(act_code(act)),
@@ -301,16 +419,28 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         self.rt.launch(name, cfg, &args);
     }
 
-    fn act_backward(&self, act: Activation, len: usize, z: &R::Mem, h: &R::Mem, dh: &mut R::Mem) {
+    fn act_backward(
+        &self,
+        act: Activation,
+        len: usize,
+        z: &GpuBuf<R::Mem>,
+        h: &GpuBuf<R::Mem>,
+        dh: &mut GpuBuf<R::Mem>,
+    ) {
         if len == 0 {
             return;
         }
+        let dtype = same_dtype("act_backward", &[z, h, dh]);
+        assert!(
+            len <= z.len.min(h.len).min(dh.len),
+            "act_backward beyond a buffer"
+        );
         let (pz, ph, pd) = (self.ptr(z, 0), self.ptr(h, 0), self.ptr(dh, 0));
         let v4 = len % 4 == 0 && aligned16(pz) && aligned16(ph) && aligned16(pd);
-        let (name, cfg) = if v4 {
-            ("act_backward_f32_v4", self.ew_cfg(len / 4))
-        } else {
-            ("act_backward_f32", self.ew_cfg(len))
+        let (name, cfg) = match dtype {
+            Dtype::Bf16 => ("act_backward_bf16", self.ew_cfg(len)),
+            Dtype::F32 if v4 => ("act_backward_f32_v4", self.ew_cfg(len / 4)),
+            Dtype::F32 => ("act_backward_f32", self.ew_cfg(len)),
         };
         let args = [
             Arg::I32(act_code(Some(act))),
@@ -326,18 +456,27 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         &self,
         rows: usize,
         cols: usize,
-        x: &R::Mem,
-        out: &mut R::Mem,
+        x: &GpuBuf<R::Mem>,
+        out: &mut GpuBuf<R::Mem>,
         off: usize,
         beta: f32,
     ) {
         if cols == 0 {
             return;
         }
+        f32_only("col_sum output", &[out]);
+        assert!(
+            rows * cols <= x.len && off + cols <= out.len,
+            "col_sum beyond a buffer"
+        );
         // Block (32, 8): see col_sum_f32 in reduce.cu.
         let cfg = Launch {
             grid: (cols.div_ceil(32) as u32, 1, 1),
             block: (32, 8, 1),
+        };
+        let name = match x.dtype {
+            Dtype::F32 => "col_sum_f32",
+            Dtype::Bf16 => "col_sum_bf16",
         };
         let args = [
             Arg::I64(rows as i64),
@@ -346,17 +485,18 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             Arg::Ptr(self.ptr(out, off)),
             Arg::F32(beta),
         ];
-        self.rt.launch("col_sum_f32", cfg, &args);
+        self.rt.launch(name, cfg, &args);
     }
 
     fn task_loss(
         &self,
         a: LossArgs,
-        out: &R::Mem,
-        labels: &R::Mem,
-        dout: &mut R::Mem,
-        stats: &mut R::Mem,
+        out: &GpuBuf<R::Mem>,
+        labels: &GpuBuf<R::Mem>,
+        dout: &mut GpuBuf<R::Mem>,
+        stats: &mut GpuBuf<R::Mem>,
     ) {
+        f32_only("task_loss", &[out, labels, dout, stats]);
         let cfg = Self::reduce_cfg(a.rows, 1);
         let (name, width) = match a.kind {
             TaskKind::Classify { classes } => ("softmax_ce_f32", Some(classes)),
@@ -381,7 +521,9 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         self.finish_sum(cfg.grid.0, stats, a.stat, a.accumulate);
     }
 
-    fn sum_squares(&self, x: &R::Mem, len: usize, stats: &mut R::Mem, stat: usize) {
+    fn sum_squares(&self, x: &GpuBuf<R::Mem>, len: usize, stats: &mut GpuBuf<R::Mem>, stat: usize) {
+        f32_only("sum_squares", &[x, stats]);
+        assert!(len <= x.len, "sum_squares beyond the buffer");
         let cfg = Self::reduce_cfg(len, 4);
         let args = [
             Arg::I64(len as i64),
@@ -392,10 +534,12 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         self.finish_sum(cfg.grid.0, stats, stat, false);
     }
 
-    fn scale(&self, x: &mut R::Mem, len: usize, s: f32) {
+    fn scale(&self, x: &mut GpuBuf<R::Mem>, len: usize, s: f32) {
         if len == 0 {
             return;
         }
+        f32_only("scale", &[x]);
+        assert!(len <= x.len, "scale beyond the buffer");
         let args = [Arg::I64(len as i64), Arg::Ptr(self.ptr(x, 0)), Arg::F32(s)];
         self.rt.launch("scale_f32", self.ew_cfg(len), &args);
     }
@@ -404,15 +548,19 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         &self,
         a: UpdateArgs,
         len: usize,
-        params: &mut R::Mem,
-        grads: &R::Mem,
-        state: &mut R::Mem,
-        stats: &R::Mem,
+        params: &mut GpuBuf<R::Mem>,
+        grads: &GpuBuf<R::Mem>,
+        state: &mut GpuBuf<R::Mem>,
+        stats: &GpuBuf<R::Mem>,
     ) {
         if len == 0 {
             return;
         }
-        assert!(len <= self.rt.len(params) && len <= self.rt.len(grads));
+        f32_only("update", &[params, grads, state, stats]);
+        assert!(
+            len <= params.len && len <= grads.len,
+            "update beyond a buffer"
+        );
         // clip <= 0 means none (a clip norm of 0 is rejected by the config).
         let clip = a.clip.unwrap_or(0.0);
         let head = [
@@ -433,7 +581,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
                 momentum,
                 first_step,
             } => {
-                assert!(self.rt.len(state) >= len, "SGD state holds the momentum");
+                assert!(state.len >= len, "SGD state holds the momentum");
                 let mut args = head.to_vec();
                 args.push(Arg::Ptr(self.ptr(state, 0)));
                 args.extend(norm);
@@ -446,7 +594,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
                 eps,
                 step,
             } => {
-                assert!(self.rt.len(state) >= 2 * len, "AdamW state holds m and v");
+                assert!(state.len >= 2 * len, "AdamW state holds m and v");
                 // As the CPU backend: 1 - β^t in f32.
                 let bc1 = 1.0 - beta1.powi(step as i32);
                 let bc2 = 1.0 - beta2.powi(step as i32);

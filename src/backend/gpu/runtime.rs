@@ -37,12 +37,21 @@ impl Launch {
     }
 }
 
-/// The element type of both GEMM operands (output and accumulation are f32).
+/// An element type of device buffers, GEMM operands and GEMM outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operands {
+pub enum Dtype {
     F32,
     /// bf16 values as 16 raw bits each.
     Bf16,
+}
+
+impl Dtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::Bf16 => 2,
+        }
+    }
 }
 
 /// A device runtime. Every operation is queued on one stream, in order;
@@ -58,10 +67,10 @@ pub trait GpuRuntime {
     fn len(&self, m: &Self::Mem) -> usize;
     /// The device address of element 0; element i is at `addr + 4 i`.
     fn addr(&self, m: &Self::Mem) -> u64;
-    /// Host → `dst[off..off + src.len()]`.
-    fn upload(&self, src: &[f32], dst: &mut Self::Mem, off: usize);
-    /// `src[off..off + dst.len()]` → host, after all queued work.
-    fn download(&self, src: &Self::Mem, off: usize, dst: &mut [f32]);
+    /// Host bytes → the allocation's bytes from `byte_off` on.
+    fn upload(&self, src: &[u8], dst: &mut Self::Mem, byte_off: usize);
+    /// The allocation's bytes from `byte_off` on → host, after all queued work.
+    fn download(&self, src: &Self::Mem, byte_off: usize, dst: &mut [u8]);
     /// Zeroes `bytes` bytes at device address `dst`.
     fn memset_zero(&self, dst: u64, bytes: usize);
     /// Device-to-device copy of `bytes` bytes.
@@ -69,14 +78,16 @@ pub trait GpuRuntime {
     /// Launches kernel `name` (an `extern "C" __global__` of kernels/*.cu).
     fn launch(&self, name: &'static str, cfg: Launch, args: &[Arg]);
     /// C = alpha op(first) op(second) + beta C, column-major as BLAS
-    /// defines it (see [`ColMajor`]); C is f32, beta 0 overwrites it.
+    /// defines it (see [`ColMajor`]), accumulated in f32; both operands are
+    /// of type `operands`, C of type `out`; beta 0 overwrites C.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         cm: &ColMajor,
-        operands: Operands,
+        operands: Dtype,
         first: u64,
         second: u64,
+        out: Dtype,
         c: u64,
         alpha: f32,
         beta: f32,
