@@ -102,7 +102,10 @@ impl fmt::Display for EmuError {
                 )
             }
             EmuError::BarrierDivergence { kernel, message } => {
-                write!(f, "kernel-emu: kernel `{kernel}`: barrier divergence: {message}")
+                write!(
+                    f,
+                    "kernel-emu: kernel `{kernel}`: barrier divergence: {message}"
+                )
             }
             EmuError::Internal { kernel, message } => {
                 write!(f, "kernel-emu: kernel `{kernel}`: {message}")
@@ -200,12 +203,13 @@ pub unsafe fn launch(
     block: (u32, u32, u32),
     args: &[Arg],
 ) -> Result<(), EmuError> {
-    let kernel = KERNELS
-        .iter()
-        .find(|k| k.name == name)
-        .ok_or_else(|| EmuError::UnknownKernel {
-            kernel: name.to_string(),
-        })?;
+    let kernel =
+        KERNELS
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| EmuError::UnknownKernel {
+                kernel: name.to_string(),
+            })?;
     let raw: Vec<RawArg> = args
         .iter()
         .map(|a| {

@@ -1,21 +1,25 @@
 // The cooperative scheduler: runs one launch on the calling OS thread.
 //
 // Blocks run one after another in grid order (z, y, x). The threads of a
-// block are fibers (ucontext), each on its own 64 KiB stack with a guard
-// page below it (a stack overflow faults instead of corrupting a
-// neighbour); stacks are kept per OS thread and reused by later blocks and
-// launches. A block runs in passes: each pass resumes, in thread-index
-// order (x fastest), every thread that is ready; a thread runs until it
-// calls __syncthreads() or returns. After a pass, if some threads wait at a
-// barrier: all of them are released when no thread of the block has
-// returned, else it is barrier divergence (undefined behaviour in CUDA),
-// reported as an error.
+// block are fibers, each on its own 64 KiB stack with a guard page below it
+// (a stack overflow faults instead of corrupting a neighbour); stacks are
+// kept per OS thread and reused by later blocks and launches. A block runs
+// in passes: each pass resumes, in thread-index order (x fastest), every
+// thread that is ready; a thread runs until it calls __syncthreads() or
+// returns. After a pass, if some threads wait at a barrier: all of them are
+// released when no thread of the block has returned, else it is barrier
+// divergence (undefined behaviour in CUDA), reported as an error.
+//
+// Context switches: a few instructions of assembly on x86-64 (callee-saved
+// registers, MXCSR and the x87 control word, then the stack pointer);
+// ucontext elsewhere, or everywhere with -DKERNEL_EMU_UCONTEXT (in
+// CXXFLAGS). ucontext is correct but slow: glibc's swapcontext makes a
+// system call (the signal mask) on every switch.
 
 #include "../emu_call.h"
 #include "../cuda_emu.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,10 +27,19 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) && !defined(KERNEL_EMU_UCONTEXT)
+#define KERNEL_EMU_ASM_SWITCH 1
+#else
+#include <ucontext.h>
+#endif
+
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
 thread_local dim3 blockDim;
 thread_local dim3 gridDim;
+
+// The body of every fiber (below); never returns.
+extern "C" __attribute__((visibility("hidden"), noreturn)) void kernel_emu_fiber_main();
 
 namespace kernel_emu {
 namespace {
@@ -34,10 +47,127 @@ namespace {
 constexpr std::size_t STACK_BYTES = 64 * 1024;
 constexpr unsigned MAX_THREADS = 1024;
 
+#if KERNEL_EMU_ASM_SWITCH
+
+// A suspended context is its stack pointer; the stack holds the rest.
+struct Context {
+    void *sp = nullptr;
+};
+
+}  // namespace
+}  // namespace kernel_emu
+
+// kernel_emu_switch(void **save, void *load): saves the callee-saved state
+// on the current stack and its stack pointer in *save, then resumes the
+// context whose stack pointer is load. kernel_emu_fiber_start: where a new
+// fiber's first switch "returns" to; the end of its call stack.
+asm(R"(
+    .text
+    .p2align 4
+    .globl kernel_emu_switch
+    .hidden kernel_emu_switch
+    .type kernel_emu_switch, @function
+kernel_emu_switch:
+    .cfi_startproc
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .cfi_endproc
+    .size kernel_emu_switch, .-kernel_emu_switch
+
+    .p2align 4
+    .globl kernel_emu_fiber_start
+    .hidden kernel_emu_fiber_start
+    .type kernel_emu_fiber_start, @function
+kernel_emu_fiber_start:
+    .cfi_startproc
+    .cfi_undefined %rip
+    xorl %ebp, %ebp
+    call kernel_emu_fiber_main
+    ud2
+    .cfi_endproc
+    .size kernel_emu_fiber_start, .-kernel_emu_fiber_start
+)");
+
+extern "C" void kernel_emu_switch(void **save, void *load);
+extern "C" void kernel_emu_fiber_start();
+
+namespace kernel_emu {
+namespace {
+
+// A context that starts kernel_emu_fiber_main on [stack, stack + size).
+bool context_init(Context &c, char *stack, std::size_t size) {
+    // From c.sp up: MXCSR and x87 control word (this thread's), r15, r14,
+    // r13, r12, rbx, rbp (all 0), the "return address" fiber_start, then
+    // 16 bytes of zeros. The stack pointer is 16-byte aligned after the
+    // ret into fiber_start, as at a call site.
+    uint64_t *top = reinterpret_cast<uint64_t *>(stack + size);
+    uint64_t *sp = top - 10;
+    uint32_t mxcsr;
+    uint16_t fpcw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpcw));
+    sp[0] = (uint64_t)mxcsr | ((uint64_t)fpcw << 32);
+    for (int i = 1; i <= 6; ++i) sp[i] = 0;
+    sp[7] = reinterpret_cast<uint64_t>(&kernel_emu_fiber_start);
+    sp[8] = 0;
+    sp[9] = 0;
+    c.sp = sp;
+    return true;
+}
+
+inline void context_switch(Context &save, Context &load) { kernel_emu_switch(&save.sp, load.sp); }
+
+#else  // ucontext
+
+struct Context {
+    ucontext_t uc;
+};
+
+void fiber_entry() { kernel_emu_fiber_main(); }
+
+// Its own function: getcontext "returns twice" as far as the compiler
+// knows, which would pessimise (and warn about) a caller with a loop.
+__attribute__((noinline)) bool context_init(Context &c, char *stack, std::size_t size) {
+    if (getcontext(&c.uc) != 0) return false;
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;  // fiber_main never returns
+    makecontext(&c.uc, fiber_entry, 0);
+    return true;
+}
+
+inline void context_switch(Context &save, Context &load) {
+    if (swapcontext(&save.uc, &load.uc) != 0) {
+        std::fputs("kernel-emu: swapcontext failed\n", stderr);
+        std::abort();
+    }
+}
+
+#endif
+
 enum class State : unsigned char { Ready, AtBarrier, Done };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     State state;
 };
 
@@ -73,7 +203,7 @@ struct StackPool {
 
 // The launch running on this OS thread.
 struct Launch {
-    ucontext_t sched;
+    Context sched;
     Fiber *fibers = nullptr;
     unsigned current = 0;
     void (*body)(void *) = nullptr;
@@ -85,33 +215,6 @@ struct Launch {
 thread_local StackPool tl_stacks;
 thread_local std::vector<Fiber> tl_fibers;
 thread_local Launch *tl_launch = nullptr;
-
-void fiber_main() {
-    Launch *l = tl_launch;
-    try {
-        l->body(l->ctx);
-    } catch (const std::exception &x) {
-        if (!l->threw) l->what = x.what();
-        l->threw = true;
-    } catch (...) {
-        l->threw = true;
-    }
-    l->fibers[l->current].state = State::Done;
-    // Returning resumes uc_link, the scheduler.
-}
-
-// A fresh fiber that starts in fiber_main on `stack` and returns to `link`.
-// Its own function: getcontext "returns twice" as far as the compiler
-// knows, which would otherwise pessimise (and warn about) the caller.
-__attribute__((noinline)) bool init_fiber(Fiber &f, char *stack, ucontext_t *link) {
-    if (getcontext(&f.ctx) != 0) return false;
-    f.ctx.uc_stack.ss_sp = stack;
-    f.ctx.uc_stack.ss_size = STACK_BYTES;
-    f.ctx.uc_link = link;
-    makecontext(&f.ctx, fiber_main, 0);
-    f.state = State::Ready;
-    return true;
-}
 
 std::string dims_str(const unsigned v[3]) {
     return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", " +
@@ -146,8 +249,9 @@ struct LaunchGuard {
 int run_block(Launch &l, unsigned nthreads, ErrInfo *e) {
     const unsigned bx = blockDim.x, by = blockDim.y;
     for (unsigned t = 0; t < nthreads; ++t) {
-        if (!init_fiber(l.fibers[t], tl_stacks.stack(t), &l.sched))
+        if (!context_init(l.fibers[t].ctx, tl_stacks.stack(t), STACK_BYTES))
             return fail(e, ST_INTERNAL, "getcontext failed");
+        l.fibers[t].state = State::Ready;
     }
     for (unsigned barrier = 0;; ++barrier) {
         for (unsigned t = 0; t < nthreads; ++t) {
@@ -155,8 +259,7 @@ int run_block(Launch &l, unsigned nthreads, ErrInfo *e) {
             if (f.state != State::Ready) continue;
             l.current = t;
             threadIdx = uint3{t % bx, (t / bx) % by, t / (bx * by)};
-            if (swapcontext(&l.sched, &f.ctx) != 0)
-                return fail(e, ST_INTERNAL, "swapcontext failed");
+            context_switch(l.sched, f.ctx);
             if (l.threw)
                 return fail(e, ST_INTERNAL,
                             "the kernel threw a C++ exception" +
@@ -228,6 +331,26 @@ int run(const Dims *d, void (*body)(void *), void *ctx, ErrInfo *e) noexcept {
 
 }  // namespace kernel_emu
 
+// Runs the kernel as thread l->current, then hands control back to the
+// scheduler for good (the stack is reused by a later fiber).
+extern "C" void kernel_emu_fiber_main() {
+    using namespace kernel_emu;
+    Launch *l = tl_launch;
+    try {
+        l->body(l->ctx);
+    } catch (const std::exception &x) {
+        if (!l->threw) l->what = x.what();
+        l->threw = true;
+    } catch (...) {
+        l->threw = true;
+    }
+    Fiber &f = l->fibers[l->current];
+    f.state = State::Done;
+    context_switch(f.ctx, l->sched);
+    std::fputs("kernel-emu: a finished fiber was resumed\n", stderr);
+    std::abort();
+}
+
 void __syncthreads() {
     using namespace kernel_emu;
     Launch *l = tl_launch;
@@ -237,8 +360,5 @@ void __syncthreads() {
     }
     Fiber &f = l->fibers[l->current];
     f.state = State::AtBarrier;
-    if (swapcontext(&f.ctx, &l->sched) != 0) {
-        std::fputs("kernel-emu: swapcontext failed in __syncthreads()\n", stderr);
-        std::abort();
-    }
+    context_switch(f.ctx, l->sched);
 }

@@ -102,13 +102,33 @@ fn finish_sum_known_answer() {
             Arg::I32(acc),
         ]
     };
-    run("finish_sum_f32", (1, 1, 1), (256, 1, 1), &args(&mut stats, 1000, 1, 0));
+    run(
+        "finish_sum_f32",
+        (1, 1, 1),
+        (256, 1, 1),
+        &args(&mut stats, 1000, 1, 0),
+    );
     assert_eq!(stats, [7.0, 499_500.0, -3.0]);
-    run("finish_sum_f32", (1, 1, 1), (256, 1, 1), &args(&mut stats, 1000, 1, 1));
+    run(
+        "finish_sum_f32",
+        (1, 1, 1),
+        (256, 1, 1),
+        &args(&mut stats, 1000, 1, 1),
+    );
     assert_eq!(stats, [7.0, 999_000.0, -3.0]);
-    run("finish_sum_f32", (1, 1, 1), (256, 1, 1), &args(&mut stats, 10, 0, 1));
+    run(
+        "finish_sum_f32",
+        (1, 1, 1),
+        (256, 1, 1),
+        &args(&mut stats, 10, 0, 1),
+    );
     assert_eq!(stats, [52.0, 999_000.0, -3.0]);
-    run("finish_sum_f32", (1, 1, 1), (256, 1, 1), &args(&mut stats, 0, 2, 0));
+    run(
+        "finish_sum_f32",
+        (1, 1, 1),
+        (256, 1, 1),
+        &args(&mut stats, 0, 2, 0),
+    );
     assert_eq!(stats, [52.0, 999_000.0, 0.0]);
 }
 
@@ -143,7 +163,12 @@ fn sum_squares_partial_over_several_blocks() {
     let mut xa = Aligned::new(&x);
     let mut partial = vec![f32::NAN; grid + 1];
     let args = [Arg::I64(n as i64), xa.arg(), ptr_mut(&mut partial)];
-    run("sum_squares_partial_f32", (grid as u32, 1, 1), (256, 1, 1), &args);
+    run(
+        "sum_squares_partial_f32",
+        (grid as u32, 1, 1),
+        (256, 1, 1),
+        &args,
+    );
     assert_eq!(partial[..grid], sum_squares_expected(&x, grid, true)[..]);
     assert!(partial[grid].is_nan(), "wrote past the grid's partials");
     assert_eq!(partial[..grid].iter().sum::<f32>(), total);
@@ -152,17 +177,33 @@ fn sum_squares_partial_over_several_blocks() {
     let mut shifted = vec![0.0f32];
     shifted.extend_from_slice(&x);
     let mut xs = Aligned::new(&shifted);
-    let Arg::Ptr(base) = xs.arg() else { unreachable!() };
+    let Arg::Ptr(base) = xs.arg() else {
+        unreachable!()
+    };
     let mut partial = vec![f32::NAN; grid];
-    let args = [Arg::I64(n as i64), Arg::Ptr(base + 4), ptr_mut(&mut partial)];
-    run("sum_squares_partial_f32", (grid as u32, 1, 1), (256, 1, 1), &args);
+    let args = [
+        Arg::I64(n as i64),
+        Arg::Ptr(base + 4),
+        ptr_mut(&mut partial),
+    ];
+    run(
+        "sum_squares_partial_f32",
+        (grid as u32, 1, 1),
+        (256, 1, 1),
+        &args,
+    );
     assert_eq!(partial, sum_squares_expected(&x, grid, false));
 
     // Scalar path: n % 4 != 0.
     let x = &x[..n - 1];
     let mut partial = vec![f32::NAN; grid];
     let args = [Arg::I64(x.len() as i64), ptr(x), ptr_mut(&mut partial)];
-    run("sum_squares_partial_f32", (grid as u32, 1, 1), (256, 1, 1), &args);
+    run(
+        "sum_squares_partial_f32",
+        (grid as u32, 1, 1),
+        (256, 1, 1),
+        &args,
+    );
     assert_eq!(partial, sum_squares_expected(x, grid, false));
 }
 
@@ -207,9 +248,17 @@ fn argument_errors_are_reported() {
             kernel: "no_such_kernel".into()
         }
     );
-    assert!(e.to_string().contains("unknown kernel `no_such_kernel`"), "{e}");
+    assert!(
+        e.to_string().contains("unknown kernel `no_such_kernel`"),
+        "{e}"
+    );
 
-    let e = run_err("sum_squares_partial_f32", (1, 1, 1), (256, 1, 1), &[Arg::I64(4), ptr(&x)]);
+    let e = run_err(
+        "sum_squares_partial_f32",
+        (1, 1, 1),
+        (256, 1, 1),
+        &[Arg::I64(4), ptr(&x)],
+    );
     assert_eq!(
         e,
         EmuError::ArgCount {
@@ -219,7 +268,10 @@ fn argument_errors_are_reported() {
         }
     );
     let msg = e.to_string();
-    assert!(msg.contains("sum_squares_partial_f32") && msg.contains("expected 3, got 2"), "{msg}");
+    assert!(
+        msg.contains("sum_squares_partial_f32") && msg.contains("expected 3, got 2"),
+        "{msg}"
+    );
 
     // An i32 where the kernel takes long long: on a GPU, 4 of the 8 bytes.
     let e = run_err(
@@ -253,7 +305,9 @@ fn argument_errors_are_reported() {
         &[Arg::I64(1), Arg::F32(1.0), Arg::F32(2.0)],
     );
     match &e {
-        EmuError::ArgType { index: 1, c_type, .. } if c_type == "float *" => {}
+        EmuError::ArgType {
+            index: 1, c_type, ..
+        } if c_type == "float *" => {}
         _ => panic!("{e:?}"),
     }
     let e = run_err(
@@ -263,7 +317,9 @@ fn argument_errors_are_reported() {
         &[Arg::I64(1), ptr_mut(&mut p), Arg::Ptr(0)],
     );
     match &e {
-        EmuError::ArgType { index: 2, c_type, .. } if c_type == "float" => {}
+        EmuError::ArgType {
+            index: 2, c_type, ..
+        } if c_type == "float" => {}
         _ => panic!("{e:?}"),
     }
     let e = run_err(
@@ -273,7 +329,9 @@ fn argument_errors_are_reported() {
         &[Arg::I64(4), Arg::I64(0), ptr_mut(&mut p)],
     );
     match &e {
-        EmuError::ArgType { index: 1, c_type, .. } if c_type == "const float *" => {}
+        EmuError::ArgType {
+            index: 1, c_type, ..
+        } if c_type == "const float *" => {}
         _ => panic!("{e:?}"),
     }
     // An i64 where the kernel takes int (finish_sum_f32's n).
@@ -281,10 +339,18 @@ fn argument_errors_are_reported() {
         "finish_sum_f32",
         (1, 1, 1),
         (256, 1, 1),
-        &[Arg::I64(1), ptr(&x), ptr_mut(&mut p), Arg::I32(0), Arg::I32(0)],
+        &[
+            Arg::I64(1),
+            ptr(&x),
+            ptr_mut(&mut p),
+            Arg::I32(0),
+            Arg::I32(0),
+        ],
     );
     match &e {
-        EmuError::ArgType { index: 0, c_type, .. } if c_type == "int" => {}
+        EmuError::ArgType {
+            index: 0, c_type, ..
+        } if c_type == "int" => {}
         _ => panic!("{e:?}"),
     }
     assert_eq!(p, [0.0], "a rejected launch ran");
@@ -347,20 +413,31 @@ fn bad_launch_dimensions_run_nothing() {
             &[Arg::I64(4), ptr_mut(&mut x), Arg::F32(2.0)],
         );
         match &e {
-            EmuError::BadDims { kernel, message } if kernel == "scale_f32" && message.contains(what) => {}
+            EmuError::BadDims { kernel, message }
+                if kernel == "scale_f32" && message.contains(what) => {}
             _ => panic!("{grid:?} {block:?}: {e:?}"),
         }
     }
     assert_eq!(x, [1.0; 4]);
     // The largest block is fine.
-    run("scale_f32", (1, 1, 1), (1024, 1, 1), &[Arg::I64(4), ptr_mut(&mut x), Arg::F32(2.0)]);
+    run(
+        "scale_f32",
+        (1, 1, 1),
+        (1024, 1, 1),
+        &[Arg::I64(4), ptr_mut(&mut x), Arg::F32(2.0)],
+    );
     assert_eq!(x, [2.0; 4]);
 }
 
 #[test]
 fn barrier_divergence_is_an_error() {
     let mut x = vec![0i32; 64];
-    let e = run_err("emu_selftest_diverge", (1, 1, 1), (64, 1, 1), &[ptr_mut(&mut x)]);
+    let e = run_err(
+        "emu_selftest_diverge",
+        (1, 1, 1),
+        (64, 1, 1),
+        &[ptr_mut(&mut x)],
+    );
     match &e {
         EmuError::BarrierDivergence { kernel, message }
             if kernel == "emu_selftest_diverge"
@@ -378,7 +455,13 @@ fn barrier_divergence_is_an_error() {
         "finish_sum_f32",
         (1, 1, 1),
         (256, 1, 1),
-        &[Arg::I32(2), ptr(&partial), ptr_mut(&mut stats), Arg::I32(0), Arg::I32(0)],
+        &[
+            Arg::I32(2),
+            ptr(&partial),
+            ptr_mut(&mut stats),
+            Arg::I32(0),
+            Arg::I32(0),
+        ],
     );
     assert_eq!(stats, [3.0]);
 }
@@ -485,7 +568,11 @@ fn bf16_round_to_nearest_even() {
         &[Arg::I64(x.len() as i64), ptr(&x), ptr_mut(&mut y)],
     );
     for (i, &(b, want)) in cases.iter().enumerate() {
-        assert_eq!(y[i], want, "f32 {b:#010x}: bf16 {:#06x}, want {want:#06x}", y[i]);
+        assert_eq!(
+            y[i], want,
+            "f32 {b:#010x}: bf16 {:#06x}, want {want:#06x}",
+            y[i]
+        );
     }
     assert_eq!(y[x.len()], 0xdead);
 
@@ -500,7 +587,14 @@ fn bf16_round_to_nearest_even() {
     let bits: Vec<u32> = f.iter().map(|v| v.to_bits()).collect();
     assert_eq!(
         bits,
-        [0x3f80_0000, 0xff80_0000, 0x0001_0000, 0x7fc1_0000, 0x8000_0000, 0x4049_0000]
+        [
+            0x3f80_0000,
+            0xff80_0000,
+            0x0001_0000,
+            0x7fc1_0000,
+            0x8000_0000,
+            0x4049_0000
+        ]
     );
 }
 
@@ -520,7 +614,13 @@ fn launches_from_several_os_threads_at_once() {
                         "finish_sum_f32",
                         (1, 1, 1),
                         (256, 1, 1),
-                        &[Arg::I32(n), ptr(&partial), ptr_mut(&mut stats), Arg::I32(1), Arg::I32(0)],
+                        &[
+                            Arg::I32(n),
+                            ptr(&partial),
+                            ptr_mut(&mut stats),
+                            Arg::I32(1),
+                            Arg::I32(0),
+                        ],
                     );
                     assert_eq!(stats, [0.0, want], "thread {id}, iteration {it}");
 
@@ -561,7 +661,11 @@ fn bias_act_scalar_and_float4_agree_with_the_formulas() {
     for act in [-1, 0, 1, 2] {
         let mut z = z0.clone();
         let mut h = vec![f32::NAN; rows * cols];
-        let hp = if act >= 0 { ptr_mut(&mut h) } else { Arg::Ptr(0) };
+        let hp = if act >= 0 {
+            ptr_mut(&mut h)
+        } else {
+            Arg::Ptr(0)
+        };
         let args = [
             Arg::I32(act),
             Arg::I64(rows as i64),
@@ -591,7 +695,10 @@ fn bias_act_scalar_and_float4_agree_with_the_formulas() {
             let v = z0[i] + bias[i % cols];
             assert_eq!(z[i], v);
             if act < 0 {
-                assert!(h[i].is_nan() && h4v[i].is_nan(), "h written with no activation");
+                assert!(
+                    h[i].is_nan() && h4v[i].is_nan(),
+                    "h written with no activation"
+                );
                 continue;
             }
             let v = v as f64;
@@ -600,7 +707,11 @@ fn bias_act_scalar_and_float4_agree_with_the_formulas() {
                 1 => gelu(v),
                 _ => v.tanh(),
             };
-            assert!(close(h[i], want, 1e-6), "act {act} z {v}: {} vs {want}", h[i]);
+            assert!(
+                close(h[i], want, 1e-6),
+                "act {act} z {v}: {} vs {want}",
+                h[i]
+            );
             assert_eq!(h4v[i].to_bits(), h[i].to_bits(), "act {act}: v4 differs");
         }
     }
@@ -621,10 +732,22 @@ fn act_backward_scalar_and_float4_agree() {
             })
             .collect();
         let mut dh = dh0.clone();
-        let args = [Arg::I32(act), Arg::I64(n as i64), ptr(&z), ptr(&h), ptr_mut(&mut dh)];
+        let args = [
+            Arg::I32(act),
+            Arg::I64(n as i64),
+            ptr(&z),
+            ptr(&h),
+            ptr_mut(&mut dh),
+        ];
         run("act_backward_f32", (1, 1, 1), (8, 1, 1), &args);
         let (mut z4, mut hh4, mut d4) = (Aligned::new(&z), Aligned::new(&h), Aligned::new(&dh0));
-        let args = [Arg::I32(act), Arg::I64(n as i64), z4.arg(), hh4.arg(), d4.arg()];
+        let args = [
+            Arg::I32(act),
+            Arg::I64(n as i64),
+            z4.arg(),
+            hh4.arg(),
+            d4.arg(),
+        ];
         run("act_backward_f32_v4", (1, 1, 1), (2, 1, 1), &args);
         let d4 = d4.to_vec();
         for i in 0..n {
@@ -634,7 +757,12 @@ fn act_backward_scalar_and_float4_agree() {
                 1 => (gelu(zi + 1e-6) - gelu(zi - 1e-6)) / 2e-6,
                 _ => 1.0 - hi * hi,
             };
-            assert!(close(dh[i], dh0[i] as f64 * g, 1e-4), "act {act} z {zi}: {} vs {}", dh[i], dh0[i] as f64 * g);
+            assert!(
+                close(dh[i], dh0[i] as f64 * g, 1e-4),
+                "act {act} z {zi}: {} vs {}",
+                dh[i],
+                dh0[i] as f64 * g
+            );
             assert_eq!(d4[i].to_bits(), dh[i].to_bits(), "act {act}: v4 differs");
         }
     }
@@ -656,7 +784,9 @@ fn loss_kernels_match_the_formulas() {
     let (oc, oo, lc, lo) = (5usize, 1usize, 4usize, 1usize);
     let scale = 0.25f32;
     let mk = |labels: Vec<f32>| LossBufs {
-        out: (0..rows * oc).map(|i| ((i * 7) % 13) as f32 * 0.3 - 1.8).collect(),
+        out: (0..rows * oc)
+            .map(|i| ((i * 7) % 13) as f32 * 0.3 - 1.8)
+            .collect(),
         labels,
         dout: vec![9.0; rows * oc],
         partial: vec![f32::NAN; 3],
@@ -681,7 +811,13 @@ fn loss_kernels_match_the_formulas() {
 
     // Softmax cross-entropy, 3 classes.
     let labels: Vec<f32> = (0..rows * lc)
-        .map(|i| if missing(i / lc) { f32::NAN } else { ((i / lc) % 3) as f32 })
+        .map(|i| {
+            if missing(i / lc) {
+                f32::NAN
+            } else {
+                ((i / lc) % 3) as f32
+            }
+        })
         .collect();
     for grid in [1, 2] {
         let mut b = mk(labels.clone());
@@ -701,7 +837,11 @@ fn loss_kernels_match_the_formulas() {
             total += s.ln() + mx - o[c];
             for j in 0..3 {
                 let want = ((o[j] - mx).exp() / s - f64::from(u8::from(j == c))) * scale as f64;
-                assert!(close(d[j], want, 1e-5), "row {r} class {j}: {} vs {want}", d[j]);
+                assert!(
+                    close(d[j], want, 1e-5),
+                    "row {r} class {j}: {} vs {want}",
+                    d[j]
+                );
             }
         }
         let got: f32 = b.partial[..grid as usize].iter().sum();
@@ -710,7 +850,13 @@ fn loss_kernels_match_the_formulas() {
 
     // Binary cross-entropy with logits.
     let labels: Vec<f32> = (0..rows * lc)
-        .map(|i| if missing(i / lc) { f32::NAN } else { ((i / lc) % 2) as f32 })
+        .map(|i| {
+            if missing(i / lc) {
+                f32::NAN
+            } else {
+                ((i / lc) % 2) as f32
+            }
+        })
         .collect();
     let mut b = mk(labels);
     launch_loss("bce_logits_f32", &[], &mut b, 2);
@@ -732,7 +878,13 @@ fn loss_kernels_match_the_formulas() {
 
     // Squared error over 3 columns, masked per column.
     let labels: Vec<f32> = (0..rows * lc)
-        .map(|i| if i % 7 == 2 { f32::NAN } else { (i % 5) as f32 * 0.5 })
+        .map(|i| {
+            if i % 7 == 2 {
+                f32::NAN
+            } else {
+                (i % 5) as f32 * 0.5
+            }
+        })
         .collect();
     let mut b = mk(labels);
     launch_loss("mse_f32", &[Arg::I32(3)], &mut b, 2);
@@ -824,7 +976,12 @@ fn optimizer_and_scale_kernels_match_the_formulas() {
     }
 
     let mut x = p0.clone();
-    run("scale_f32", (2, 1, 1), (256, 1, 1), &[Arg::I64(n as i64 - 1), ptr_mut(&mut x), Arg::F32(-3.0)]);
+    run(
+        "scale_f32",
+        (2, 1, 1),
+        (256, 1, 1),
+        &[Arg::I64(n as i64 - 1), ptr_mut(&mut x), Arg::F32(-3.0)],
+    );
     for i in 0..n - 1 {
         assert_eq!(x[i], p0[i] * -3.0);
     }
