@@ -7,7 +7,7 @@
 //! block-wide barrier. Arguments are checked against the kernel's C
 //! parameter types before anything runs.
 //!
-//! ```no_run
+//! ```
 //! use kernel_emu::{Arg, launch};
 //! let x = vec![1.0f32; 1000];
 //! let mut partial = vec![0.0f32; 4];
@@ -203,13 +203,11 @@ pub unsafe fn launch(
     block: (u32, u32, u32),
     args: &[Arg],
 ) -> Result<(), EmuError> {
-    let kernel =
-        KERNELS
-            .iter()
-            .find(|k| k.name == name)
-            .ok_or_else(|| EmuError::UnknownKernel {
-                kernel: name.to_string(),
-            })?;
+    let Some(kernel) = KERNELS.iter().find(|k| k.name == name) else {
+        return Err(EmuError::UnknownKernel {
+            kernel: name.to_string(),
+        });
+    };
     let raw: Vec<RawArg> = args
         .iter()
         .map(|a| {
