@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ringtrain needs to build and run, when it is missing:
 #   OpenMPI (libopenmpi-dev, openmpi-bin), libclang-dev (bindgen), pkg-config
-#   from Debian's apt repositories, and checks for Rust >= 1.85 (cargo).
+#   and g++ (the kernel emulator, crates/kernel-emu) from Debian's apt
+#   repositories, and checks for Rust >= 1.85 (cargo).
 # Quiet and idempotent: when everything is present it prints nothing and
 # installs nothing (apt-get update runs only if something must be installed).
 # Works as root, or as a user with sudo when something must be installed.
@@ -102,7 +103,7 @@ setup_main() {
     local missing=()
     if command -v dpkg-query >/dev/null 2>&1; then
         local p
-        for p in libopenmpi-dev openmpi-bin libclang-dev pkg-config; do
+        for p in libopenmpi-dev openmpi-bin libclang-dev pkg-config g++; do
             setup_have_pkg "$p" || missing+=("$p")
         done
     fi

@@ -14,14 +14,17 @@ Installs missing system packages (launch/setup.sh), then runs, in the
 repository root,
 
     cargo test --release --no-fail-fast [CARGO-TEST-ARGS...]
+    cargo test --release --no-fail-fast -p kernel-emu   (only without arguments)
     cargo test --release --no-fail-fast --no-default-features [CARGO-TEST-ARGS...]
 
 the first with MPI (unit tests, and integration tests that run the real
 binary under \`mpirun -np N\`), the second in a build without MPI (unit
 tests and tests/bootstrap.rs; the tests that need mpirun are compiled out
-there). Both run even when the first fails. Then it rebuilds the default
-binary (target/release/ringtrain with MPI; no recompilation). Exits 0 when
-both passed, else the status of the first that failed.
+there). Both run even when the first fails. Without arguments, the tests
+of the kernel emulator (crates/kernel-emu) run in between. Then it
+rebuilds the default binary (target/release/ringtrain with MPI; no
+recompilation). Exits 0 when all passed, else the status of the first that
+failed.
 
 Tests that need a GPU are #[ignore]d and run (--include-ignored) only when
 \`nvidia-smi -L\` works; tests/nvrtc.rs compiles every kernel with the
@@ -97,6 +100,13 @@ run_tests() { # cargo test ARGS...; the output passes through, summaries are kep
 }
 echo "test.sh: cargo test --release --no-fail-fast $*" >&2
 run_tests --release --no-fail-fast "$@" "${gpu_args[@]}" || status=$?
+if [ $# -eq 0 ]; then
+    # The kernel emulator's own tests (a workspace member, not run above).
+    echo "test.sh: cargo test --release --no-fail-fast -p kernel-emu" >&2
+    emu=0
+    run_tests --release --no-fail-fast -p kernel-emu || emu=$?
+    [ "$status" -ne 0 ] || status="$emu"
+fi
 if [ "${RINGTRAIN_TEST_NO_MPI:-1}" != 0 ]; then
     # Same target dir: only the ringtrain crate itself is rebuilt.
     echo "test.sh: cargo test --release --no-fail-fast --no-default-features $* (the build without MPI)" >&2
