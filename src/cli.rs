@@ -192,8 +192,8 @@ pub struct BenchTrainArgs {
     /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
-    /// optimizer state and losses).
+    /// f32, or bf16 (CUDA only): activations stored and GEMM operands in
+    /// bf16; f32 accumulation, weights, gradients, optimizer state, losses.
     #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
     pub precision: crate::backend::device::Precision,
     /// Samples per rank per step (the global batch is this times the ranks).
@@ -297,8 +297,8 @@ pub struct TrainArgs {
     /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// GEMM operands: f32, or bf16 (CUDA only; f32 accumulation, weights,
-    /// optimizer state and losses).
+    /// f32, or bf16 (CUDA only): activations stored and GEMM operands in
+    /// bf16; f32 accumulation, weights, gradients, optimizer state, losses.
     #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
     pub precision: crate::backend::device::Precision,
     #[command(flatten)]
