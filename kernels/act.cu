@@ -38,14 +38,30 @@ __device__ __forceinline__ float act_grad(int act, float z, float h) {
     }
 }
 
+// The column of element i of a row-major matrix, followed along a
+// grid-stride loop without a 64-bit division per element (which would
+// make these kernels compute-bound): the stride's own column offset is
+// added and wrapped once.
+struct ColumnOf {
+    long long c, step, cols;
+    __device__ __forceinline__ ColumnOf(long long i, long long stride, long long cols_)
+        : c(i % cols_), step(stride % cols_), cols(cols_) {}
+    __device__ __forceinline__ void advance() {
+        c += step;
+        if (c >= cols) c -= cols;
+    }
+};
+
 // z[r, c] += bias[c]; h[r, c] = act(z[r, c]) when h is not null and act >= 0.
 extern "C" __global__ void bias_act_f32(int act, long long rows, long long cols,
                                         const float *__restrict__ bias,
                                         float *__restrict__ z, float *__restrict__ h) {
     long long n = rows * cols;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float v = z[i] + bias[i % cols];
+    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    ColumnOf col(i0, stride, cols);
+    for (long long i = i0; i < n; i += stride, col.advance()) {
+        float v = z[i] + bias[col.c];
         z[i] = v;
         if (h != nullptr && act >= 0) h[i] = act_fwd(act, v);
     }
@@ -60,10 +76,12 @@ extern "C" __global__ void bias_act_f32_v4(int act, long long rows, long long co
     const float4 *b4 = reinterpret_cast<const float4 *>(bias);
     float4 *z4 = reinterpret_cast<float4 *>(z);
     float4 *h4 = reinterpret_cast<float4 *>(h);
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
-         i += (long long)gridDim.x * blockDim.x) {
+    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    ColumnOf col(i0, stride, c4);
+    for (long long i = i0; i < n4; i += stride, col.advance()) {
         float4 v = z4[i];
-        float4 b = b4[i % c4];
+        float4 b = b4[col.c];
         v.x += b.x; v.y += b.y; v.z += b.z; v.w += b.w;
         z4[i] = v;
         if (h != nullptr && act >= 0) {
@@ -111,9 +129,11 @@ extern "C" __global__ void bias_act_bf16(int act, long long rows, long long cols
                                          unsigned short *__restrict__ z,
                                          unsigned short *__restrict__ h) {
     long long n = rows * cols;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float v = bf16_bits_to_f32(z[i]) + bias[i % cols];
+    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    ColumnOf col(i0, stride, cols);
+    for (long long i = i0; i < n; i += stride, col.advance()) {
+        float v = bf16_bits_to_f32(z[i]) + bias[col.c];
         z[i] = f32_to_bf16_bits(v);
         if (h != nullptr && act >= 0) h[i] = f32_to_bf16_bits(act_fwd(act, v));
     }
@@ -129,10 +149,12 @@ extern "C" __global__ void bias_act_bf16_v4(int act, long long rows, long long c
     const float4 *b4 = reinterpret_cast<const float4 *>(bias);
     bf16x4 *z4 = reinterpret_cast<bf16x4 *>(z);
     bf16x4 *h4 = reinterpret_cast<bf16x4 *>(h);
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
-         i += (long long)gridDim.x * blockDim.x) {
+    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    ColumnOf col(i0, stride, c4);
+    for (long long i = i0; i < n4; i += stride, col.advance()) {
         bf16x4 zz = z4[i];
-        float4 b = b4[i % c4];
+        float4 b = b4[col.c];
         float v0 = bf16_bits_to_f32(zz.x) + b.x, v1 = bf16_bits_to_f32(zz.y) + b.y;
         float v2 = bf16_bits_to_f32(zz.z) + b.z, v3 = bf16_bits_to_f32(zz.w) + b.w;
         bf16x4 o;
