@@ -12,6 +12,10 @@
 //!   at step S (steps S..=E), so that the step's loss is not finite
 //! - `crash-in-checkpoint@S`  rank 0 aborts in the middle of writing the
 //!   checkpoint after step S (one file of it written)
+//! - `slow-checkpoint@S:SECS`  rank 0's checkpoint write after step S takes
+//!   SECS seconds more, reporting progress every 0.1 s (a slow file system)
+//! - `stall-in-checkpoint@S`  rank 0's checkpoint write after step S stops
+//!   for ever without progress (a hung file system)
 //!
 //! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
 //! FILE, and no fault is configured while FILE exists: a job that is
@@ -27,6 +31,8 @@ pub enum Fault {
     PerturbInit { rank: usize },
     NanInput { rank: usize, first: u64, last: u64 },
     CrashInCheckpoint { step: u64 },
+    SlowCheckpoint { step: u64, secs: u64 },
+    StallInCheckpoint { step: u64 },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -81,6 +87,16 @@ fn parse(v: &str) -> Option<Fault> {
         "crash-in-checkpoint" => Some(Fault::CrashInCheckpoint {
             step: at.parse().ok()?,
         }),
+        "slow-checkpoint" => {
+            let (step, secs) = at.split_once(':')?;
+            Some(Fault::SlowCheckpoint {
+                step: step.parse().ok()?,
+                secs: secs.parse().ok()?,
+            })
+        }
+        "stall-in-checkpoint" => Some(Fault::StallInCheckpoint {
+            step: at.parse().ok()?,
+        }),
         _ => None,
     }
 }
@@ -133,14 +149,32 @@ pub fn on_batch(fault: Option<Fault>, rank: usize, step: u64, x: &mut [f32]) {
     }
 }
 
-/// Called between the files of the checkpoint after `steps_done` steps.
-pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64) {
-    if fault == Some(Fault::CrashInCheckpoint { step: steps_done }) {
-        firing();
-        eprintln!(
-            "ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}"
-        );
-        std::process::abort();
+/// Called between the files of the checkpoint after `steps_done` steps;
+/// `progress` tells the watchdog the write is moving.
+pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64, progress: &dyn Fn()) {
+    match fault {
+        Some(Fault::CrashInCheckpoint { step }) if step == steps_done => {
+            firing();
+            eprintln!(
+                "ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}"
+            );
+            std::process::abort();
+        }
+        Some(Fault::SlowCheckpoint { step, secs }) if step == steps_done => {
+            firing();
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while std::time::Instant::now() < end {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                progress();
+            }
+        }
+        Some(Fault::StallInCheckpoint { step }) if step == steps_done => {
+            firing();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -175,6 +209,14 @@ mod tests {
             Some(Fault::StallAt { rank: 1, step: 3 })
         );
         assert_eq!(parse("kill@2:0"), Some(Fault::KillAt { rank: 2, step: 0 }));
+        assert_eq!(
+            parse("slow-checkpoint@4:6"),
+            Some(Fault::SlowCheckpoint { step: 4, secs: 6 })
+        );
+        assert_eq!(
+            parse("stall-in-checkpoint@4"),
+            Some(Fault::StallInCheckpoint { step: 4 })
+        );
         assert_eq!(parse("kill@2"), None);
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);

@@ -239,3 +239,76 @@ fn bench_train_runs_watched() {
     assert!(r.stdout.contains("bench train: 2 rank(s)"), "{}", r.stdout);
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
 }
+
+/// Rank 0 writing a checkpoint for longer than the timeout while the
+/// other rank waits is not a hang as long as the write moves on: the job
+/// finishes and the checkpoint is there.
+#[test]
+fn a_slow_checkpoint_write_that_moves_is_waited_for() {
+    let _s = serial();
+    let dir = common::tempdir("wd-slow-ckpt");
+    let d = dir.to_string_lossy().into_owned();
+    let r = train(
+        2,
+        Some("slow-checkpoint@4:6"),
+        &[
+            "--steps",
+            "6",
+            "--global-batch",
+            "8",
+            "--comm-timeout",
+            "2",
+            "--checkpoint-dir",
+            &d,
+            "--checkpoint-every",
+            "4",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.context());
+    assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
+    assert!(
+        dir.join("step-00000004/COMPLETE").exists(),
+        "{}",
+        r.context()
+    );
+    assert!(
+        dir.join("step-00000006/COMPLETE").exists(),
+        "{}",
+        r.context()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A checkpoint write that stops moving (a hung file system) is named:
+/// the job ends with the watchdog's exit code and one message.
+#[test]
+fn a_checkpoint_write_that_stops_is_named() {
+    let _s = serial();
+    let dir = common::tempdir("wd-stalled-ckpt");
+    let d = dir.to_string_lossy().into_owned();
+    let r = train(
+        2,
+        Some("stall-in-checkpoint@4"),
+        &[
+            "--steps",
+            "6",
+            "--global-batch",
+            "8",
+            "--comm-timeout",
+            "2",
+            "--checkpoint-dir",
+            &d,
+            "--checkpoint-every",
+            "4",
+        ],
+    );
+    assert_eq!(r.code, Some(3), "{}", r.context());
+    let lines = watchdog_lines(&r);
+    assert_eq!(lines.len(), 1, "one watchdog message:\n{}", r.stderr);
+    assert!(
+        lines[0].contains("not arrived: rank 0 (writing a checkpoint at step 4, no progress for"),
+        "{}",
+        lines[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -157,7 +157,7 @@ struct Run<'a> {
 /// The steps, evaluations, checkpoints and the saved parameters, on any
 /// backend.
 fn train_loop<B: Backend>(
-    r: &Run,
+    run: &Run,
     mut tr: Trainer<'_, B>,
     mut rep: Reporter,
     backend: &str,
@@ -171,7 +171,7 @@ fn train_loop<B: Backend>(
         wd,
         resumed,
         fault,
-    } = *r;
+    } = *run;
     tr.fault = fault;
     print_header(&rep, world, comm, cfg, spec, data, tr.num_params(), backend);
     let first_step = resumed.map_or(0, |r| r.state.step);
@@ -216,7 +216,7 @@ fn train_loop<B: Backend>(
         }
         let every = cfg.checkpoint.every;
         if cfg.checkpoint.dir.is_some() && ((every > 0 && done % every == 0) || done == last) {
-            write_checkpoint(cfg, world, comm, &tr, &rep, done, fault)?;
+            write_checkpoint(run, &tr, &rep, done)?;
         }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
@@ -248,20 +248,18 @@ fn config_hash(cfg: &TrainConfig) -> u64 {
 }
 
 /// Rank 0 writes the checkpoint after `done` steps; every rank learns
-/// whether that worked.
-fn write_checkpoint<B: Backend>(
-    cfg: &TrainConfig,
-    world: &World,
-    comm: &dyn Communicator,
-    tr: &Trainer<B>,
-    rep: &Reporter,
-    done: u64,
-    fault: Option<fault::Fault>,
-) -> Result<()> {
+/// whether that worked. The others wait meanwhile; the watchdog gives
+/// rank 0 the time as long as the write reports progress.
+fn write_checkpoint<B: Backend>(r: &Run, tr: &Trainer<B>, rep: &Reporter, done: u64) -> Result<()> {
+    let (cfg, world, comm, fault) = (r.cfg, r.world, r.comm, r.fault);
     let Some(dir) = &cfg.checkpoint.dir else {
         return Ok(());
     };
+    // The checkpoint is step-<done>: the watchdog names that step.
+    r.wd.set_step(done);
     let written = if world.is_root() {
+        let busy = r.wd.marker().busy("writing a checkpoint");
+        let progress = || busy.progress();
         let state = tr.snapshot(done);
         let snap = Snapshot {
             spec: &tr.spec,
@@ -270,7 +268,8 @@ fn write_checkpoint<B: Backend>(
             world_size: comm.size(),
             state: &state,
         };
-        training::save(dir, &snap, || fault::in_checkpoint_write(fault, done)).and_then(|path| {
+        let between_files = || fault::in_checkpoint_write(fault, done, &progress);
+        training::save(dir, &snap, &progress, between_files).and_then(|path| {
             training::retain(dir, cfg.checkpoint.keep)?;
             rep.line(&format!("checkpoint: {}", path.display()));
             Ok(())

@@ -184,12 +184,20 @@ fn optim_from_bytes(
 }
 
 /// Creates, fills and fsyncs one file.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` and syncs it, calling `progress` after every
+/// chunk (a multi-GB write on a slow file system must not look like a hang).
+fn write_synced(path: &Path, bytes: &[u8], progress: &dyn Fn()) -> Result<()> {
     use std::io::Write;
+    const CHUNK: usize = 8 << 20;
     let io = |e| Error::io(path, e);
     let mut f = std::fs::File::create(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    for chunk in bytes.chunks(CHUNK) {
+        f.write_all(chunk).map_err(io)?;
+        progress();
+    }
+    f.sync_all().map_err(io)?;
+    progress();
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) {
@@ -208,9 +216,15 @@ pub struct Snapshot<'a> {
 }
 
 /// Writes the checkpoint of `snap.state.step` into `dir` (rank 0 only) and
-/// returns its path. `between_files` runs after the first file is on disk
-/// (the test suite crashes the process there).
-pub fn save(dir: &Path, snap: &Snapshot, between_files: impl Fn()) -> Result<PathBuf> {
+/// returns its path. `progress` is called as the write moves on (for the
+/// watchdog); `between_files` runs after the first file is on disk (the
+/// test suite injects its faults there).
+pub fn save(
+    dir: &Path,
+    snap: &Snapshot,
+    progress: &dyn Fn(),
+    between_files: impl Fn(),
+) -> Result<PathBuf> {
     let st = snap.state;
     let opt = snap.config.optim.optimizer;
     let name = step_dir_name(st.step);
@@ -226,10 +240,12 @@ pub fn save(dir: &Path, snap: &Snapshot, between_files: impl Fn()) -> Result<Pat
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
 
     let model = params_to_bytes(snap.spec, snap.layout, &st.params, &[])?;
-    write_synced(&tmp.join(MODEL_FILE), &model)?;
+    progress();
+    write_synced(&tmp.join(MODEL_FILE), &model, progress)?;
     between_files();
     let optim = optim_to_bytes(snap.layout, opt, &st.opt_state)?;
-    write_synced(&tmp.join(OPTIM_FILE), &optim)?;
+    progress();
+    write_synced(&tmp.join(OPTIM_FILE), &optim, progress)?;
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -249,7 +265,7 @@ pub fn save(dir: &Path, snap: &Snapshot, between_files: impl Fn()) -> Result<Pat
         ]),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_synced(&tmp.join(STATE_FILE), &json)?;
+    write_synced(&tmp.join(STATE_FILE), &json, progress)?;
     sync_dir(&tmp);
 
     // An older directory of the same step (a run resumed from before it)
@@ -478,7 +494,7 @@ mod tests {
             world_size: 2,
             state: &st,
         };
-        save(dir, &snap, || {}).unwrap()
+        save(dir, &snap, &|| {}, || {}).unwrap()
     }
 
     fn tempdir(tag: &str) -> PathBuf {

@@ -31,6 +31,8 @@ pub struct View {
     /// When rank 0 last heard from it.
     pub heard: Instant,
     pub link: Link,
+    /// Long local work it reported, and when that last made progress.
+    pub busy: Option<(String, Instant)>,
 }
 
 impl View {
@@ -43,13 +45,27 @@ impl View {
             since: now,
             heard: now,
             link: Link::Pending,
+            busy: None,
         }
+    }
+
+    /// Busy with local work that made progress within `timeout`.
+    fn busy_and_moving(&self, now: Instant, timeout: Duration) -> bool {
+        self.link == Link::Open
+            && self
+                .busy
+                .as_ref()
+                .is_some_and(|(_, p)| now.saturating_duration_since(*p) <= timeout)
     }
 
     /// "inside \"barrier\" (collective #7) for 3.1 s at step 2" /
     /// "computing at step 3, left \"all-reduce\" 3.1 s ago".
     fn doing(&self, now: Instant) -> String {
         let ago = secs(now.saturating_duration_since(self.since));
+        if let Some((what, progress)) = &self.busy {
+            let quiet = secs(now.saturating_duration_since(*progress));
+            return format!("{what} at step {}, no progress for {quiet} s", self.step);
+        }
         if self.inside {
             format!(
                 "inside \"{}\" (collective #{}) for {ago} s at step {}",
@@ -130,6 +146,7 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
     let mut waiting = vec![];
     let mut missing = vec![];
     let mut mismatched = vec![];
+    let mut excused = true;
     for (rank, v) in views.iter().enumerate() {
         if v.inside && v.seq == k {
             waiting.push(rank);
@@ -137,6 +154,7 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
                 mismatched.push((rank, v.op.clone()));
             }
         } else if v.seq < k || v.link == Link::Bye || v.link == Link::Aborting {
+            excused &= v.busy_and_moving(now, timeout);
             let doing = match v.link {
                 Link::Bye => format!("left the job after step {}", v.step),
                 Link::Aborting => format!("ended with an error at step {}", v.step),
@@ -145,6 +163,11 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
             missing.push((rank, doing));
         }
         // seq > k, or seq == k and left: it got past this collective.
+    }
+    // The ranks not there yet are all busy and moving (a long checkpoint
+    // write): waiting for them is not a hang.
+    if excused && !missing.is_empty() {
+        return None;
     }
     Some(Verdict::Stuck {
         step: stuck.step,
@@ -254,7 +277,40 @@ mod tests {
             since: at(t0, since),
             heard: at(t0, heard),
             link: Link::Open,
+            busy: None,
         }
+    }
+
+    #[test]
+    fn a_rank_busy_writing_a_checkpoint_is_waited_for_while_it_moves() {
+        let t0 = Instant::now();
+        let busy = |progress: f64| {
+            let mut v = view(t0, 40, 8, false, 0.5, 99.9);
+            v.busy = Some(("writing a checkpoint".into(), at(t0, progress)));
+            v
+        };
+        // Rank 0 writes for 100 s; the others wait in #41 far past T.
+        let moving = vec![
+            busy(99.0),
+            view(t0, 41, 8, true, 1.0, 99.9),
+            view(t0, 41, 8, true, 1.0, 99.9),
+        ];
+        assert_eq!(judge(&moving, at(t0, 100.0), T), None);
+        // A write that stopped moving is named, with how long it has been quiet.
+        let mut stalled = moving.clone();
+        stalled[0] = busy(90.0);
+        let v = judge(&stalled, at(t0, 100.0), T).expect("stuck");
+        let m = v.message();
+        assert!(
+            m.contains(
+                "not arrived: rank 0 (writing a checkpoint at step 8, no progress for 10 s)"
+            ),
+            "{m}"
+        );
+        // A busy rank does not excuse another one that is missing.
+        let mut two = moving.clone();
+        two[2] = view(t0, 40, 8, false, 0.5, 99.9);
+        assert!(judge(&two, at(t0, 100.0), T).is_some());
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct Mark {
     pub inside: bool,
     /// When it entered or left `op`.
     pub since: Instant,
+    /// Long work outside collectives that reports its progress (rank 0
+    /// writing a checkpoint while the others wait), if any.
+    pub busy: Option<&'static str>,
+    /// When `busy` last made progress.
+    pub progress: Instant,
 }
 
 /// Cheap handle to this rank's marks; `Marker::off()` does nothing.
@@ -38,6 +43,8 @@ impl Marker {
             op: "set-up",
             inside: false,
             since: Instant::now(),
+            busy: None,
+            progress: Instant::now(),
         }))))
     }
 
@@ -73,6 +80,20 @@ impl Marker {
         }
     }
 
+    /// This rank starts long local work `what` (while other ranks may wait
+    /// for it in a collective); the watchdog gives it time as long as it
+    /// calls [`Busy::progress`] at least once per timeout. It ends when
+    /// the guard drops.
+    #[must_use = "the work ends when the guard drops"]
+    pub fn busy(&self, what: &'static str) -> Busy<'_> {
+        if let Some(m) = &self.0 {
+            let mut g = lock(m);
+            g.busy = Some(what);
+            g.progress = Instant::now();
+        }
+        Busy(self)
+    }
+
     pub fn get(&self) -> Option<Mark> {
         self.0.as_ref().map(|m| *lock(m))
     }
@@ -84,6 +105,26 @@ pub struct Inside<'a>(&'a Marker);
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
         self.0.leave()
+    }
+}
+
+/// Long local work in progress; ends on drop.
+pub struct Busy<'a>(&'a Marker);
+
+impl Busy<'_> {
+    /// The work has moved on (another chunk written, ...).
+    pub fn progress(&self) {
+        if let Some(m) = &self.0.0 {
+            lock(m).progress = Instant::now();
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0.0 {
+            lock(m).busy = None;
+        }
     }
 }
 
@@ -112,5 +153,20 @@ mod tests {
         let off = Marker::off();
         drop(off.enter("x"));
         assert!(off.get().is_none());
+        off.busy("y").progress();
+    }
+
+    #[test]
+    fn busy_marks_progress_until_dropped() {
+        let m = Marker::on();
+        {
+            let b = m.busy("writing a checkpoint");
+            let first = m.get().unwrap();
+            assert_eq!(first.busy, Some("writing a checkpoint"));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            b.progress();
+            assert!(m.get().unwrap().progress > first.progress);
+        }
+        assert_eq!(m.get().unwrap().busy, None);
     }
 }

@@ -10,7 +10,10 @@
 //!
 //! Rank 0's monitor ends the job, after ONE message, when
 //! * some rank has been inside collective #k for longer than the timeout:
-//!   the message names the step, the operation and the ranks not in #k;
+//!   the message names the step, the operation and the ranks not in #k
+//!   (unless each of those is busy with long local work that reports
+//!   progress at least once per timeout: rank 0 writing a checkpoint, see
+//!   [`Marker::busy`]);
 //! * a rank's connection closes without a goodbye (killed, OOM, crashed):
 //!   at once;
 //! * a rank has not been heard from for longer than the timeout.
@@ -18,7 +21,8 @@
 //! It tells every rank to exit with [`EXIT_CODE`], then exits itself. A
 //! rank that loses rank 0 without a goodbye exits likewise, and a rank
 //! stuck in a collective for well past the timeout exits on its own if
-//! rank 0 has not ended the job. A clean end sends goodbyes; a rank that
+//! rank 0 has not ended the job and has fallen silent (rank 0's monitor
+//! says it is alive every 0.5 s). A clean end sends goodbyes; a rank that
 //! ends the job itself (MPI_Abort after its own message) says so first,
 //! so that its disappearance is not reported a second time.
 //!
@@ -35,7 +39,7 @@ mod watched;
 mod wire;
 
 pub use judge::{Link, Verdict, View, judge};
-pub use marker::{Inside, Mark, Marker};
+pub use marker::{Busy, Inside, Mark, Marker};
 pub use watched::{Watched, WatchedSync};
 
 use std::io::Write;
@@ -287,6 +291,7 @@ impl Shared {
             if let (Some(m), Some(v)) = (self.marker.get(), views.first_mut()) {
                 (v.seq, v.step, v.inside, v.since, v.heard) =
                     (m.seq, m.step, m.inside, m.since, now);
+                v.busy = m.busy.map(|w| (w.to_string(), m.progress));
                 if v.op != m.op {
                     v.op = m.op.to_string();
                 }

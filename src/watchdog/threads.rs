@@ -92,6 +92,12 @@ pub(super) fn read_rank(rank: usize, mut r: BufReader<TcpStream>, s: Arc<Shared>
                             .unwrap_or(now);
                         v.op = op;
                     }
+                    Some(wire::Msg::Work { busy }) => {
+                        v.busy = busy.map(|(ms, what)| {
+                            let p = now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+                            (what, p)
+                        });
+                    }
                     Some(wire::Msg::Bye) => v.link = Link::Bye,
                     Some(wire::Msg::Abort) => v.link = Link::Aborting,
                     _ => {}
@@ -109,11 +115,18 @@ pub(super) fn read_rank(rank: usize, mut r: BufReader<TcpStream>, s: Arc<Shared>
     }
 }
 
-/// Rank 0: judges every POLL until the clean end.
+/// Rank 0: judges every POLL until the clean end, and tells the other
+/// ranks every HEARTBEAT that it is judging (so that a rank waiting long,
+/// for a checkpoint rank 0 writes, does not end itself).
 pub(super) fn monitor(s: Arc<Shared>) {
+    let mut said = Instant::now();
     while !s.stop.load(Ordering::SeqCst) {
         std::thread::sleep(POLL);
         s.check();
+        if said.elapsed() >= HEARTBEAT {
+            s.send_all(&wire::Msg::Alive);
+            said = Instant::now();
+        }
     }
 }
 
@@ -126,26 +139,33 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
     let _ = stream.set_read_timeout(Some(POLL));
     let mut buf = vec![];
     let mut chunk = [0u8; 256];
-    let mut sent: Option<(u64, u64, bool)> = None;
+    let mut sent: Option<(u64, u64, bool, bool)> = None;
     let mut sent_at = Instant::now();
     let mut root_aborting = false;
+    let mut root_heard = Instant::now();
     loop {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
         let Some(m) = s.marker.get() else { return };
-        let key = (m.seq, m.step, m.inside);
+        let key = (m.seq, m.step, m.inside, m.busy.is_some());
         if sent != Some(key) || sent_at.elapsed() >= HEARTBEAT {
-            let msg = wire::Msg::State {
+            let state = wire::Msg::State {
                 seq: m.seq,
                 step: m.step,
                 inside: m.inside,
                 ago_ms: m.since.elapsed().as_millis() as u64,
                 op: m.op.to_string(),
             };
+            let work = wire::Msg::Work {
+                busy: m
+                    .busy
+                    .map(|w| (m.progress.elapsed().as_millis() as u64, w.to_string())),
+            };
+            let lines = state.encode() + &work.encode();
             let w = lock(&s.out)[0]
                 .as_ref()
-                .map(|mut w| w.write_all(msg.encode().as_bytes()));
+                .map(|mut w| w.write_all(lines.as_bytes()));
             if let Some(Err(_)) = w {
                 if s.stop.load(Ordering::SeqCst) {
                     return;
@@ -157,6 +177,7 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
         match (&stream).read(&mut chunk) {
             Ok(0) => s.lost_root(root_aborting),
             Ok(n) => {
+                root_heard = Instant::now();
                 buf.extend_from_slice(&chunk[..n]);
                 for line in wire::take_lines(&mut buf) {
                     match wire::Msg::parse(&line) {
@@ -173,10 +194,10 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => s.lost_root(root_aborting),
         }
-        if m.inside && m.since.elapsed() > fallback {
+        if m.inside && m.since.elapsed() > fallback && root_heard.elapsed() > fallback {
             eprintln!(
                 "ringtrain: watchdog: rank {}: step {}: \"{}\" did not complete within {} s \
-                 and rank 0 did not end the job; ending this rank",
+                 and rank 0 fell silent without ending the job; ending this rank",
                 s.rank,
                 m.step,
                 m.op,

@@ -2,9 +2,10 @@
 //!
 //! Rank → rank 0: `H rank token` (hello), `S seq step inside ms op`
 //! (state: in or past collective `seq`, entered or left `ms` ago),
-//! `B` (goodbye), `A` (aborting: it printed its own error).
+//! `W ms what` (busy with `what`, last progress `ms` ago) or `W` (not
+//! busy), `B` (goodbye), `A` (aborting: it printed its own error).
 //! Rank 0 → rank: `X code` (exit now; rank 0 printed why), `B` (rank 0
-//! finished), `A` (rank 0 is aborting).
+//! finished), `A` (rank 0 is aborting), `L` (rank 0's monitor is alive).
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -19,9 +20,14 @@ pub enum Msg {
         ago_ms: u64,
         op: String,
     },
+    Work {
+        /// What, and how long since its last progress.
+        busy: Option<(u64, String)>,
+    },
     Bye,
     Abort,
     Exit(i32),
+    Alive,
 }
 
 impl Msg {
@@ -36,14 +42,28 @@ impl Msg {
                 ago_ms,
                 op,
             } => format!("S {seq} {step} {} {ago_ms} {op}\n", *inside as u8),
+            Msg::Work { busy: None } => "W\n".into(),
+            Msg::Work {
+                busy: Some((ms, what)),
+            } => format!("W {ms} {what}\n"),
             Msg::Bye => "B\n".into(),
             Msg::Abort => "A\n".into(),
             Msg::Exit(code) => format!("X {code}\n"),
+            Msg::Alive => "L\n".into(),
         }
     }
 
     /// One line without its newline; None if it is not a message.
     pub fn parse(line: &str) -> Option<Msg> {
+        if line == "W" {
+            return Some(Msg::Work { busy: None });
+        }
+        if let Some(rest) = line.strip_prefix("W ") {
+            let (ms, what) = rest.split_once(' ')?;
+            return Some(Msg::Work {
+                busy: Some((ms.parse().ok()?, what.to_string())),
+            });
+        }
         let mut it = line.splitn(6, ' ');
         let kind = it.next()?;
         let mut num = || it.next()?.parse::<u64>().ok();
@@ -65,6 +85,7 @@ impl Msg {
             "B" => Msg::Bye,
             "A" => Msg::Abort,
             "X" => Msg::Exit(it.next()?.parse().ok()?),
+            "L" => Msg::Alive,
             _ => return None,
         })
     }
@@ -98,9 +119,14 @@ mod tests {
                 ago_ms: 12,
                 op: "gradient all-reduce".into(),
             },
+            Msg::Work { busy: None },
+            Msg::Work {
+                busy: Some((1200, "writing a checkpoint".into())),
+            },
             Msg::Bye,
             Msg::Abort,
             Msg::Exit(3),
+            Msg::Alive,
         ] {
             let line = m.encode();
             assert!(line.ends_with('\n'));
