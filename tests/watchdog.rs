@@ -240,6 +240,17 @@ fn bench_train_runs_watched() {
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
 }
 
+/// 2 ranks, 6 steps, a checkpoint every 4 into `dir`, `--comm-timeout 2`.
+fn train_with_checkpoints(fault: &str, dir: &std::path::Path) -> Run {
+    let d = dir.to_string_lossy().into_owned();
+    #[rustfmt::skip]
+    let args = [
+        "--steps", "6", "--global-batch", "8", "--comm-timeout", "2",
+        "--checkpoint-dir", &d, "--checkpoint-every", "4",
+    ];
+    train(2, Some(fault), &args)
+}
+
 /// Rank 0 writing a checkpoint for longer than the timeout while the
 /// other rank waits is not a hang as long as the write moves on: the job
 /// finishes and the checkpoint is there.
@@ -247,23 +258,7 @@ fn bench_train_runs_watched() {
 fn a_slow_checkpoint_write_that_moves_is_waited_for() {
     let _s = serial();
     let dir = common::tempdir("wd-slow-ckpt");
-    let d = dir.to_string_lossy().into_owned();
-    let r = train(
-        2,
-        Some("slow-checkpoint@4:6"),
-        &[
-            "--steps",
-            "6",
-            "--global-batch",
-            "8",
-            "--comm-timeout",
-            "2",
-            "--checkpoint-dir",
-            &d,
-            "--checkpoint-every",
-            "4",
-        ],
-    );
+    let r = train_with_checkpoints("slow-checkpoint@4:6", &dir);
     assert_eq!(r.code, Some(0), "{}", r.context());
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
     assert!(
@@ -285,23 +280,7 @@ fn a_slow_checkpoint_write_that_moves_is_waited_for() {
 fn a_checkpoint_write_that_stops_is_named() {
     let _s = serial();
     let dir = common::tempdir("wd-stalled-ckpt");
-    let d = dir.to_string_lossy().into_owned();
-    let r = train(
-        2,
-        Some("stall-in-checkpoint@4"),
-        &[
-            "--steps",
-            "6",
-            "--global-batch",
-            "8",
-            "--comm-timeout",
-            "2",
-            "--checkpoint-dir",
-            &d,
-            "--checkpoint-every",
-            "4",
-        ],
-    );
+    let r = train_with_checkpoints("stall-in-checkpoint@4", &dir);
     assert_eq!(r.code, Some(3), "{}", r.context());
     let lines = watchdog_lines(&r);
     assert_eq!(lines.len(), 1, "one watchdog message:\n{}", r.stderr);
