@@ -238,6 +238,11 @@ pub struct TrainArgs {
     /// default: embedded synthetic set.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Read each step's batch at its start on the compute thread, instead
+    /// of during the previous step on a helper thread (for CPU runs that
+    /// already use every core).
+    #[arg(long)]
+    pub no_prefetch: bool,
     #[arg(long)]
     pub steps: Option<u64>,
     /// Samples per step over all ranks (split as evenly as possible).
@@ -444,6 +449,9 @@ impl TrainArgs {
         }
         if self.data.is_some() {
             c.data.path = self.data.clone();
+        }
+        if self.no_prefetch {
+            c.data.prefetch = false;
         }
         if self.save.is_some() {
             c.train.save = self.save.clone();

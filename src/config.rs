@@ -40,6 +40,10 @@ pub struct DataConfig {
     pub synthetic_seed: u64,
     pub synthetic_train: usize,
     pub synthetic_val: usize,
+    /// Read the next step's batch on a helper thread while the current
+    /// step computes (off: read it at the start of each step, on the
+    /// compute thread; for CPU runs that already use every core).
+    pub prefetch: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +188,7 @@ impl Default for DataConfig {
             synthetic_seed: 1,
             synthetic_train: 65536,
             synthetic_val: 8192,
+            prefetch: true,
         }
     }
 }

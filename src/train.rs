@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! batch  = the global batch of (seed, step); this rank takes its slice
+//!          (read on a helper thread during the previous step)
 //! counts = Σ_ranks present labels per task   -> loss scales λ_t·n/N_t
 //! for each micro-batch of the slice:
 //!     out   = model.forward(x)
@@ -29,6 +30,10 @@ use crate::model::Model;
 use crate::model::layout::ParamLayout;
 use crate::model::spec::ModelSpec;
 use crate::trace::{COMM, COMPUTE, Trace};
+
+mod prefetch;
+
+use prefetch::{Ahead, HostBatch, Loader};
 
 /// Averages the gradient buffer over ranks, bucket by bucket, as backward
 /// finishes them (`comm::bucket::GradSync` for host buffers).
@@ -111,10 +116,13 @@ pub struct Trainer<'a, B: Backend> {
     opt_state: B::Buf,
     /// Per-task loss sums, then the squared gradient norm.
     stats: B::Buf,
-    host_x: Vec<f32>,
-    host_labels: Vec<f32>,
-    /// This rank's rows of every global batch.
-    shard: Range<usize>,
+    /// The batch of the current step (also scratch for `evaluate`).
+    host: HostBatch,
+    /// The next step's batch, read during the current one; and a buffer
+    /// for the one after.
+    ahead: Option<Ahead>,
+    spare: Option<HostBatch>,
+    loader: Loader<'a>,
     pub trace: Option<Trace>,
     /// Optimizer updates applied so far (AdamW's bias correction counts
     /// these, not steps: a skipped step is no update).
@@ -146,9 +154,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
         let slice = shard.len().max(max_rows);
+        let loader = Loader {
+            data,
+            seed: cfg.train.seed,
+            global_batch: cfg.train.global_batch,
+            shard,
+            input_dim: spec.input_dim,
+            label_cols: model.cols.label_cols,
+            rank: comm.rank(),
+        };
         Trainer {
-            host_x: vec![0.0; slice * spec.input_dim],
-            host_labels: vec![0.0; slice * model.cols.label_cols],
+            host: HostBatch::zeros(slice, spec.input_dim, model.cols.label_cols),
+            ahead: None,
+            spare: None,
+            loader,
             grads,
             opt_state: be.alloc(state_len),
             stats: be.alloc(spec.tasks.len() + 1),
@@ -160,7 +179,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
             sync,
             data,
             be,
-            shard,
             trace: None,
             updates: 0,
             skips_in_a_row: 0,
@@ -208,15 +226,61 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// One synchronous data-parallel SGD step. The global per-task losses
     /// cost one more small all-reduce; `want_losses` false skips it (the
-    /// report's losses are then NaN).
+    /// report's losses are then NaN). The next step's batch is read on a
+    /// helper thread meanwhile (unless `[data] prefetch` is off).
     pub fn step(&mut self, step: u64, want_losses: bool) -> Result<StepReport> {
-        let mut t = StepTimes::default();
         let start = Instant::now();
-
-        // This rank's slice of the global batch of (seed, step).
-        let rows = self.load_slice(step)?;
-        t.data = start.elapsed().as_secs_f64();
+        let rows = self.take_batch(step)?;
+        let data_s = start.elapsed().as_secs_f64();
         self.span("data", start, step);
+        if !self.cfg.data.prefetch {
+            return self.compute(step, rows, want_losses, start, data_s);
+        }
+
+        let loader = self.loader.clone();
+        let fault = self.fault;
+        let mut spare = match self.spare.take() {
+            Some(b) => b,
+            None => self.host.same_size(),
+        };
+        std::thread::scope(|s| {
+            let next = s.spawn(move || loader.load(step + 1, fault, &mut spare).map(|()| spare));
+            let report = self.compute(step, rows, want_losses, start, data_s);
+            let batch = next.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            self.ahead = Some(Ahead {
+                step: step + 1,
+                batch,
+            });
+            report
+        })
+    }
+
+    /// This rank's slice of the global batch of (seed, step) into
+    /// `self.host`: the one read ahead, or read now; returns its rows.
+    fn take_batch(&mut self, step: u64) -> Result<usize> {
+        match self.ahead.take() {
+            Some(Ahead { step: s, batch }) if s == step => {
+                let read = std::mem::replace(&mut self.host, batch?);
+                self.spare = Some(read);
+            }
+            _ => self.loader.load(step, self.fault, &mut self.host)?,
+        }
+        Ok(self.loader.shard.len())
+    }
+
+    /// The step on the batch in `self.host`, top to bottom.
+    fn compute(
+        &mut self,
+        step: u64,
+        rows: usize,
+        want_losses: bool,
+        start: Instant,
+        data_s: f64,
+    ) -> Result<StepReport> {
+        let mut t = StepTimes {
+            data: data_s,
+            ..StepTimes::default()
+        };
 
         // Each task's loss is the mean over the labels present in the whole
         // global batch, so every rank needs the global counts N_t.
@@ -277,27 +341,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
         })
     }
 
-    /// Reads this rank's rows of the global batch of `step` into host
-    /// memory; returns how many.
-    fn load_slice(&mut self, step: u64) -> Result<usize> {
-        let rows = self.shard.len();
-        let batch = sampler::global_batch(
-            self.cfg.train.seed,
-            step,
-            self.cfg.train.global_batch,
-            self.data.len(Split::Train),
-        );
-        let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
-        self.data.fill(
-            Split::Train,
-            &batch[self.shard.clone()],
-            &mut self.host_x[..rows * d],
-            &mut self.host_labels[..rows * lc],
-        )?;
-        crate::fault::on_batch(self.fault, self.comm.rank(), step, &mut self.host_x);
-        Ok(rows)
-    }
-
     /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
     /// adding to the gradients of the earlier micro-batches.
     fn forward_backward(
@@ -311,9 +354,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
         let (n, first, last) = (mb.len(), j == 0, j + 1 == self.cfg.train.accum_steps);
         self.be
-            .upload(&self.host_x[mb.start * d..mb.end * d], &mut self.model.x, 0);
+            .upload(&self.host.x[mb.start * d..mb.end * d], &mut self.model.x, 0);
         self.be.upload(
-            &self.host_labels[mb.start * lc..mb.end * lc],
+            &self.host.labels[mb.start * lc..mb.end * lc],
             &mut self.model.labels,
             0,
         );
@@ -485,7 +528,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (0..rows)
                     .map(|r| {
                         let at = r * cols.label_cols + cols.label_off[t];
-                        self.host_labels[at..at + w]
+                        self.host.labels[at..at + w]
                             .iter()
                             .filter(|v| !v.is_nan())
                             .count() as f64
@@ -553,14 +596,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.data.fill(
                 Split::Val,
                 &idx,
-                &mut self.host_x[..x],
-                &mut self.host_labels[..l],
+                &mut self.host.x[..x],
+                &mut self.host.labels[..l],
             )?;
-            self.be.upload(&self.host_x[..x], &mut self.model.x, 0);
+            self.be.upload(&self.host.x[..x], &mut self.model.x, 0);
             self.model.forward(&self.be, &self.params, rows);
             self.be
                 .download(&self.model.out, 0, &mut out[..rows * cols.out_cols]);
-            stats.add(rows, &out, &self.host_labels[..l]);
+            stats.add(rows, &out, &self.host.labels[..l]);
             lo = hi;
         }
         self.comm.all_reduce_sum_f64(&mut stats.sums)?;

@@ -186,7 +186,7 @@ fn bench_on<B: Backend>(
         println!("{name:<12} {:>10.3} {:>7.1}%", 1e3 * s, 100.0 * s / step_s);
     }
     println!(
-        "{:<12} {:>10.3}   (batch generation, not in the step)",
+        "{:<12} {:>10.3}   (waiting for the batch read ahead; not in the step)",
         "data",
         1e3 * data_s
     );

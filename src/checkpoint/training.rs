@@ -400,7 +400,8 @@ pub fn load(
 
 /// The settings that define a run's trajectory; a resumed run must keep
 /// them. Everything else (logging, outputs, communication, micro-batches,
-/// the number of ranks) may change between the two parts of a run.
+/// prefetching, the number of ranks) may change between the two parts of
+/// a run.
 fn trajectory(c: &TrainConfig) -> Value {
     let d = TrainConfig::default();
     let mut t = c.clone();
@@ -415,6 +416,7 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.accum_steps = d.train.accum_steps;
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
+    t.data.prefetch = d.data.prefetch;
     // Through text, so that f32 values read as written (0.002, not
     // 0.0020000000949949026).
     let text = serde_json::to_string(&t).expect("config serialises");
