@@ -238,11 +238,11 @@ pub struct TrainArgs {
     /// default: embedded synthetic set.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Read each step's batch at its start on the compute thread, instead
-    /// of during the previous step on a helper thread (for CPU runs that
-    /// already use every core).
-    #[arg(long)]
-    pub no_prefetch: bool,
+    /// Read the next step's batch on a helper thread during the current
+    /// step: on, off, or auto (on for GPU ranks, and for CPU ranks when
+    /// the host has a core their GEMM threads leave free).
+    #[arg(long, value_enum)]
+    pub prefetch: Option<crate::config::Prefetch>,
     #[arg(long)]
     pub steps: Option<u64>,
     /// Samples per step over all ranks (split as evenly as possible).
@@ -450,8 +450,8 @@ impl TrainArgs {
         if self.data.is_some() {
             c.data.path = self.data.clone();
         }
-        if self.no_prefetch {
-            c.data.prefetch = false;
+        if let Some(p) = self.prefetch {
+            c.data.prefetch = p;
         }
         if self.save.is_some() {
             c.train.save = self.save.clone();

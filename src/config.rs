@@ -41,9 +41,10 @@ pub struct DataConfig {
     pub synthetic_train: usize,
     pub synthetic_val: usize,
     /// Read the next step's batch on a helper thread while the current
-    /// step computes (off: read it at the start of each step, on the
-    /// compute thread; for CPU runs that already use every core).
-    pub prefetch: bool,
+    /// step computes: on, off (at the start of each step, on the compute
+    /// thread), or auto (on for GPU ranks, and for CPU ranks when this
+    /// host has a core their GEMM threads leave free).
+    pub prefetch: Prefetch,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,14 @@ pub struct LoopConfig {
     pub on_nonfinite: NonFinitePolicy,
     /// With `skip`: end the run after this many skipped updates in a row.
     pub max_skips: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefetch {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -188,7 +197,7 @@ impl Default for DataConfig {
             synthetic_seed: 1,
             synthetic_train: 65536,
             synthetic_val: 8192,
-            prefetch: true,
+            prefetch: Prefetch::Auto,
         }
     }
 }

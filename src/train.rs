@@ -31,7 +31,7 @@ use crate::model::layout::ParamLayout;
 use crate::model::spec::ModelSpec;
 use crate::trace::{COMM, COMPUTE, Trace};
 
-mod prefetch;
+pub mod prefetch;
 
 use prefetch::{Ahead, HostBatch, Loader};
 
@@ -131,6 +131,10 @@ pub struct Trainer<'a, B: Backend> {
     pub skips_in_a_row: u64,
     /// Test-only fault injection (`RINGTRAIN_FAULT`), normally None.
     pub fault: Option<crate::fault::Fault>,
+    /// Read the next step's batch during the current one (see
+    /// [`prefetch::auto`]; `new` sets it from `[data] prefetch`, auto
+    /// counting as on).
+    pub prefetch: bool,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -183,6 +187,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             updates: 0,
             skips_in_a_row: 0,
             fault: None,
+            prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
         }
     }
 
@@ -227,13 +232,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// One synchronous data-parallel SGD step. The global per-task losses
     /// cost one more small all-reduce; `want_losses` false skips it (the
     /// report's losses are then NaN). The next step's batch is read on a
-    /// helper thread meanwhile (unless `[data] prefetch` is off).
+    /// helper thread meanwhile (if `self.prefetch`).
     pub fn step(&mut self, step: u64, want_losses: bool) -> Result<StepReport> {
         let start = Instant::now();
         let rows = self.take_batch(step)?;
         let data_s = start.elapsed().as_secs_f64();
         self.span("data", start, step);
-        if !self.cfg.data.prefetch {
+        if !self.prefetch {
             return self.compute(step, rows, want_losses, start, data_s);
         }
 

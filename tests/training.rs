@@ -77,15 +77,20 @@ fn identical_runs_give_bit_identical_parameters() {
     assert!(rel_diff(&c, &a) > 1e-3);
 }
 
-/// Reading each batch during the previous step (the default) or at the
-/// start of its own (`--no-prefetch`) feeds the same data: the same
-/// parameters, bit for bit, also with micro-batches.
+/// Reading each batch during the previous step (`--prefetch on`) or at the
+/// start of its own (`off`) feeds the same data: the same parameters, bit
+/// for bit, also with micro-batches.
 #[test]
 fn prefetching_the_next_batch_changes_nothing() {
     let dir = tempdir("prefetch");
     let extra = ["--accum-steps", "2"];
-    let on = train(2, &dir, "on", &extra);
-    let off = train(2, &dir, "off", &[&extra[..], &["--no-prefetch"]].concat());
+    let on = train(2, &dir, "on", &[&extra[..], &["--prefetch", "on"]].concat());
+    let off = train(
+        2,
+        &dir,
+        "off",
+        &[&extra[..], &["--prefetch", "off"]].concat(),
+    );
     assert_eq!(
         on.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         off.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -18,7 +18,7 @@ use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
 use crate::comm::bucket::plan_buckets;
 use crate::comm::{Communicator, agree, check_same};
-use crate::config::TrainConfig;
+use crate::config::{Prefetch, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -26,7 +26,7 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
 use crate::trace::Trace;
-use crate::train::{GradBuckets, Trainer, host_grad_sync};
+use crate::train::{GradBuckets, Trainer, host_grad_sync, prefetch};
 use crate::watchdog::Watchdog;
 use crate::world::World;
 
@@ -93,14 +93,36 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
             let make_sync = wd.watch_sync(cuda_grad_sync(&cfg, comm, be.stream().clone()));
-            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            tr.prefetch = prefetch_for(&cfg, world, true);
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
             let be = Cpu::<f32>::new();
-            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            tr.prefetch = prefetch_for(&cfg, world, false);
             train_loop(&ctx, tr, rep, &choice.cpu_label())
+        }
+    }
+}
+
+/// `[data] prefetch` for this rank: on, off, or auto (`prefetch::auto`
+/// from the GEMM threads, the ranks on this host and its cores).
+pub fn prefetch_for(cfg: &TrainConfig, world: &World, gpu: bool) -> bool {
+    match cfg.data.prefetch {
+        Prefetch::On => true,
+        Prefetch::Off => false,
+        Prefetch::Auto => {
+            let threads = std::env::var("MATMUL_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let affinity = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // SAFETY: sysconf has no preconditions.
+            let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+            let host = usize::try_from(online).unwrap_or(affinity).max(affinity);
+            prefetch::auto(gpu, threads, world.local_size, affinity, host)
         }
     }
 }
@@ -173,7 +195,18 @@ fn train_loop<B: Backend>(
         fault,
     } = *run;
     tr.fault = fault;
-    print_header(&rep, world, comm, cfg, spec, data, tr.num_params(), backend);
+    let read_ahead = tr.prefetch;
+    print_header(
+        &rep,
+        world,
+        comm,
+        cfg,
+        spec,
+        data,
+        tr.num_params(),
+        backend,
+        read_ahead,
+    );
     let first_step = resumed.map_or(0, |r| r.state.step);
     if let Some(r) = resumed {
         tr.restore(&r.state);
@@ -442,6 +475,7 @@ fn print_header(
     data: &dyn Dataset,
     params: usize,
     backend: &str,
+    read_ahead: bool,
 ) {
     let heads: Vec<String> = spec
         .tasks
@@ -473,8 +507,9 @@ fn print_header(
         params
     ));
     rep.line(&format!(
-        "data: {} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {} lr {} {} schedule",
+        "data: {}{} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {} lr {} {} schedule",
         data.describe(),
+        if read_ahead { ", read ahead" } else { "" },
         cfg.train.global_batch,
         per_rank,
         cfg.train.accum_steps,

@@ -72,3 +72,43 @@ pub struct Ahead {
     pub step: u64,
     pub batch: Result<HostBatch>,
 }
+
+/// Whether `[data] prefetch = auto` reads ahead: on a GPU rank always
+/// (the host is idle while the GPU computes); on a CPU rank when a core
+/// is left free: one of its own cores (`affinity`, bound ranks) beyond its
+/// `threads` GEMM threads, or, unbound, one of the host's `host_cores`
+/// beyond `local_ranks` × `threads`. On a host where every core computes,
+/// the helper thread only competes with the GEMMs.
+pub fn auto(
+    gpu: bool,
+    threads: usize,
+    local_ranks: usize,
+    affinity: usize,
+    host_cores: usize,
+) -> bool {
+    if gpu {
+        return true;
+    }
+    let threads = threads.max(1);
+    if affinity < host_cores {
+        threads < affinity
+    } else {
+        local_ranks.max(1) * threads < host_cores
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn auto_reads_ahead_only_with_a_core_to_spare() {
+        use super::auto;
+        assert!(auto(true, 8, 8, 8, 8), "GPU ranks always");
+        assert!(auto(false, 1, 1, 2, 2), "1 rank, 1 thread, 2 cores");
+        assert!(!auto(false, 1, 2, 2, 2), "2 ranks fill 2 cores");
+        assert!(!auto(false, 2, 1, 2, 2), "2 GEMM threads fill 2 cores");
+        assert!(auto(false, 3, 4, 16, 16), "4 ranks x 3 threads on 16 cores");
+        assert!(!auto(false, 1, 4, 1, 16), "bound to one core");
+        assert!(auto(false, 3, 4, 4, 16), "bound to 4 cores, 3 threads");
+        assert!(auto(false, 1, 0, 2, 2), "local ranks unknown: counted as 1");
+    }
+}
