@@ -63,6 +63,18 @@ pub struct GpuBuf<M> {
     pub dtype: Dtype,
 }
 
+/// The bf16 copy of the parameters (`--precision bf16`): the buffer the
+/// optimizer updates is cast once after each change, not once per GEMM
+/// that reads a weight.
+struct ParamsBf16<M> {
+    /// Address and length of the f32 parameter buffer.
+    src: u64,
+    len: usize,
+    copy: M,
+    /// The copy equals the parameters (nothing wrote them since the cast).
+    fresh: bool,
+}
+
 pub struct GpuBackend<R: GpuRuntime> {
     rt: R,
     /// Per-block partial sums of the two-pass reductions.
@@ -72,6 +84,8 @@ pub struct GpuBackend<R: GpuRuntime> {
     /// bf16 copies of the two GEMM operands (`--precision bf16`), grown as
     /// needed (two bf16 per f32 element); stream order keeps reuse safe.
     bf16_scratch: RefCell<[R::Mem; 2]>,
+    /// Set by the first `update` under `--precision bf16`.
+    params_bf16: RefCell<Option<ParamsBf16<R::Mem>>>,
     /// Grid cap of the element-wise kernels (grid-stride beyond it).
     max_blocks: u32,
     opts: GpuOptions,
@@ -91,6 +105,7 @@ impl<R: GpuRuntime> GpuBackend<R> {
                 dtype: Dtype::F32,
             },
             bf16_scratch: RefCell::new([rt.alloc(1), rt.alloc(1)]),
+            params_bf16: RefCell::new(None),
             max_blocks: rt.sm_count().max(1) * 32,
             opts,
             rt,
@@ -122,9 +137,56 @@ impl<R: GpuRuntime> GpuBackend<R> {
     /// A bf16 view of `len` elements at `off` of `buf` for a GEMM operand:
     /// the buffer itself when it is bf16, else a bf16 copy in `slot`.
     fn bf16_operand(&self, slot: usize, buf: &GpuBuf<R::Mem>, off: usize, len: usize) -> u64 {
-        match buf.dtype {
-            Dtype::Bf16 => self.ptr(buf, off),
-            Dtype::F32 => self.to_bf16(slot, self.ptr(buf, off), len),
+        if buf.dtype == Dtype::Bf16 {
+            return self.ptr(buf, off);
+        }
+        let src = self.rt.addr(&buf.mem);
+        if let Some(p) = self.params_bf16.borrow_mut().as_mut() {
+            if p.src == src && p.len == buf.len {
+                if !p.fresh {
+                    let args = [
+                        Arg::I64(p.len as i64),
+                        Arg::Ptr(src),
+                        Arg::Ptr(self.rt.addr(&p.copy)),
+                    ];
+                    self.rt.launch("f32_to_bf16", self.ew_cfg(p.len), &args);
+                    p.fresh = true;
+                }
+                assert!(off + len <= p.len, "operand beyond the parameters");
+                return self.rt.addr(&p.copy) + 2 * off as u64;
+            }
+        }
+        self.to_bf16(slot, self.ptr(buf, off), len)
+    }
+
+    /// Address of element `off` of `buf`, which the op about to be queued
+    /// writes (so a bf16 copy of it is stale from then on).
+    fn out_ptr(&self, buf: &GpuBuf<R::Mem>, off: usize) -> u64 {
+        if let Some(p) = self.params_bf16.borrow_mut().as_mut() {
+            if p.src == self.rt.addr(&buf.mem) {
+                p.fresh = false;
+            }
+        }
+        self.ptr(buf, off)
+    }
+
+    /// Under `--precision bf16`, `params` (the buffer the optimizer
+    /// updates) gets a bf16 copy for the GEMMs.
+    fn track_params(&self, params: &GpuBuf<R::Mem>) {
+        if !self.opts.bf16 {
+            return;
+        }
+        let src = self.rt.addr(&params.mem);
+        let mut p = self.params_bf16.borrow_mut();
+        if p.as_ref()
+            .is_none_or(|p| p.src != src || p.len != params.len)
+        {
+            *p = Some(ParamsBf16 {
+                src,
+                len: params.len,
+                copy: self.rt.alloc(params.len.div_ceil(2)),
+                fresh: false,
+            });
         }
     }
 
@@ -170,7 +232,7 @@ impl<R: GpuRuntime> GpuBackend<R> {
         let args = [
             Arg::I32(blocks as i32),
             Arg::Ptr(self.ptr(&self.partial, 0)),
-            Arg::Ptr(self.ptr(stats, 0)),
+            Arg::Ptr(self.out_ptr(stats, 0)),
             Arg::I32(stat as i32),
             Arg::I32(accumulate as i32),
         ];
@@ -306,6 +368,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             return;
         }
         assert!(off + src.len() <= dst.len, "upload beyond the buffer");
+        self.out_ptr(dst, off);
         let at = dst.dtype.bytes() * off;
         match dst.dtype {
             Dtype::F32 => self.rt.upload(as_bytes(src), &mut dst.mem, at),
@@ -343,7 +406,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         }
         assert!(off + len <= buf.len, "zero beyond the buffer");
         self.rt
-            .memset_zero(self.ptr(buf, off), buf.dtype.bytes() * len);
+            .memset_zero(self.out_ptr(buf, off), buf.dtype.bytes() * len);
     }
 
     fn gemm(&self, g: Gemm, a: &GpuBuf<R::Mem>, b: &GpuBuf<R::Mem>, c: &mut GpuBuf<R::Mem>) {
@@ -354,7 +417,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         assert!(g.b_off + g.k * g.n <= b.len, "gemm: B beyond its buffer");
         assert!(g.c_off + g.m * g.n <= c.len, "gemm: C beyond its buffer");
         let cm = ColMajor::of(&g);
-        let pc = self.ptr(c, g.c_off);
+        let pc = self.out_ptr(c, g.c_off);
         // Column-major: B's buffer first, A's second. Both operands bf16
         // when either is (an f32 one is cast), or under --precision bf16.
         let bf16 = self.opts.bf16 || a.dtype == Dtype::Bf16 || b.dtype == Dtype::Bf16;
@@ -400,8 +463,8 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             None => z.dtype,
         };
         let pb = self.ptr(bias, bias_off);
-        let pz = self.ptr(z, 0);
-        let ph = h.map_or(0, |h| self.ptr(h, 0));
+        let pz = self.out_ptr(z, 0);
+        let ph = h.map_or(0, |h| self.out_ptr(h, 0));
         let v4 = cols % 4 == 0 && aligned16(pb) && aligned16(pz) && aligned16(ph);
         let (name, cfg) = match dtype {
             Dtype::Bf16 => ("bias_act_bf16", self.ew_cfg(n)),
@@ -435,7 +498,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             len <= z.len.min(h.len).min(dh.len),
             "act_backward beyond a buffer"
         );
-        let (pz, ph, pd) = (self.ptr(z, 0), self.ptr(h, 0), self.ptr(dh, 0));
+        let (pz, ph, pd) = (self.ptr(z, 0), self.ptr(h, 0), self.out_ptr(dh, 0));
         let v4 = len % 4 == 0 && aligned16(pz) && aligned16(ph) && aligned16(pd);
         let (name, cfg) = match dtype {
             Dtype::Bf16 => ("act_backward_bf16", self.ew_cfg(len)),
@@ -482,7 +545,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             Arg::I64(rows as i64),
             Arg::I64(cols as i64),
             Arg::Ptr(self.ptr(x, 0)),
-            Arg::Ptr(self.ptr(out, off)),
+            Arg::Ptr(self.out_ptr(out, off)),
             Arg::F32(beta),
         ];
         self.rt.launch(name, cfg, &args);
@@ -514,7 +577,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             Arg::I64(a.label_cols as i64),
             Arg::I64(a.label_off as i64),
             Arg::F32(a.grad_scale),
-            Arg::Ptr(self.ptr(dout, 0)),
+            Arg::Ptr(self.out_ptr(dout, 0)),
             Arg::Ptr(self.ptr(&self.partial, 0)),
         ]);
         self.rt.launch(name, cfg, &args);
@@ -540,7 +603,11 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         }
         f32_only("scale", &[x]);
         assert!(len <= x.len, "scale beyond the buffer");
-        let args = [Arg::I64(len as i64), Arg::Ptr(self.ptr(x, 0)), Arg::F32(s)];
+        let args = [
+            Arg::I64(len as i64),
+            Arg::Ptr(self.out_ptr(x, 0)),
+            Arg::F32(s),
+        ];
         self.rt.launch("scale_f32", self.ew_cfg(len), &args);
     }
 
@@ -557,6 +624,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             return;
         }
         f32_only("update", &[params, grads, state, stats]);
+        self.track_params(params);
         assert!(
             len <= params.len && len <= grads.len,
             "update beyond a buffer"
@@ -565,7 +633,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         let clip = a.clip.unwrap_or(0.0);
         let head = [
             Arg::I64(len as i64),
-            Arg::Ptr(self.ptr(params, 0)),
+            Arg::Ptr(self.out_ptr(params, 0)),
             Arg::Ptr(self.ptr(grads, 0)),
         ];
         let norm = [
@@ -583,7 +651,7 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             } => {
                 assert!(state.len >= len, "SGD state holds the momentum");
                 let mut args = head.to_vec();
-                args.push(Arg::Ptr(self.ptr(state, 0)));
+                args.push(Arg::Ptr(self.out_ptr(state, 0)));
                 args.extend(norm);
                 args.extend([Arg::F32(momentum), Arg::I32(first_step as i32)]);
                 self.rt.launch("sgd_update_f32", cfg, &args);
@@ -599,7 +667,10 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
                 let bc1 = 1.0 - beta1.powi(step as i32);
                 let bc2 = 1.0 - beta2.powi(step as i32);
                 let mut args = head.to_vec();
-                args.extend([Arg::Ptr(self.ptr(state, 0)), Arg::Ptr(self.ptr(state, len))]);
+                args.extend([
+                    Arg::Ptr(self.out_ptr(state, 0)),
+                    Arg::Ptr(self.ptr(state, len)),
+                ]);
                 args.extend(norm);
                 args.extend([
                     Arg::F32(beta1),
