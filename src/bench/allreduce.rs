@@ -377,7 +377,7 @@ fn exact_sum(i: usize, n: usize) -> f64 {
 // ---------------------------------------------------------------------------
 // Measuring one row.
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Timing {
     /// Per-rank mean seconds per iteration, max over ranks.
     seconds: f64,
@@ -391,6 +391,33 @@ struct Row {
     in_place: Timing,
 }
 
+impl Row {
+    fn new(count: usize) -> Self {
+        Row {
+            count,
+            out_of_place: Timing::default(),
+            in_place: Timing::default(),
+        }
+    }
+
+    fn set(&mut self, in_place: bool, t: Timing) {
+        if in_place {
+            self.in_place = t;
+        } else {
+            self.out_of_place = t;
+        }
+    }
+}
+
+/// The slowest rank's seconds per iteration (every rank gets it).
+fn slowest(ctl: &dyn Communicator, mine: f64) -> Result<f64> {
+    Ok(ctl
+        .all_gather_u64(mine.to_bits())?
+        .into_iter()
+        .map(f64::from_bits)
+        .fold(0.0, f64::max))
+}
+
 fn measure<T: Elem>(
     o: &Options,
     count: usize,
@@ -402,17 +429,7 @@ fn measure<T: Elem>(
         .map(|i| T::from_f32(input(rank, i, n) as f32))
         .collect();
     let mut dst = src.clone();
-    let mut row = Row {
-        count,
-        out_of_place: Timing {
-            seconds: 0.0,
-            wrong: None,
-        },
-        in_place: Timing {
-            seconds: 0.0,
-            wrong: None,
-        },
-    };
+    let mut row = Row::new(count);
     for in_place in [false, true] {
         // Out-of-place: `src` reduced into `dst`, `src` untouched. In-place:
         // `dst` is reduced again and again (its values grow; only the time
@@ -428,12 +445,7 @@ fn measure<T: Elem>(
         for _ in 0..o.iters {
             once(&mut dst)?;
         }
-        let mine = t.elapsed().as_secs_f64() / o.iters as f64;
-        let seconds = ctl
-            .all_gather_u64(mine.to_bits())?
-            .into_iter()
-            .map(f64::from_bits)
-            .fold(0.0, f64::max);
+        let seconds = slowest(ctl, t.elapsed().as_secs_f64() / o.iters as f64)?;
 
         let wrong = if o.check {
             if in_place {
@@ -455,12 +467,7 @@ fn measure<T: Elem>(
         } else {
             None
         };
-        let timing = Timing { seconds, wrong };
-        if in_place {
-            row.in_place = timing;
-        } else {
-            row.out_of_place = timing;
-        }
+        row.set(in_place, Timing { seconds, wrong });
     }
     Ok(row)
 }

@@ -12,7 +12,9 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, DriverError, ValidAsZe
 use cudarc::nccl::NcclType;
 use half::bf16;
 
-use super::{Dtype, Elem, Op, Options, Row, Timing, changed_inputs, count_wrong, input, report};
+use super::{
+    Dtype, Elem, Op, Options, Row, Timing, changed_inputs, count_wrong, input, report, slowest,
+};
 use crate::comm::Communicator;
 use crate::comm::nccl::{NcclComm, version_string};
 use crate::error::{Error, Result};
@@ -64,17 +66,7 @@ fn measure<T: Elem + DeviceRepr + NcclType + ValidAsZeroBits>(
     };
     let (start, end) = (timing_event()?, timing_event()?);
     let avg = o.op == Op::Avg;
-    let mut row = Row {
-        count,
-        out_of_place: Timing {
-            seconds: 0.0,
-            wrong: None,
-        },
-        in_place: Timing {
-            seconds: 0.0,
-            wrong: None,
-        },
-    };
+    let mut row = Row::new(count);
     for in_place in [false, true] {
         let send = if in_place { dp } else { sp };
         // SAFETY: `send` and `dp` are buffers of at least `count` T on the
@@ -94,12 +86,7 @@ fn measure<T: Elem + DeviceRepr + NcclType + ValidAsZeroBits>(
         let ms = start
             .elapsed_ms(&end)
             .map_err(cuda("reading the event time"))?;
-        let mine = ms as f64 / 1e3 / o.iters as f64;
-        let seconds = ctl
-            .all_gather_u64(mine.to_bits())?
-            .into_iter()
-            .map(f64::from_bits)
-            .fold(0.0, f64::max);
+        let seconds = slowest(ctl, ms as f64 / 1e3 / o.iters as f64)?;
 
         let wrong = if o.check {
             if in_place {
@@ -122,12 +109,7 @@ fn measure<T: Elem + DeviceRepr + NcclType + ValidAsZeroBits>(
         } else {
             None
         };
-        let timing = Timing { seconds, wrong };
-        if in_place {
-            row.in_place = timing;
-        } else {
-            row.out_of_place = timing;
-        }
+        row.set(in_place, Timing { seconds, wrong });
     }
     Ok(row)
 }
