@@ -8,17 +8,9 @@
 // gradient (regression: per label column). Formulas match
 // src/backend/cpu.rs `row_loss` exactly. Block size 256 (LOSS_THREADS).
 
-#define LT 256
+#include "block_sum.cuh"
 
-__device__ __forceinline__ float block_sum_loss(float v, float *sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = LT / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    return sh[0];
-}
+#define LT BLOCK_THREADS
 
 // Softmax cross-entropy over `classes` logits; the label is a class index.
 extern "C" __global__ void softmax_ce_f32(long long rows, int classes,
@@ -48,7 +40,7 @@ extern "C" __global__ void softmax_ce_f32(long long rows, int classes,
             loss += logf(sum) + mx - o[c];
         }
     }
-    float s = block_sum_loss(loss, sh);
+    float s = block_sum_256(loss, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
@@ -75,7 +67,7 @@ extern "C" __global__ void bce_logits_f32(long long rows, const float *__restric
             loss += fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x)));
         }
     }
-    float s = block_sum_loss(loss, sh);
+    float s = block_sum_256(loss, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
@@ -103,6 +95,6 @@ extern "C" __global__ void mse_f32(long long rows, int dim, const float *__restr
             }
         }
     }
-    float s = block_sum_loss(loss, sh);
+    float s = block_sum_256(loss, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }

@@ -2,22 +2,12 @@
 // never on timing (no float atomics), so runs are bit-reproducible.
 //
 // Block size is fixed at 256 threads (REDUCE_THREADS in
-// src/backend/cuda/mod.rs); every kernel here assumes it.
+// src/backend/gpu/mod.rs); every kernel here assumes it.
 
 #include "bf16.cuh"
+#include "block_sum.cuh"
 
-#define RT 256
-
-// Tree sum of one value per thread of a 256-thread block; thread 0 gets it.
-__device__ __forceinline__ float block_sum_256(float v, float *sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = RT / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    return sh[0];
-}
+#define RT BLOCK_THREADS
 
 // partial[blockIdx.x] = Σ x[i]² over the block's grid-stride elements.
 extern "C" __global__ void sum_squares_partial_f32(long long n, const float *__restrict__ x,

@@ -30,6 +30,10 @@ fn main() {
     // The directories too: a kernel file added or removed reruns this.
     println!("cargo:rerun-if-changed={}", kernels_dir.display());
     println!("cargo:rerun-if-changed={}", selftest_dir.display());
+    // The headers the kernel files include.
+    for header in files_with(&kernels_dir, "cuh") {
+        println!("cargo:rerun-if-changed={}", header.display());
+    }
 
     let mut files = Vec::new();
     for (dir, selftest) in [(&kernels_dir, false), (&selftest_dir, true)] {
@@ -112,11 +116,16 @@ fn main() {
 
 /// The *.cu files of `dir`, sorted by name.
 fn cu_files(dir: &Path) -> Vec<PathBuf> {
+    files_with(dir, "cu")
+}
+
+/// The files of `dir` with extension `ext`, sorted.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let rd = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("kernel-emu: reading {}: {e}", dir.display()));
     let mut v: Vec<PathBuf> = rd
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cu") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
         .collect();
     v.sort();
     v

@@ -66,7 +66,13 @@ pub const SOURCES: &[Source] = &[
 ];
 
 /// The headers the kernel files include (`#include "NAME"`), embedded.
-pub const HEADERS: &[(&str, &str)] = &[("bf16.cuh", include_str!("../../../kernels/bf16.cuh"))];
+pub const HEADERS: &[(&str, &str)] = &[
+    ("bf16.cuh", include_str!("../../../kernels/bf16.cuh")),
+    (
+        "block_sum.cuh",
+        include_str!("../../../kernels/block_sum.cuh"),
+    ),
+];
 
 /// The source NVRTC compiles: the file with each `#include "NAME"` of
 /// [`HEADERS`] replaced by the header's text (the binary carries no
