@@ -107,7 +107,6 @@ pub struct Trainer<'a, B: Backend> {
     pub spec: ModelSpec,
     comm: &'a dyn Communicator,
     sync: Box<dyn GradBuckets>,
-    data: &'a dyn Dataset,
     pub be: B,
     pub model: Model<B>,
     pub params: B::Buf,
@@ -181,7 +180,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
             cfg,
             comm,
             sync,
-            data,
             be,
             trace: None,
             updates: 0,
@@ -586,7 +584,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Metrics on the validation split, sharded over ranks and all-reduced.
     pub fn evaluate(&mut self) -> Result<Vec<(String, TaskMetrics)>> {
-        let n_val = self.data.len(Split::Val);
+        let n_val = self.loader.data.len(Split::Val);
         let mine = sampler::shard(n_val, self.comm.rank(), self.comm.size());
         let mut stats = EvalStats::new(&self.spec.tasks);
         let chunk = self.model.max_rows;
@@ -598,7 +596,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let rows = hi - lo;
             let idx: Vec<u64> = (lo as u64..hi as u64).collect();
             let (x, l) = (rows * self.spec.input_dim, rows * cols.label_cols);
-            self.data.fill(
+            self.loader.data.fill(
                 Split::Val,
                 &idx,
                 &mut self.host.x[..x],

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,17 +24,8 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// `mpirun -np N ringtrain train` on a small model, `fault` injected.
 fn train(np: usize, fault: Option<&str>, args: &[&str]) -> Run {
-    let mut cmd = Command::new("mpirun");
-    cmd.args([
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-np",
-        &np.to_string(),
-    ])
-    .args(["--mca", "mpi_yield_when_idle", "1"])
-    .arg(common::bin())
-    .args(["train", "--hidden", "32", "--log-every", "10"])
-    .args(args);
+    let base = ["train", "--hidden", "32", "--log-every", "10"];
+    let mut cmd = common::mpirun_command(np, &[&base[..], args].concat());
     match fault {
         Some(f) => cmd.env("RINGTRAIN_FAULT", f),
         None => cmd.env_remove("RINGTRAIN_FAULT"),
@@ -221,20 +211,12 @@ fn a_bad_timeout_is_a_user_error() {
 #[test]
 fn bench_train_runs_watched() {
     let _s = serial();
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg(common::bin())
-        .args(["bench", "train", "--iters", "20", "--warmup", "2"])
-        .args([
-            "--hidden",
-            "32",
-            "--batch-per-rank",
-            "16",
-            "--comm-timeout",
-            "2",
-        ]);
-    let r = common::run_with_timeout(cmd, HANG);
+    #[rustfmt::skip]
+    let args = [
+        "bench", "train", "--iters", "20", "--warmup", "2",
+        "--hidden", "32", "--batch-per-rank", "16", "--comm-timeout", "2",
+    ];
+    let r = common::mpirun_timeout(2, &args, HANG);
     r.ok();
     assert!(r.stdout.contains("bench train: 2 rank(s)"), "{}", r.stdout);
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);

@@ -175,6 +175,11 @@ pub fn mpirun(np: usize, args: &[&str]) -> Run {
 /// [`mpirun`] with its own deadline, for runs that must end quickly (a
 /// user error): a hang then fails the test after `timeout`, not 300 s.
 pub fn mpirun_timeout(np: usize, args: &[&str], timeout: Duration) -> Run {
+    run_with_timeout(mpirun_command(np, args), timeout)
+}
+
+/// The command `mpirun -np N ringtrain ARGS...`, not started yet.
+pub fn mpirun_command(np: usize, args: &[&str]) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args([
         "--allow-run-as-root",
@@ -186,20 +191,13 @@ pub fn mpirun_timeout(np: usize, args: &[&str], timeout: Duration) -> Run {
     .args(["--mca", "mpi_yield_when_idle", "1"])
     .arg(bin())
     .args(args);
-    run_with_timeout(cmd, timeout)
+    cmd
 }
 
 /// [`mpirun`] with extra environment variables (the fault switches).
 pub fn mpirun_env(np: usize, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np"])
-        .arg(np.to_string())
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg(bin())
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = mpirun_command(np, args);
+    cmd.envs(env.iter().copied());
     run_with_timeout(cmd, Duration::from_secs(120))
 }
 

@@ -124,18 +124,21 @@ pub fn gemm_matches_cpu_in_every_transpose_with_offsets<R: GpuRuntime>(g: &GpuBa
     }
 }
 
+/// (rows, cols, bias offset) of the bias + activation checks. cols 24 with
+/// an aligned bias: the 4-wide kernels; cols 13 or bias offset 1: the
+/// scalar ones; 1500 and 700 rows: more elements than the emulator's grid
+/// has threads, so grid-stride loops go round (the column stepping).
+const BIAS_ACT_SHAPES: [(usize, usize, usize); 5] = [
+    (37, 24, 0),
+    (37, 13, 0),
+    (50, 24, 1),
+    (1500, 24, 0),
+    (700, 13, 0),
+];
+
 pub fn bias_act_and_act_backward_match_cpu<R: GpuRuntime>(g: &GpuBackend<R>) {
     let c = Cpu::<f32>::new();
-    // cols 24: float4 path; cols 13: scalar path; bias offset 1: unaligned;
-    // 1500 and 700 rows: more elements than the emulator's grid has
-    // threads, so grid-stride loops go round (the column stepping).
-    for (rows, cols, boff) in [
-        (37, 24, 0),
-        (37, 13, 0),
-        (50, 24, 1),
-        (1500, 24, 0),
-        (700, 13, 0),
-    ] {
+    for (rows, cols, boff) in BIAS_ACT_SHAPES {
         for act in [
             None,
             Some(Activation::Relu),
@@ -506,15 +509,7 @@ pub fn bf16_activation_storage_matches_cpu<R: GpuRuntime>(g: &GpuBackend<R>) {
     }
     assert!(back != x, "activation buffers are not bf16");
 
-    // cols 24 with an aligned bias: the 4-wide kernels; 13 or bias offset 1:
-    // scalar; 1500 and 700 rows: grid-stride loops go round.
-    for (rows, cols, boff) in [
-        (37, 24, 0),
-        (37, 13, 0),
-        (50, 24, 1),
-        (1500, 24, 0),
-        (700, 13, 0),
-    ] {
+    for (rows, cols, boff) in BIAS_ACT_SHAPES {
         for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
             let n = rows * cols;
             let bias = randn(boff + cols, 41);
