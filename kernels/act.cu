@@ -1,12 +1,16 @@
 // Bias + activation forward and activation backward, fused.
 //
-// Activation codes (src/backend/cuda/mod.rs `act_code`): -1 none, 0 relu,
+// Activation codes (src/backend/gpu/mod.rs `act_code`): -1 none, 0 relu,
 // 1 gelu (tanh form), 2 tanh. Formulas match src/backend/cpu.rs
-// `act_fwd`/`act_grad` exactly. Element-wise, grid-stride; the `_v4`
-// variants move float4s and are used when the host has checked that every
-// length is a multiple of 4 and every pointer 16-byte aligned. The `_bf16`
-// kernels store z, h and dh as bf16 (--precision bf16) and compute in f32;
-// their `_v4` variants move 4 bf16 (8 bytes) at a time.
+// `act_fwd`/`act_grad` exactly. Element-wise, grid-stride.
+//
+// Each operation is written once, as a template over the storage type
+// (float, or bf16 as its 16 raw bits for --precision bf16, always computed
+// in f32) and the width W (1, or 4: one float4 / 8-byte bf16x4 access per
+// step, used when the host has checked that every length is a multiple of
+// 4 and every pointer aligned). The extern "C" kernels at the end are its
+// instantiations, with the names the host launches:
+// bias_act_{f32,bf16}[_v4] and act_backward_{f32,bf16}[_v4].
 
 #include "bf16.cuh"
 
@@ -38,6 +42,69 @@ __device__ __forceinline__ float act_grad(int act, float z, float h) {
     }
 }
 
+// W consecutive elements, in f32.
+template <int W> struct Floats {
+    float v[W];
+};
+
+// Group i (elements W·i .. W·i + W − 1) of an array of T, as f32, in one
+// access; and the store back (rounded to bf16 for bf16 storage).
+template <class T, int W> struct Io;
+
+template <> struct Io<float, 1> {
+    static __device__ __forceinline__ Floats<1> load(const float *p, long long i) {
+        Floats<1> f;
+        f.v[0] = p[i];
+        return f;
+    }
+    static __device__ __forceinline__ void store(float *p, long long i, const Floats<1> &f) {
+        p[i] = f.v[0];
+    }
+};
+
+template <> struct Io<float, 4> {
+    static __device__ __forceinline__ Floats<4> load(const float *p, long long i) {
+        float4 a = reinterpret_cast<const float4 *>(p)[i];
+        Floats<4> f;
+        f.v[0] = a.x; f.v[1] = a.y; f.v[2] = a.z; f.v[3] = a.w;
+        return f;
+    }
+    static __device__ __forceinline__ void store(float *p, long long i, const Floats<4> &f) {
+        float4 a;
+        a.x = f.v[0]; a.y = f.v[1]; a.z = f.v[2]; a.w = f.v[3];
+        reinterpret_cast<float4 *>(p)[i] = a;
+    }
+};
+
+template <> struct Io<unsigned short, 1> {
+    static __device__ __forceinline__ Floats<1> load(const unsigned short *p, long long i) {
+        Floats<1> f;
+        f.v[0] = bf16_bits_to_f32(p[i]);
+        return f;
+    }
+    static __device__ __forceinline__ void store(unsigned short *p, long long i,
+                                                 const Floats<1> &f) {
+        p[i] = f32_to_bf16_bits(f.v[0]);
+    }
+};
+
+template <> struct Io<unsigned short, 4> {
+    static __device__ __forceinline__ Floats<4> load(const unsigned short *p, long long i) {
+        bf16x4 a = reinterpret_cast<const bf16x4 *>(p)[i];
+        Floats<4> f;
+        f.v[0] = bf16_bits_to_f32(a.x); f.v[1] = bf16_bits_to_f32(a.y);
+        f.v[2] = bf16_bits_to_f32(a.z); f.v[3] = bf16_bits_to_f32(a.w);
+        return f;
+    }
+    static __device__ __forceinline__ void store(unsigned short *p, long long i,
+                                                 const Floats<4> &f) {
+        bf16x4 a;
+        a.x = f32_to_bf16_bits(f.v[0]); a.y = f32_to_bf16_bits(f.v[1]);
+        a.z = f32_to_bf16_bits(f.v[2]); a.w = f32_to_bf16_bits(f.v[3]);
+        reinterpret_cast<bf16x4 *>(p)[i] = a;
+    }
+};
+
 // The column of element i of a row-major matrix, followed along a
 // grid-stride loop without a 64-bit division per element (which would
 // make these kernels compute-bound): the stride's own column offset is
@@ -53,154 +120,96 @@ struct ColumnOf {
 };
 
 // z[r, c] += bias[c]; h[r, c] = act(z[r, c]) when h is not null and act >= 0.
-extern "C" __global__ void bias_act_f32(int act, long long rows, long long cols,
-                                        const float *__restrict__ bias,
-                                        float *__restrict__ z, float *__restrict__ h) {
-    long long n = rows * cols;
+// The activation is taken of the f32 sum, before z is stored (and rounded).
+template <class T, int W>
+__device__ __forceinline__ void bias_act(int act, long long rows, long long cols,
+                                         const float *__restrict__ bias, T *__restrict__ z,
+                                         T *__restrict__ h) {
+    long long n = rows * cols / W;
     long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     long long stride = (long long)gridDim.x * blockDim.x;
-    ColumnOf col(i0, stride, cols);
+    ColumnOf col(i0, stride, cols / W);
     for (long long i = i0; i < n; i += stride, col.advance()) {
-        float v = z[i] + bias[col.c];
-        z[i] = v;
-        if (h != nullptr && act >= 0) h[i] = act_fwd(act, v);
-    }
-}
-
-// As bias_act_f32 with cols % 4 == 0 and 16-byte aligned pointers.
-extern "C" __global__ void bias_act_f32_v4(int act, long long rows, long long cols,
-                                           const float *__restrict__ bias,
-                                           float *__restrict__ z, float *__restrict__ h) {
-    long long n4 = rows * cols / 4;
-    long long c4 = cols / 4;
-    const float4 *b4 = reinterpret_cast<const float4 *>(bias);
-    float4 *z4 = reinterpret_cast<float4 *>(z);
-    float4 *h4 = reinterpret_cast<float4 *>(h);
-    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    ColumnOf col(i0, stride, c4);
-    for (long long i = i0; i < n4; i += stride, col.advance()) {
-        float4 v = z4[i];
-        float4 b = b4[col.c];
-        v.x += b.x; v.y += b.y; v.z += b.z; v.w += b.w;
-        z4[i] = v;
+        Floats<W> v = Io<T, W>::load(z, i);
+        Floats<W> b = Io<float, W>::load(bias, col.c);
+        for (int k = 0; k < W; ++k) v.v[k] += b.v[k];
+        Io<T, W>::store(z, i, v);
         if (h != nullptr && act >= 0) {
-            float4 o;
-            o.x = act_fwd(act, v.x); o.y = act_fwd(act, v.y);
-            o.z = act_fwd(act, v.z); o.w = act_fwd(act, v.w);
-            h4[i] = o;
+            for (int k = 0; k < W; ++k) v.v[k] = act_fwd(act, v.v[k]);
+            Io<T, W>::store(h, i, v);
         }
     }
 }
 
 // dh[i] *= act'(z[i]) (h = act(z) given too).
-extern "C" __global__ void act_backward_f32(int act, long long n, const float *__restrict__ z,
-                                            const float *__restrict__ h,
-                                            float *__restrict__ dh) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+template <class T, int W>
+__device__ __forceinline__ void act_backward(int act, long long n, const T *__restrict__ z,
+                                             const T *__restrict__ h, T *__restrict__ dh) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n / W;
          i += (long long)gridDim.x * blockDim.x) {
-        dh[i] = dh[i] * act_grad(act, z[i], h[i]);
+        Floats<W> zz = Io<T, W>::load(z, i), hh = Io<T, W>::load(h, i);
+        Floats<W> d = Io<T, W>::load(dh, i);
+        for (int k = 0; k < W; ++k) d.v[k] *= act_grad(act, zz.v[k], hh.v[k]);
+        Io<T, W>::store(dh, i, d);
     }
 }
 
-// As act_backward_f32 with n % 4 == 0 and 16-byte aligned pointers.
-extern "C" __global__ void act_backward_f32_v4(int act, long long n, const float *__restrict__ z,
-                                               const float *__restrict__ h,
-                                               float *__restrict__ dh) {
-    long long n4 = n / 4;
-    const float4 *z4 = reinterpret_cast<const float4 *>(z);
-    const float4 *h4 = reinterpret_cast<const float4 *>(h);
-    float4 *d4 = reinterpret_cast<float4 *>(dh);
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
-         i += (long long)gridDim.x * blockDim.x) {
-        float4 zz = z4[i], hh = h4[i], d = d4[i];
-        d.x *= act_grad(act, zz.x, hh.x);
-        d.y *= act_grad(act, zz.y, hh.y);
-        d.z *= act_grad(act, zz.z, hh.z);
-        d.w *= act_grad(act, zz.w, hh.w);
-        d4[i] = d;
-    }
+// The instantiations the host launches (written out, not generated by a
+// macro: the kernel emulator and the NVRTC test find kernels by their
+// `extern "C" __global__ void NAME(` text).
+
+extern "C" __global__ void bias_act_f32(int act, long long rows, long long cols,
+                                        const float *__restrict__ bias, float *__restrict__ z,
+                                        float *__restrict__ h) {
+    bias_act<float, 1>(act, rows, cols, bias, z, h);
 }
 
-// bf16 storage: z[r, c] = bf16(z + bias[c]); h = bf16(act(z + bias)), the
-// activation taken of the f32 sum.
+// cols % 4 == 0 and 16-byte aligned pointers.
+extern "C" __global__ void bias_act_f32_v4(int act, long long rows, long long cols,
+                                           const float *__restrict__ bias,
+                                           float *__restrict__ z, float *__restrict__ h) {
+    bias_act<float, 4>(act, rows, cols, bias, z, h);
+}
+
 extern "C" __global__ void bias_act_bf16(int act, long long rows, long long cols,
                                          const float *__restrict__ bias,
                                          unsigned short *__restrict__ z,
                                          unsigned short *__restrict__ h) {
-    long long n = rows * cols;
-    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    ColumnOf col(i0, stride, cols);
-    for (long long i = i0; i < n; i += stride, col.advance()) {
-        float v = bf16_bits_to_f32(z[i]) + bias[col.c];
-        z[i] = f32_to_bf16_bits(v);
-        if (h != nullptr && act >= 0) h[i] = f32_to_bf16_bits(act_fwd(act, v));
-    }
+    bias_act<unsigned short, 1>(act, rows, cols, bias, z, h);
 }
 
-// As bias_act_bf16 with cols % 4 == 0, z and h 8-byte and bias 16-byte aligned.
+// cols % 4 == 0, z and h 8-byte and bias 16-byte aligned.
 extern "C" __global__ void bias_act_bf16_v4(int act, long long rows, long long cols,
                                             const float *__restrict__ bias,
                                             unsigned short *__restrict__ z,
                                             unsigned short *__restrict__ h) {
-    long long n4 = rows * cols / 4;
-    long long c4 = cols / 4;
-    const float4 *b4 = reinterpret_cast<const float4 *>(bias);
-    bf16x4 *z4 = reinterpret_cast<bf16x4 *>(z);
-    bf16x4 *h4 = reinterpret_cast<bf16x4 *>(h);
-    long long i0 = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    ColumnOf col(i0, stride, c4);
-    for (long long i = i0; i < n4; i += stride, col.advance()) {
-        bf16x4 zz = z4[i];
-        float4 b = b4[col.c];
-        float v0 = bf16_bits_to_f32(zz.x) + b.x, v1 = bf16_bits_to_f32(zz.y) + b.y;
-        float v2 = bf16_bits_to_f32(zz.z) + b.z, v3 = bf16_bits_to_f32(zz.w) + b.w;
-        bf16x4 o;
-        o.x = f32_to_bf16_bits(v0); o.y = f32_to_bf16_bits(v1);
-        o.z = f32_to_bf16_bits(v2); o.w = f32_to_bf16_bits(v3);
-        z4[i] = o;
-        if (h != nullptr && act >= 0) {
-            o.x = f32_to_bf16_bits(act_fwd(act, v0)); o.y = f32_to_bf16_bits(act_fwd(act, v1));
-            o.z = f32_to_bf16_bits(act_fwd(act, v2)); o.w = f32_to_bf16_bits(act_fwd(act, v3));
-            h4[i] = o;
-        }
-    }
+    bias_act<unsigned short, 4>(act, rows, cols, bias, z, h);
 }
 
-// bf16 storage: dh[i] = bf16(dh[i] * act'(z[i])).
+extern "C" __global__ void act_backward_f32(int act, long long n, const float *__restrict__ z,
+                                            const float *__restrict__ h,
+                                            float *__restrict__ dh) {
+    act_backward<float, 1>(act, n, z, h, dh);
+}
+
+// n % 4 == 0 and 16-byte aligned pointers.
+extern "C" __global__ void act_backward_f32_v4(int act, long long n, const float *__restrict__ z,
+                                               const float *__restrict__ h,
+                                               float *__restrict__ dh) {
+    act_backward<float, 4>(act, n, z, h, dh);
+}
+
 extern "C" __global__ void act_backward_bf16(int act, long long n,
                                              const unsigned short *__restrict__ z,
                                              const unsigned short *__restrict__ h,
                                              unsigned short *__restrict__ dh) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float g = act_grad(act, bf16_bits_to_f32(z[i]), bf16_bits_to_f32(h[i]));
-        dh[i] = f32_to_bf16_bits(bf16_bits_to_f32(dh[i]) * g);
-    }
+    act_backward<unsigned short, 1>(act, n, z, h, dh);
 }
 
-// As act_backward_bf16 with n % 4 == 0 and 8-byte aligned pointers.
+// n % 4 == 0 and 8-byte aligned pointers.
 extern "C" __global__ void act_backward_bf16_v4(int act, long long n,
                                                 const unsigned short *__restrict__ z,
                                                 const unsigned short *__restrict__ h,
                                                 unsigned short *__restrict__ dh) {
-    long long n4 = n / 4;
-    const bf16x4 *z4 = reinterpret_cast<const bf16x4 *>(z);
-    const bf16x4 *h4 = reinterpret_cast<const bf16x4 *>(h);
-    bf16x4 *d4 = reinterpret_cast<bf16x4 *>(dh);
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;
-         i += (long long)gridDim.x * blockDim.x) {
-        bf16x4 zz = z4[i], hh = h4[i], d = d4[i];
-#define ACT_BWD_BF16(c)                                                                   \
-    d.c = f32_to_bf16_bits(bf16_bits_to_f32(d.c) *                                       \
-                           act_grad(act, bf16_bits_to_f32(zz.c), bf16_bits_to_f32(hh.c)))
-        ACT_BWD_BF16(x);
-        ACT_BWD_BF16(y);
-        ACT_BWD_BF16(z);
-        ACT_BWD_BF16(w);
-#undef ACT_BWD_BF16
-        d4[i] = d;
-    }
+    act_backward<unsigned short, 4>(act, n, z, h, dh);
 }

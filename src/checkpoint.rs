@@ -6,48 +6,18 @@
 //! is enough to rebuild the model elsewhere.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
-use crate::model::spec::ModelSpec;
+use crate::spec::ModelSpec;
 
 pub mod training;
 
 pub const SPEC_KEY: &str = "ringtrain.spec";
-
-/// Writes `bytes` to `path` so that readers see the old file or the new
-/// one, never a part: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let io = |e| Error::io(path, e);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
 
 /// The safetensors bytes of the parameters, with the spec in the metadata.
 pub fn params_to_bytes(

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backend::device::Device;
 use crate::config::{OptimizerKind, Schedule, TrainConfig};
 use crate::error::{Error, Result};
-use crate::model::spec::Activation;
+use crate::spec::Activation;
 use crate::world::{BootstrapMode, BootstrapOptions};
 
 #[derive(Parser, Debug)]
@@ -53,14 +54,14 @@ impl Cli {
     /// one rank (one GPU rank needs no communication library).
     pub fn wants_nccl(&self, world_size: usize) -> bool {
         use crate::comm::CommKind;
-        let gpu = |kind: Option<CommKind>, device: &str| match kind {
+        let gpu = |kind: Option<CommKind>, device: Device| match kind {
             Some(CommKind::Nccl) => true,
-            None | Some(CommKind::Auto) => device == "cuda" && world_size > 1,
+            None | Some(CommKind::Auto) => device == Device::Cuda && world_size > 1,
             Some(_) => false,
         };
         match &self.command {
-            Command::Train(a) => gpu(a.comm.comm, &a.device),
-            Command::Bench(BenchCommand::Train(a)) => gpu(a.comm.comm, &a.device),
+            Command::Train(a) => gpu(a.comm.comm, a.device),
+            Command::Bench(BenchCommand::Train(a)) => gpu(a.comm.comm, a.device),
             Command::Bench(BenchCommand::Allreduce(a)) => a.comm == crate::comm::CommKind::Nccl,
             Command::Info | Command::Data(_) | Command::Plot(_) => false,
         }
@@ -189,9 +190,9 @@ pub struct BenchAllreduceArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
-    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Compute device: cpu, cuda, or auto (the GPU when every rank has one).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// f32, or bf16 (CUDA only): activations stored and GEMM operands in
     /// bf16; f32 accumulation, weights, gradients, optimizer state, losses.
     #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
@@ -299,9 +300,9 @@ pub struct TrainArgs {
     pub max_skips: Option<u64>,
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    /// Compute device: auto (the GPU when every rank has one), cpu, cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Compute device: cpu, cuda, or auto (the GPU when every rank has one).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// f32, or bf16 (CUDA only): activations stored and GEMM operands in
     /// bf16; f32 accumulation, weights, gradients, optimizer state, losses.
     #[arg(long, value_enum, default_value_t = crate::backend::device::Precision::F32)]
@@ -471,14 +472,9 @@ impl TrainArgs {
             })?;
             c.task_weights.insert(name.to_string(), w);
         }
-        check_device(&self.device)?;
         c.validate()?;
         Ok(c)
     }
-}
-
-pub fn check_device(device: &str) -> Result<()> {
-    crate::backend::device::check(device)
 }
 
 /// Sets the GEMM thread count before any GEMM runs (the GEMM library reads

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::comm::{CommKind, Wire};
 use crate::error::{Error, Result};
-use crate::model::spec::Activation;
+use crate::spec::Activation;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -64,7 +64,7 @@ fn main() {
                 world.exit(2);
             }
         }
-        world.comm()
+        ringtrain::comm::control(&world)
     };
     let result = match &cli.command {
         Command::Train(a) => app::train::run(a, &world, &*comm),

@@ -149,35 +149,9 @@ pub fn publish(dir: &Path, run_id: &str, bytes: &[u8]) -> Result<PathBuf> {
     check_run_id(run_id)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let target = path(dir, run_id);
-    let name = target
-        .file_name()
-        .expect("a file name")
-        .to_string_lossy()
-        .into_owned();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(&encode(run_id, bytes))?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, &target) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&target, e));
-    }
-    // Make the rename itself durable where the filesystem allows it.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::fsutil::write_atomic_with(&target, crate::fsutil::Access::Private, |w| {
+        w.write_all(&encode(run_id, bytes))
+    })?;
     Ok(target)
 }
 

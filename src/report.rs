@@ -195,7 +195,7 @@ fn open_metrics(p: &Path, resumed_at: Option<u64>) -> Result<File> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::checkpoint::write_atomic(p, kept.as_bytes())?;
+    crate::fsutil::write_atomic(p, kept.as_bytes())?;
     std::fs::OpenOptions::new().append(true).open(p).map_err(io)
 }
 

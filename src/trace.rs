@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::checkpoint::write_atomic;
 use crate::comm::Communicator;
 use crate::error::Result;
+use crate::fsutil::write_atomic;
 
 pub const COMPUTE: u32 = 0;
 pub const COMM: u32 = 1;

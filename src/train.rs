@@ -16,60 +16,24 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use serde_json::json;
-
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
 use crate::checkpoint::training::{TrainState, opt_state_len};
 use crate::comm::Communicator;
-use crate::comm::bucket::{GradSync, SyncReport, plan_buckets};
 use crate::config::{NonFinitePolicy, OptimizerKind, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
+use crate::gradsync::{self, GradBuckets, SyncOptions};
 use crate::metrics::{EvalStats, TaskMetrics};
 use crate::model::Model;
-use crate::model::layout::ParamLayout;
-use crate::model::spec::ModelSpec;
-use crate::trace::{COMM, COMPUTE, Trace};
+use crate::spec::ModelSpec;
+use crate::watchdog::Watchdog;
 
+pub mod clock;
 pub mod prefetch;
 
+pub use clock::StepTimes;
+use clock::{Phase, PhaseClock};
 use prefetch::{Ahead, HostBatch, Loader};
-
-/// Averages the gradient buffer over ranks, bucket by bucket, as backward
-/// finishes them (`comm::bucket::GradSync` for host buffers).
-pub trait GradBuckets {
-    /// Every gradient at offset ≥ `lo` is final.
-    fn ready(&mut self, lo: usize);
-    /// Waits until the whole buffer holds g = (1/n) Σ g_i.
-    fn finish(&mut self) -> Result<SyncReport>;
-}
-
-impl GradBuckets for GradSync {
-    fn ready(&mut self, lo: usize) {
-        GradSync::ready(self, lo)
-    }
-    fn finish(&mut self) -> Result<SyncReport> {
-        GradSync::finish(self)
-    }
-}
-
-/// The gradient sync of the CPU backend, as configured.
-pub fn host_grad_sync<'g>(
-    cfg: &'g TrainConfig,
-    size: usize,
-) -> impl Fn(&mut Vec<f32>, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
-    move |grads, layout| {
-        let buckets = plan_buckets(layout, cfg.comm.bucket_kib * 1024 / 4);
-        Box::new(GradSync::new(
-            grads,
-            buckets,
-            size,
-            cfg.comm.kind,
-            cfg.comm.wire,
-            cfg.comm.overlap,
-        ))
-    }
-}
 
 /// What one step measured, for logs and metrics.
 #[derive(Clone, Debug, Default)]
@@ -85,27 +49,12 @@ pub struct StepReport {
     pub times: StepTimes,
 }
 
-/// Seconds spent in each phase of a step.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StepTimes {
-    pub data: f64,
-    pub forward: f64,
-    pub backward: f64,
-    /// Communication on the critical path: the small control all-reduces
-    /// and the wait for gradient buckets after backward.
-    pub comm: f64,
-    /// All-reduce time of the gradient buckets, overlapped or not, and
-    /// the part of it the compute thread waited for.
-    pub grad_comm: f64,
-    pub grad_exposed: f64,
-    pub update: f64,
-    pub total: f64,
-}
-
 pub struct Trainer<'a, B: Backend> {
     pub cfg: &'a TrainConfig,
     pub spec: ModelSpec,
     comm: &'a dyn Communicator,
+    /// g = (1/n) Σ g_i over the ranks. Declared before `grads`, so it is
+    /// dropped first: it may hold a pointer into that buffer.
     sync: Box<dyn GradBuckets>,
     pub be: B,
     pub model: Model<B>,
@@ -122,7 +71,8 @@ pub struct Trainer<'a, B: Backend> {
     ahead: Option<Ahead>,
     spare: Option<HostBatch>,
     loader: Loader<'a>,
-    pub trace: Option<Trace>,
+    /// Times the phases of each step, and traces them (`clock.trace`).
+    pub clock: PhaseClock,
     /// Optimizer updates applied so far (AdamW's bias correction counts
     /// these, not steps: a skipped step is no update).
     pub updates: u64,
@@ -137,11 +87,14 @@ pub struct Trainer<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
+    /// A trainer on `be` starting from the parameters `init`; its gradient
+    /// all-reduce (chosen by [`gradsync::create`]) has its wait watched by
+    /// `wd` (pass [`Watchdog::off`] for none).
     pub fn new(
         cfg: &'a TrainConfig,
         spec: ModelSpec,
         comm: &'a dyn Communicator,
-        make_sync: impl Fn(&mut B::Buf, &ParamLayout) -> Box<dyn GradBuckets>,
+        wd: &Watchdog,
         data: &'a dyn Dataset,
         be: B,
         init: &[f32],
@@ -152,7 +105,19 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let model = Model::new(&be, spec.clone(), max_rows);
         let n = model.layout.total;
         let mut grads = be.alloc(n);
-        let sync = make_sync(&mut grads, &model.layout);
+        let opts = SyncOptions {
+            kind: cfg.comm.kind,
+            wire: cfg.comm.wire,
+            overlap: cfg.comm.overlap,
+            bucket_floats: cfg.comm.bucket_kib * 1024 / 4,
+        };
+        let layers = model.layout.layer_ranges();
+        // SAFETY: `sync` is declared before `grads` in `Trainer`, so it is
+        // dropped (its communication thread joined) before the buffer is
+        // freed; the buffer never moves; and only backward below `lo` and
+        // the update after `finish` write it.
+        let sync = unsafe { gradsync::create(comm, &opts, be.memory(&mut grads), &layers) };
+        let sync = wd.watch_grads(sync);
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
@@ -181,7 +146,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             comm,
             sync,
             be,
-            trace: None,
+            clock: PhaseClock::new(),
             updates: 0,
             skips_in_a_row: 0,
             fault: None,
@@ -232,12 +197,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// report's losses are then NaN). The next step's batch is read on a
     /// helper thread meanwhile (if `self.prefetch`).
     pub fn step(&mut self, step: u64, want_losses: bool) -> Result<StepReport> {
-        let start = Instant::now();
+        self.clock.begin(step);
+        let t = Instant::now();
         let rows = self.take_batch(step)?;
-        let data_s = start.elapsed().as_secs_f64();
-        self.span("data", start, step);
+        self.clock.record(Phase::Data, t);
         if !self.prefetch {
-            return self.compute(step, rows, want_losses, start, data_s);
+            return self.compute(step, rows, want_losses);
         }
 
         let loader = self.loader.clone();
@@ -248,7 +213,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         };
         std::thread::scope(|s| {
             let next = s.spawn(move || loader.load(step + 1, fault, &mut spare).map(|()| spare));
-            let report = self.compute(step, rows, want_losses, start, data_s);
+            let report = self.compute(step, rows, want_losses);
             let batch = next.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             self.ahead = Some(Ahead {
                 step: step + 1,
@@ -272,49 +237,35 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// The step on the batch in `self.host`, top to bottom.
-    fn compute(
-        &mut self,
-        step: u64,
-        rows: usize,
-        want_losses: bool,
-        start: Instant,
-        data_s: f64,
-    ) -> Result<StepReport> {
-        let mut t = StepTimes {
-            data: data_s,
-            ..StepTimes::default()
-        };
-
+    fn compute(&mut self, step: u64, rows: usize, want_losses: bool) -> Result<StepReport> {
         // Each task's loss is the mean over the labels present in the whole
         // global batch, so every rank needs the global counts N_t.
-        let c0 = Instant::now();
+        let t = Instant::now();
         let mut counts = self.local_label_counts(rows);
         self.comm.all_reduce_sum_f64(&mut counts)?;
-        t.comm += c0.elapsed().as_secs_f64();
+        self.clock.record(Phase::Control, t);
 
         // Forward and backward per micro-batch, gradients accumulating in
         // one buffer; in the last backward, finished buckets start their
         // all-reduce while the layers below are still being computed.
         let k = self.cfg.train.accum_steps;
         for j in 0..k {
-            self.forward_backward(step, sampler::shard(rows, j, k), &counts, j, &mut t);
+            self.forward_backward(sampler::shard(rows, j, k), &counts, j);
         }
 
         // g = (1/n) Σ g_i once the buckets still in flight are done.
-        let c1 = Instant::now();
+        let t = Instant::now();
         let sync = self.sync.finish()?;
-        t.comm += c1.elapsed().as_secs_f64();
-        (t.grad_comm, t.grad_exposed) = (sync.comm_s, sync.exposed_s);
-        self.trace_sync(step, c1, &sync);
+        self.clock.record_sync(t, &sync);
 
         // Global per-task losses and the gradient norm: the same numbers on
         // every rank, so every rank takes the same branch below.
-        let c2 = Instant::now();
+        let t = Instant::now();
         let (task_losses, grad_norm, nonfinite) = self.global_losses(&counts, want_losses)?;
-        t.comm += c2.elapsed().as_secs_f64();
+        self.clock.record(Phase::Control, t);
 
         // The identical update on every rank, unless something is NaN/Inf.
-        let u0 = Instant::now();
+        let t = Instant::now();
         let lr = self.cfg.lr_at(step);
         let skipped = match nonfinite {
             None => {
@@ -323,8 +274,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             }
             Some(what) => Some(self.skip_nonfinite(step, what)?),
         };
-        t.update = u0.elapsed().as_secs_f64();
-        self.span("update", u0, step);
+        self.clock.record(Phase::Update, t);
 
         let loss = task_losses
             .iter()
@@ -332,7 +282,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .filter(|(l, _)| !l.is_nan())
             .map(|(l, task)| task.weight as f64 * l)
             .sum();
-        t.total = start.elapsed().as_secs_f64();
         Ok(StepReport {
             step,
             lr,
@@ -340,20 +289,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
             task_losses,
             grad_norm,
             skipped,
-            times: t,
+            times: self.clock.finish(),
         })
     }
 
     /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
     /// adding to the gradients of the earlier micro-batches.
-    fn forward_backward(
-        &mut self,
-        step: u64,
-        mb: Range<usize>,
-        counts: &[f64],
-        j: usize,
-        t: &mut StepTimes,
-    ) {
+    fn forward_backward(&mut self, mb: Range<usize>, counts: &[f64], j: usize) {
         let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
         let (n, first, last) = (mb.len(), j == 0, j + 1 == self.cfg.train.accum_steps);
         self.be
@@ -364,12 +306,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             0,
         );
 
-        let f0 = Instant::now();
+        let t = Instant::now();
         self.model.forward(&self.be, &self.params, n);
-        t.forward += f0.elapsed().as_secs_f64();
-        self.span("forward", f0, step);
+        self.clock.record(Phase::Forward, t);
 
-        let b0 = Instant::now();
+        let t = Instant::now();
         let losses = self.loss_args(n, counts, !first);
         let sync = &mut self.sync;
         self.model.backward(
@@ -386,8 +327,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             },
         );
-        t.backward += b0.elapsed().as_secs_f64();
-        self.span("backward", b0, step);
+        self.clock.record(Phase::Backward, t);
     }
 
     /// Clipping and the optimizer update, from the averaged gradients (the
@@ -485,37 +425,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 "{msg}; update skipped ({} in a row, at most {})",
                 self.skips_in_a_row, t.max_skips
             )),
-        }
-    }
-
-    /// The wait for the gradients and each bucket's all-reduce, when tracing.
-    fn trace_sync(&mut self, step: u64, wait_start: Instant, sync: &SyncReport) {
-        if let Some(tr) = &mut self.trace {
-            let args = json!({ "step": step });
-            tr.span(
-                "wait for all-reduce",
-                COMPUTE,
-                wait_start,
-                Instant::now(),
-                args,
-            );
-            for b in &sync.buckets {
-                let args = json!({ "step": step, "bucket": b.bucket, "bytes": 4 * b.floats });
-                tr.span("all-reduce", COMM, b.start, b.end, args);
-            }
-        }
-    }
-
-    /// A compute-track event from `start` to now, when tracing.
-    fn span(&mut self, name: &str, start: Instant, step: u64) {
-        if let Some(tr) = &mut self.trace {
-            tr.span(
-                name,
-                COMPUTE,
-                start,
-                Instant::now(),
-                json!({ "step": step }),
-            );
         }
     }
 

@@ -21,7 +21,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::comm::{CommKind, Communicator, Wire};
 use crate::error::Result;
 use crate::rendezvous::{self, Rendezvous};
 
@@ -255,13 +254,6 @@ impl World {
         self.rank == 0
     }
 
-    /// The plain communicator (MPI_Allreduce, f32 wire) for set-up and
-    /// control messages. Without MPI this is the one-rank communicator,
-    /// so check [`World::check_collectives`] first when `size > 1`.
-    pub fn comm(&self) -> Box<dyn Communicator> {
-        crate::comm::create(self.size, CommKind::Mpi, Wire::F32)
-    }
-
     /// Whether this world can run the CPU collectives: one rank always
     /// can, more ranks only over MPI (GPU ranks use NCCL instead, see
     /// `comm::nccl::world_comm`; main.rs does not call this for them). The error is the message for the
@@ -331,8 +323,21 @@ impl World {
     }
 }
 
+/// Run just before this rank ends the whole job itself (set by the
+/// watchdog, which tells its peers, so that this rank's end is not reported
+/// as a second, misleading message). It must not block.
+static BEFORE_ABORT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs before [`World::abort`] and the panic hook end the job
+/// (the first call wins; later calls are ignored).
+pub fn set_before_abort(hook: fn()) {
+    let _ = BEFORE_ABORT.set(hook);
+}
+
 fn abort_job(size: usize, code: i32) -> ! {
-    crate::watchdog::before_abort();
+    if let Some(hook) = BEFORE_ABORT.get() {
+        hook();
+    }
     #[cfg(feature = "mpi")]
     if size > 1 && mpi_is_up() {
         use mpi::topology::Communicator as _;

@@ -18,7 +18,7 @@ use ringtrain::backend::UpdateRule;
 use ringtrain::backend::cuda::probe::{Probe, probe};
 use ringtrain::backend::cuda::{CudaBackend, CudaOptions};
 use ringtrain::backend::gpu::GpuRuntime;
-use ringtrain::model::spec::Activation;
+use ringtrain::spec::Activation;
 
 fn gpu() -> CudaBackend {
     gpu_with(CudaOptions::default())

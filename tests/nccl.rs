@@ -231,8 +231,10 @@ fn check_collectives(c: &dyn Communicator) {
 /// afterwards (n + 1) / 2 everywhere, read on the compute stream.
 fn check_grad_sync(c: &NcclComm) {
     use cudarc::driver::DevicePtrMut;
+    use ringtrain::gradsync::nccl::NcclGradSync;
+    use ringtrain::gradsync::{GradBuckets, plan_buckets};
     use ringtrain::model::layout::ParamLayout;
-    use ringtrain::model::spec::{Activation, ModelSpec};
+    use ringtrain::spec::{Activation, ModelSpec};
     use ringtrain::tasks::{TaskKind, TaskSpec};
     let layout = ParamLayout::new(&ModelSpec {
         input_dim: 20,
@@ -252,7 +254,8 @@ fn check_grad_sync(c: &NcclComm) {
         let (ptr, guard) = g.device_ptr_mut(&compute);
         drop(guard);
         // Small buckets: several, launched as "backward" reaches them.
-        let mut sync = nccl::nccl_grad_sync(c, &compute, ptr, layout.total, &layout, 500)
+        let buckets = plan_buckets(&layout.layer_ranges(), 500);
+        let mut sync = NcclGradSync::new(c, &compute, ptr, layout.total, buckets)
             .unwrap_or_else(|e| panic!("{e}"));
         for lo in [layout.trunk[2].w, layout.trunk[1].w, layout.trunk[0].w] {
             sync.ready(lo);

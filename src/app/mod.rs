@@ -12,7 +12,7 @@ use crate::data::csv::{CsvDataset, is_csv_dir};
 use crate::data::dir::DirDataset;
 use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
-use crate::model::spec::ModelSpec;
+use crate::spec::ModelSpec;
 
 /// The dataset a config names: a directory (CSV files when it holds a
 /// `train.csv`, else .npy files), or the embedded synthetic set.

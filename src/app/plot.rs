@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
 use crate::cli::PlotArgs;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::plot;
 
 pub fn run(a: &PlotArgs) -> Result<()> {

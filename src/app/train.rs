@@ -4,29 +4,24 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use sha2::Digest;
-
 use crate::app::{model_spec, open_dataset};
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
-use crate::backend::cuda::sync::HostStagedSync;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
-use crate::backend::gpu::{Dtype, GpuBuf};
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
-use crate::comm::bucket::plan_buckets;
 use crate::comm::{Communicator, agree, check_same};
 use crate::config::{Prefetch, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::model::layout::{ParamLayout, checksum, init_params};
-use crate::model::spec::ModelSpec;
 use crate::report::Reporter;
+use crate::spec::ModelSpec;
 use crate::trace::Trace;
-use crate::train::{GradBuckets, Trainer, host_grad_sync, prefetch};
+use crate::train::{Trainer, prefetch};
 use crate::watchdog::Watchdog;
 use crate::world::World;
 
@@ -35,7 +30,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     check_same(comm, "the effective configuration", config_hash(&cfg))?;
     // Before anything is written (the metrics file): a missing GPU is an
     // error like a bad flag.
-    let choice = choose(&args.device, args.precision, world.local_rank, comm)?;
+    let choice = choose(args.device, args.precision, world.local_rank, comm)?;
     if let Choice::Cpu { .. } = choice {
         agree(comm, crate::app::check_cpu_comm(&cfg))?;
     }
@@ -92,15 +87,13 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let opts = CudaOptions::from_env().with_precision(args.precision);
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
-            let make_sync = wd.watch_sync(cuda_grad_sync(&cfg, comm, be.stream().clone()));
-            let mut tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
             tr.prefetch = prefetch_for(&cfg, world, true);
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
-            let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
             let be = Cpu::<f32>::new();
-            let mut tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
             tr.prefetch = prefetch_for(&cfg, world, false);
             train_loop(&ctx, tr, rep, &choice.cpu_label())
         }
@@ -127,43 +120,6 @@ pub fn prefetch_for(cfg: &TrainConfig, world: &World, gpu: bool) -> bool {
     }
 }
 
-/// The gradient sync of the CUDA backend: none for one rank; NCCL on a
-/// communication stream ordered by events when the run's communicator is
-/// NCCL; else through host memory with the host communicator
-/// (`HostStagedSync`: correct, slow).
-pub fn cuda_grad_sync<'g>(
-    cfg: &'g TrainConfig,
-    comm: &'g dyn Communicator,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-) -> impl Fn(&mut GpuBuf<cudarc::driver::CudaSlice<f32>>, &ParamLayout) -> Box<dyn GradBuckets> + 'g
-{
-    move |grads, layout| {
-        use cudarc::driver::DevicePtr;
-        assert!(grads.dtype == Dtype::F32, "gradients are f32");
-        let ptr = grads.mem.device_ptr(&stream).0;
-        let bucket_floats = cfg.comm.bucket_kib * 1024 / 4;
-        if comm.nccl().is_some() && comm.size() > 1 {
-            return crate::comm::nccl::or_failing(crate::comm::nccl::nccl_grad_sync(
-                comm,
-                &stream,
-                ptr,
-                layout.total,
-                layout,
-                bucket_floats,
-            ));
-        }
-        Box::new(HostStagedSync::new(
-            ptr,
-            layout.total,
-            stream.clone(),
-            plan_buckets(layout, bucket_floats),
-            comm.size(),
-            cfg.comm.kind,
-            cfg.comm.wire,
-        ))
-    }
-}
-
 /// What the training loop needs besides the trainer.
 struct Run<'a> {
     cfg: &'a TrainConfig,
@@ -187,26 +143,16 @@ fn train_loop<B: Backend>(
     let Run {
         cfg,
         spec,
-        data,
         world,
         comm,
         wd,
         resumed,
         fault,
+        ..
     } = *run;
     tr.fault = fault;
     let read_ahead = tr.prefetch;
-    print_header(
-        &rep,
-        world,
-        comm,
-        cfg,
-        spec,
-        data,
-        tr.num_params(),
-        backend,
-        read_ahead,
-    );
+    print_header(&rep, run, tr.num_params(), backend, read_ahead);
     let first_step = resumed.map_or(0, |r| r.state.step);
     if let Some(r) = resumed {
         tr.restore(&r.state);
@@ -228,7 +174,7 @@ fn train_loop<B: Backend>(
     };
     if cfg.train.trace.is_some() {
         comm.barrier()?;
-        tr.trace = Some(Trace::new(world.rank, std::time::Instant::now()));
+        tr.clock.trace = Some(Trace::new(world.rank, std::time::Instant::now()));
     }
     let steps = cfg.train.steps;
     let last = cfg.checkpoint.stop_after.unwrap_or(steps);
@@ -253,7 +199,7 @@ fn train_loop<B: Backend>(
         }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
-    if let (Some(trace), Some(path)) = (tr.trace.take(), &cfg.train.trace) {
+    if let (Some(trace), Some(path)) = (tr.clock.trace.take(), &cfg.train.trace) {
         trace.write(comm, path).unwrap_or_else(|e| fatal(e));
         rep.line(&format!("wrote timeline to {}", path.display()));
     }
@@ -276,8 +222,7 @@ fn train_loop<B: Backend>(
 /// anything depends on it.
 fn config_hash(cfg: &TrainConfig) -> u64 {
     let json = serde_json::to_vec(cfg).expect("config serialises");
-    let digest = sha2::Sha256::digest(&json);
-    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    crate::digest::hash64(&[&json])
 }
 
 /// Rank 0 writes the checkpoint after `done` steps; every rank learns
@@ -465,18 +410,16 @@ fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_header(
-    rep: &Reporter,
-    world: &World,
-    comm: &dyn Communicator,
-    cfg: &TrainConfig,
-    spec: &ModelSpec,
-    data: &dyn Dataset,
-    params: usize,
-    backend: &str,
-    read_ahead: bool,
-) {
+/// The run's header lines: world, model, data, communication.
+fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ahead: bool) {
+    let Run {
+        cfg,
+        spec,
+        data,
+        world,
+        comm,
+        ..
+    } = *run;
     let heads: Vec<String> = spec
         .tasks
         .iter()

@@ -8,8 +8,8 @@ use std::marker::PhantomData;
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar, linalg::general_mat_mul};
 use num_traits::Float;
 
-use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule, clip_scale};
-use crate::model::spec::Activation;
+use super::{Backend, Gemm, LossArgs, Memory, UpdateArgs, UpdateRule, clip_scale};
+use crate::spec::Activation;
 use crate::tasks::TaskKind;
 
 /// Element types the CPU backend computes in.
@@ -17,8 +17,13 @@ pub trait Elem: Float + LinalgScalar + Send + Sync + std::fmt::Debug + 'static {
     fn of(x: f32) -> Self;
     fn of64(x: f64) -> Self;
     fn f32(self) -> f32;
+    /// The buffer as f32, when it is f32 (training); f64 is for tests.
+    fn as_f32(buf: &mut [Self]) -> Option<&mut [f32]>;
 }
 impl Elem for f32 {
+    fn as_f32(buf: &mut [Self]) -> Option<&mut [f32]> {
+        Some(buf)
+    }
     fn of(x: f32) -> Self {
         x
     }
@@ -30,6 +35,9 @@ impl Elem for f32 {
     }
 }
 impl Elem for f64 {
+    fn as_f32(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
     fn of(x: f32) -> Self {
         x as f64
     }
@@ -152,6 +160,15 @@ impl<T: Elem> Backend for Cpu<T> {
     }
     fn alloc(&self, len: usize) -> Vec<T> {
         vec![T::zero(); len]
+    }
+    fn memory(&self, buf: &mut Vec<T>) -> Memory {
+        match T::as_f32(buf) {
+            Some(f) => Memory::Host {
+                ptr: f.as_mut_ptr(),
+                len: f.len(),
+            },
+            None => Memory::Opaque,
+        }
     }
     fn upload(&self, src: &[f32], dst: &mut Vec<T>, off: usize) {
         for (d, &s) in dst[off..off + src.len()].iter_mut().zip(src) {

@@ -35,17 +35,16 @@ impl Choice {
     }
 }
 
-/// The `--device` values.
-pub const DEVICES: &str = "auto, cpu, cuda";
-
-/// Checks the spelling of `--device` (no probing).
-pub fn check(device: &str) -> Result<()> {
-    match device {
-        "auto" | "cpu" | "cuda" => Ok(()),
-        other => Err(Error::config(format!(
-            "--device {other}: expected one of {DEVICES}"
-        ))),
-    }
+/// `--device`: which backend a run asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The GPU when every rank has a usable one, else the CPU (says why).
+    Auto,
+    /// The CPU backend (the reference).
+    #[default]
+    Cpu,
+    /// The CUDA backend; an error on every rank if some rank has no GPU.
+    Cuda,
 }
 
 /// Decides the backend on every rank alike. `cuda` without a usable GPU
@@ -53,7 +52,7 @@ pub fn check(device: &str) -> Result<()> {
 /// why); `auto` takes the GPU only when every rank has one, else the CPU
 /// with the reason. The GPU is the local rank modulo the device count.
 pub fn choose(
-    device: &str,
+    device: Device,
     precision: Precision,
     local_rank: usize,
     comm: &dyn Communicator,
@@ -76,13 +75,12 @@ pub fn choose(
     Ok(choice)
 }
 
-fn choose_backend(device: &str, local_rank: usize, comm: &dyn Communicator) -> Result<Choice> {
-    agree(comm, check(device))?;
-    if device == "cpu" {
+fn choose_backend(device: Device, local_rank: usize, comm: &dyn Communicator) -> Result<Choice> {
+    if device == Device::Cpu {
         return Ok(Choice::Cpu { no_gpu: None });
     }
     let found = probe();
-    if device == "cuda" {
+    if device == Device::Cuda {
         let mine = match &found {
             Probe::Usable { count } => Ok(Choice::Cuda {
                 ordinal: device_for(local_rank, *count),
@@ -113,19 +111,12 @@ mod tests {
     use crate::comm::single::Single;
 
     #[test]
-    fn cpu_is_chosen_without_probing_and_bad_names_are_config_errors() {
+    fn cpu_is_chosen_without_probing() {
         assert_eq!(
-            choose("cpu", Precision::F32, 0, &Single).unwrap(),
+            choose(Device::Cpu, Precision::F32, 0, &Single).unwrap(),
             Choice::Cpu { no_gpu: None }
         );
-        let e = choose("tpu", Precision::F32, 0, &Single)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("--device tpu") && e.contains("auto, cpu, cuda"),
-            "{e}"
-        );
-        let e = choose("cpu", Precision::Bf16, 0, &Single)
+        let e = choose(Device::Cpu, Precision::Bf16, 0, &Single)
             .unwrap_err()
             .to_string();
         assert!(e.contains("--precision bf16 needs the CUDA backend"), "{e}");
@@ -134,7 +125,7 @@ mod tests {
     #[test]
     fn auto_falls_back_to_the_cpu_with_a_reason_when_no_gpu() {
         if let Probe::Unusable(why) = probe() {
-            let c = choose("auto", Precision::F32, 0, &Single).unwrap();
+            let c = choose(Device::Auto, Precision::F32, 0, &Single).unwrap();
             assert_eq!(
                 c,
                 Choice::Cpu {
@@ -142,7 +133,7 @@ mod tests {
                 }
             );
             assert_eq!(c.cpu_label(), format!("cpu f32 (no GPU: {why})"));
-            let e = choose("cuda", Precision::F32, 0, &Single)
+            let e = choose(Device::Cuda, Precision::F32, 0, &Single)
                 .unwrap_err()
                 .to_string();
             assert!(

@@ -13,8 +13,26 @@ pub mod cuda;
 pub mod device;
 pub mod gpu;
 
-use crate::model::spec::Activation;
+use std::sync::Arc;
+
+use crate::spec::Activation;
 use crate::tasks::TaskKind;
+
+/// Where a buffer's f32 elements live, for code outside the backend that
+/// moves them between ranks (the gradient sync).
+pub enum Memory {
+    /// Host memory that does not move while the buffer lives.
+    Host { ptr: *mut f32, len: usize },
+    /// CUDA device memory, written by work queued on `stream`.
+    Cuda {
+        ptr: u64,
+        len: usize,
+        stream: Arc<cudarc::driver::CudaStream>,
+    },
+    /// Not reachable from outside the backend (f64 test buffers, the
+    /// kernel emulator's memory).
+    Opaque,
+}
 
 /// C[m,n] = alpha · op(A) · op(B) + beta · C, row-major, op = transpose or not.
 /// A is [m,k] (or [k,m] if `trans_a`), B is [k,n] (or [n,k] if `trans_b`).
@@ -143,6 +161,12 @@ pub trait Backend {
     fn upload(&self, src: &[f32], dst: &mut Self::Buf, off: usize);
     /// Copies `src[off..off + dst.len()]` to the host.
     fn download(&self, src: &Self::Buf, off: usize, dst: &mut [f32]);
+    /// Where `buf` lives (for the gradient sync); the default: nowhere
+    /// another module can reach.
+    fn memory(&self, buf: &mut Self::Buf) -> Memory {
+        let _ = buf;
+        Memory::Opaque
+    }
     /// Sets `buf[off..off + len]` to zero.
     fn zero(&self, buf: &mut Self::Buf, off: usize, len: usize);
 
@@ -197,7 +221,6 @@ pub trait Backend {
     /// One optimizer update of the first `len` parameters. `state` holds
     /// the optimizer's per-parameter state: momentum (SGD), or m then v
     /// (AdamW, 2·len elements).
-    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         a: UpdateArgs,

@@ -10,25 +10,24 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::model_spec;
-use crate::app::train::cuda_grad_sync;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
 use crate::backend::{Backend, Gemm};
-use crate::cli::{BenchTrainArgs, check_device};
+use crate::cli::BenchTrainArgs;
 use crate::comm::{Communicator, agree};
 use crate::config::TrainConfig;
 use crate::data::synthetic::Synthetic;
 use crate::error::{Error, Result};
 use crate::model::layout::{ParamLayout, init_params};
-use crate::model::spec::ModelSpec;
-use crate::train::{StepTimes, Trainer, host_grad_sync};
+use crate::spec::ModelSpec;
+use crate::train::{StepTimes, Trainer};
 use crate::watchdog::Watchdog;
 use crate::world::World;
 
 pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result<()> {
     let cfg = agree(comm, bench_config(a, comm.size()))?;
-    let choice = choose(&a.device, a.precision, world.local_rank, comm)?;
+    let choice = choose(a.device, a.precision, world.local_rank, comm)?;
     if let Choice::Cpu { .. } = choice {
         agree(comm, crate::app::check_cpu_comm(&cfg))?;
     }
@@ -40,47 +39,54 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
+    let ctx = Bench {
+        a,
+        world,
+        comm,
+        wd: &wd,
+        cfg: &cfg,
+        spec: &spec,
+        rss_start,
+    };
     match choice {
         Choice::Cuda { ordinal } => {
             let opts = CudaOptions::from_env().with_precision(a.precision);
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
-            let make_sync = wd.watch_sync(cuda_grad_sync(&cfg, comm, be.stream().clone()));
-            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &data, be, &init);
-            bench_on(a, world, comm, &wd, &cfg, &spec, tr, &label, rss_start)
+            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &data, be, &init);
+            bench_on(&ctx, tr, &label)
         }
         choice @ Choice::Cpu { .. } => {
-            let make_sync = wd.watch_sync(host_grad_sync(&cfg, comm.size()));
             let be = Cpu::<f32>::new();
-            let tr = Trainer::new(&cfg, spec.clone(), comm, make_sync, &data, be, &init);
-            bench_on(
-                a,
-                world,
-                comm,
-                &wd,
-                &cfg,
-                &spec,
-                tr,
-                &choice.cpu_label(),
-                rss_start,
-            )
+            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &data, be, &init);
+            bench_on(&ctx, tr, &choice.cpu_label())
         }
     }
 }
 
-/// The timed steps and the report, on any backend.
-#[allow(clippy::too_many_arguments)]
-fn bench_on<B: Backend>(
-    a: &BenchTrainArgs,
-    world: &World,
-    comm: &dyn Communicator,
-    wd: &Watchdog,
-    cfg: &TrainConfig,
-    spec: &ModelSpec,
-    mut tr: Trainer<'_, B>,
-    backend: &str,
+/// What the timed steps need besides the trainer.
+struct Bench<'a> {
+    a: &'a BenchTrainArgs,
+    world: &'a World,
+    comm: &'a dyn Communicator,
+    wd: &'a Watchdog,
+    cfg: &'a TrainConfig,
+    spec: &'a ModelSpec,
+    /// Peak RSS before the model was built.
     rss_start: Option<f64>,
-) -> Result<()> {
+}
+
+/// The timed steps and the report, on any backend.
+fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> Result<()> {
+    let Bench {
+        a,
+        world,
+        comm,
+        wd,
+        cfg,
+        spec,
+        rss_start,
+    } = *ctx;
     let mut sum = StepTimes::default();
     for step in 0..a.warmup + a.iters {
         wd.set_step(step);
@@ -232,7 +238,6 @@ fn bench_on<B: Backend>(
 }
 
 fn bench_config(a: &BenchTrainArgs, world: usize) -> Result<TrainConfig> {
-    check_device(&a.device)?;
     if a.batch_per_rank == 0 || a.iters == 0 {
         return Err(Error::config(
             "--batch-per-rank and --iters must be at least 1",

@@ -29,13 +29,13 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{params_from_bytes, params_to_bytes, write_atomic};
+use crate::checkpoint::{params_from_bytes, params_to_bytes};
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
-use crate::model::spec::ModelSpec;
+use crate::spec::ModelSpec;
 
 pub const COMPLETE: &str = "COMPLETE";
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -97,12 +97,7 @@ pub fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::digest::sha256_hex;
 
 fn file_sum(bytes: &[u8]) -> FileSum {
     FileSum {
@@ -459,7 +454,7 @@ fn diff_values(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::spec::Activation;
+    use crate::spec::Activation;
     use crate::tasks::{TaskKind, TaskSpec};
 
     fn spec() -> ModelSpec {

@@ -6,7 +6,6 @@
 //! MPI_COMM_WORLD; `single` is the world of one rank (no MPI needed);
 //! `nccl` carries them between GPU ranks, with or without MPI.
 
-pub mod bucket;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod nccl;
@@ -17,6 +16,7 @@ pub mod single;
 use half::bf16;
 
 use crate::error::{Error, Result};
+use crate::world::World;
 
 /// Which implementation carries the collectives (`--comm`).
 #[derive(
@@ -131,6 +131,14 @@ pub fn check_same(comm: &dyn Communicator, what: &str, value: u64) -> Result<()>
             odd.join(", ")
         )))
     }
+}
+
+/// The plain communicator of `world` (MPI_Allreduce, f32 wire) for set-up
+/// and control messages. Without MPI this is the one-rank communicator, so
+/// check [`World::check_collectives`] first when the world has more than
+/// one rank.
+pub fn control(world: &World) -> Box<dyn Communicator> {
+    create(world.size, CommKind::Mpi, Wire::F32)
 }
 
 /// The host communicator for this process: `kind` and `wire` as

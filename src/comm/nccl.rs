@@ -1,5 +1,4 @@
-//! NCCL: the communicator of GPU ranks, and the all-reduce of device
-//! gradients overlapped with backward.
+//! NCCL: the communicator of GPU ranks.
 //!
 //! * [`probe`] checks, before anything touches CUDA or NCCL, that libcuda,
 //!   a GPU and libnccl are there: cudarc loads them on first use and
@@ -11,10 +10,8 @@
 //! * [`NcclComm`] implements [`Communicator`]: host slices are staged
 //!   through device buffers on the communicator's own stream, so NCCL
 //!   carries every collective of a run that has no MPI.
-//! * [`nccl_grad_sync`] is the [`GradBuckets`] of device gradients: each
-//!   bucket is all-reduced in place with `ncclAllReduce(.., ncclAvg, ..)` on
-//!   the communication stream as soon as backward has finished it, ordered
-//!   by CUDA events, with no host synchronisation.
+//! * [`Handle`] (the communicator and its stream) is shared with
+//!   `gradsync::nccl`, the all-reduce of device gradients.
 //!
 //! Everything NCCL does in a process runs on ONE stream (the
 //! communicator's), so the order of NCCL calls is the program order, the
@@ -22,24 +19,20 @@
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_void};
-use std::ops::Range;
+
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
-use cudarc::driver::sys::{CUdeviceptr, CUevent_flags};
-use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DevicePtrMut, DeviceRepr, DriverError};
+use cudarc::driver::sys::CUdeviceptr;
+use cudarc::driver::{CudaContext, CudaStream, DevicePtrMut, DeviceRepr, DriverError};
 use cudarc::nccl::NcclType;
 use cudarc::nccl::result as nr;
 use cudarc::nccl::sys as ns;
 use half::bf16;
 
 use super::{Communicator, agree};
-use crate::comm::bucket::{SyncReport, plan_buckets};
 use crate::error::{Error, Result};
-use crate::model::layout::ParamLayout;
 use crate::rendezvous::Rendezvous;
-use crate::train::GradBuckets;
 use crate::world::World;
 
 /// Bytes of an NCCL unique id.
@@ -121,7 +114,7 @@ fn check_ranks_per_gpu(local_size: usize, p: &Probe, enabled: bool) -> Result<()
 }
 
 /// NCCL's own words for an error (`ncclGetErrorString`).
-fn nccl_error(what: &str, e: nr::NcclError) -> Error {
+pub(crate) fn nccl_error(what: &str, e: nr::NcclError) -> Error {
     // SAFETY: NCCL returns a static string for every result code.
     let text = unsafe { CStr::from_ptr(ns::ncclGetErrorString(e.0)) };
     Error::Comm(format!(
@@ -131,7 +124,7 @@ fn nccl_error(what: &str, e: nr::NcclError) -> Error {
     ))
 }
 
-fn cuda_error(what: &str) -> impl Fn(DriverError) -> Error + '_ {
+pub(crate) fn cuda_error(what: &str) -> impl Fn(DriverError) -> Error + '_ {
     move |e| Error::Comm(format!("CUDA {what} failed: {e}"))
 }
 
@@ -178,8 +171,8 @@ pub fn share_id(
 // The communicator.
 
 /// One NCCL communicator and the stream all of this process's NCCL work
-/// runs on.
-struct Handle {
+/// runs on (shared by [`NcclComm`] and the device gradient sync).
+pub struct Handle {
     comm: ns::ncclComm_t,
     stream: Arc<CudaStream>,
     rank: usize,
@@ -199,12 +192,17 @@ impl Drop for Handle {
 }
 
 impl Handle {
+    /// The stream every NCCL call of this process is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// `ncclAllReduce` on `stream` (raw device pointers of `count` T).
     ///
     /// # Safety
     /// `send` and `recv` must be valid device memory of `count` elements on
     /// this communicator's GPU, not written by other streams meanwhile.
-    unsafe fn all_reduce<T: NcclType>(
+    pub unsafe fn all_reduce<T: NcclType>(
         &self,
         send: CUdeviceptr,
         recv: CUdeviceptr,
@@ -276,6 +274,11 @@ impl NcclComm {
     }
 
     /// The GPU of this communicator.
+    /// The communicator and its stream, for the device gradient sync.
+    pub fn handle(&self) -> Rc<Handle> {
+        self.h.clone()
+    }
+
     pub fn ordinal(&self) -> usize {
         self.h.stream.context().ordinal()
     }
@@ -459,7 +462,7 @@ fn probe_for(world: &World) -> Result<Probe> {
 pub fn world_comm(world: &World) -> Result<NcclComm> {
     let (rank, size) = (world.rank, world.size);
     if crate::world::mpi_is_up() {
-        let base = world.comm();
+        let base = super::control(world);
         let p = agree(&*base, probe_for(world))?;
         let mut id = agree(
             &*base,
@@ -502,195 +505,6 @@ pub fn world_comm(world: &World) -> Result<NcclComm> {
     let ordinal = device_ordinal(world.local_rank, p.devices);
     let stream = open_stream(ordinal)?;
     NcclComm::new(stream, rank, size, id, p.version)
-}
-
-// ---------------------------------------------------------------------------
-// Device gradients.
-
-/// The [`GradBuckets`] of device gradients over NCCL (see the module
-/// comment). Averaging is `ncclAvg`: after `finish` the buffer holds
-/// g = (1/n) Σ g_i, nothing is left for the update to scale.
-pub struct NcclGradSync {
-    h: Rc<Handle>,
-    /// The backend's stream: backward writes the gradients there, the
-    /// update reads them there.
-    compute: Arc<CudaStream>,
-    grads: CUdeviceptr,
-    buckets: Vec<Range<usize>>,
-    /// Buckets launched this step.
-    launched: usize,
-    /// Recorded on the compute stream when buckets become final.
-    ready_ev: CudaEvent,
-    /// Recorded on the communication stream after the last bucket.
-    done_ev: CudaEvent,
-    /// Around this step's all-reduces on the communication stream (timing).
-    t0: CudaEvent,
-    t1: CudaEvent,
-    /// t0 and t1 hold a finished step not yet read.
-    timed: bool,
-    /// The first error of `ready`, reported by `finish`.
-    error: Option<Error>,
-}
-
-/// The NCCL gradient sync of a buffer of `len` f32 at `grads` (a raw
-/// pointer into the backend's device buffer, which must outlive the
-/// returned value), written by backward on `stream`. `comm` must be the
-/// NCCL communicator ([`world_comm`]) on the same GPU as `stream`.
-pub fn nccl_grad_sync(
-    comm: &dyn Communicator,
-    stream: &Arc<CudaStream>,
-    grads: CUdeviceptr,
-    len: usize,
-    layout: &ParamLayout,
-    bucket_floats: usize,
-) -> Result<Box<dyn GradBuckets>> {
-    let Some(nc) = comm.nccl() else {
-        return Err(Error::config(format!(
-            "NCCL gradient all-reduce needs the NCCL communicator, but this run's \
-             communicator is {}: give --comm nccl on the command line (the communicator is \
-             chosen before the config file is read)",
-            comm.name()
-        )));
-    };
-    if len != layout.total {
-        return Err(Error::Comm(format!(
-            "gradient buffer of {len} floats, but the model has {}",
-            layout.total
-        )));
-    }
-    if stream.context().ordinal() != nc.ordinal() {
-        return Err(Error::Comm(format!(
-            "the compute stream is on GPU {} but the NCCL communicator on GPU {}",
-            stream.context().ordinal(),
-            nc.ordinal()
-        )));
-    }
-    let ctx = nc.h.stream.context();
-    let ev = |flags| {
-        ctx.new_event(flags)
-            .map_err(cuda_error("creating an event"))
-    };
-    Ok(Box::new(NcclGradSync {
-        h: nc.h.clone(),
-        compute: stream.clone(),
-        grads,
-        buckets: plan_buckets(layout, bucket_floats.max(1)),
-        launched: 0,
-        ready_ev: ev(None)?,
-        done_ev: ev(None)?,
-        t0: ev(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
-        t1: ev(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
-        timed: false,
-        error: None,
-    }))
-}
-
-/// A sync whose setup failed: `finish` returns the error (for the
-/// `make_sync` closure of `Trainer::new`, which cannot fail).
-pub struct FailedSync(Option<Error>);
-
-impl GradBuckets for FailedSync {
-    fn ready(&mut self, _lo: usize) {}
-    fn finish(&mut self) -> Result<SyncReport> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| Error::Comm("the gradient sync could not be set up".into())))
-    }
-}
-
-/// `r`'s sync, or one that reports `r`'s error at the first `finish`.
-pub fn or_failing(r: Result<Box<dyn GradBuckets>>) -> Box<dyn GradBuckets> {
-    r.unwrap_or_else(|e| Box::new(FailedSync(Some(e))))
-}
-
-impl NcclGradSync {
-    /// Starts every bucket whose start is ≥ `lo` not started yet: the
-    /// communication stream waits for the compute stream's work so far,
-    /// then one in-place ncclAllReduce(ncclAvg) per bucket.
-    fn launch(&mut self, lo: usize) -> Result<()> {
-        let first = self.launched;
-        let mut end = first;
-        while end < self.buckets.len() && self.buckets[end].start >= lo {
-            end += 1;
-        }
-        if end == first {
-            return Ok(());
-        }
-        let comm_stream = &self.h.stream;
-        self.ready_ev
-            .record(&self.compute)
-            .map_err(cuda_error("recording an event"))?;
-        comm_stream
-            .wait(&self.ready_ev)
-            .map_err(cuda_error("waiting for an event"))?;
-        if first == 0 {
-            self.t0
-                .record(comm_stream)
-                .map_err(cuda_error("recording an event"))?;
-        }
-        for b in &self.buckets[first..end] {
-            let p = self.grads + (b.start * std::mem::size_of::<f32>()) as CUdeviceptr;
-            // SAFETY: the bucket lies inside the gradient buffer (the
-            // layout's length was checked); backward has finished it (the
-            // wait above) and does not touch it again this step.
-            unsafe {
-                self.h
-                    .all_reduce::<f32>(p, p, b.len(), ns::ncclRedOp_t::ncclAvg)?
-            };
-        }
-        self.launched = end;
-        Ok(())
-    }
-}
-
-impl GradBuckets for NcclGradSync {
-    fn ready(&mut self, lo: usize) {
-        if self.error.is_none() {
-            if let Err(e) = self.launch(lo) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    /// Launches what is left, then makes the compute stream wait for the
-    /// communication stream: the host does not wait. `comm_s` is the GPU
-    /// time of the PREVIOUS step's all-reduces (CUDA events, read a step
-    /// late so that reading them does not stall); `exposed_s` the host
-    /// time spent here; no per-bucket timings.
-    fn finish(&mut self) -> Result<SyncReport> {
-        let start = Instant::now();
-        let comm_s = if self.timed {
-            self.timed = false;
-            self.t0
-                .elapsed_ms(&self.t1)
-                .map_err(cuda_error("reading the all-reduce time"))? as f64
-                / 1e3
-        } else {
-            0.0
-        };
-        self.ready(0);
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let comm_stream = &self.h.stream;
-        self.t1
-            .record(comm_stream)
-            .map_err(cuda_error("recording an event"))?;
-        self.done_ev
-            .record(comm_stream)
-            .map_err(cuda_error("recording an event"))?;
-        self.compute
-            .wait(&self.done_ev)
-            .map_err(cuda_error("waiting for an event"))?;
-        self.launched = 0;
-        self.timed = true;
-        Ok(SyncReport {
-            comm_s,
-            exposed_s: start.elapsed().as_secs_f64(),
-            buckets: vec![],
-        })
-    }
 }
 
 #[cfg(test)]

@@ -559,7 +559,6 @@ impl Ring<'_> {
     /// rank while the previous rank's partial sums for `rx` land in `slots`
     /// and are reduced with the own values (`src[rx]`, if given) into
     /// `wire[rx]`, chunk j + 1 in flight while chunk j is added.
-    #[allow(clippy::too_many_arguments)]
     fn reduce_step<H: Hops>(
         &self,
         wire: &mut [H::W],

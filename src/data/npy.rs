@@ -535,36 +535,11 @@ fn write_array(
             format!("cannot write {len} values as shape {shape:?}"),
         ));
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::data(path, "not a file path"))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = write_file(&tmp, &encode_header(dtype, shape), body);
-    let result = written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        // Best effort: the write already failed, keep its error.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_file(
-    tmp: &Path,
-    header: &[u8],
-    body: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, &file);
-    w.write_all(header)
-        .and_then(|()| body(&mut w))
-        .and_then(|()| w.flush())
-        .map_err(|e| Error::io(tmp, e))?;
-    drop(w);
-    file.sync_all().map_err(|e| Error::io(tmp, e))
+    let header = encode_header(dtype, shape);
+    crate::fsutil::write_atomic_with(path, crate::fsutil::Access::Shared, |w| {
+        w.write_all(&header)?;
+        body(w)
+    })
 }
 
 #[cfg(test)]

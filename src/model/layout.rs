@@ -7,7 +7,7 @@
 //! `nn.Sequential` / `nn.ModuleDict` naming (`trunk.0.weight`,
 //! `heads.<task>.weight`), so a saved file loads into the equivalent module.
 
-use super::spec::ModelSpec;
+use crate::spec::ModelSpec;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamEntry {
@@ -47,6 +47,16 @@ pub struct ParamLayout {
 }
 
 impl ParamLayout {
+    /// The buffer as one range per Linear (each trunk layer's weights and
+    /// biases, then all heads), ascending: the units backward finishes.
+    pub fn layer_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        self.trunk
+            .iter()
+            .map(|l| l.w..l.b + l.out)
+            .chain(std::iter::once(self.heads.w..self.total))
+            .collect()
+    }
+
     pub fn new(spec: &ModelSpec) -> Self {
         let mut entries = vec![];
         let mut off = 0;
@@ -133,15 +143,8 @@ pub fn init_params(layout: &ParamLayout, seed: u64) -> Vec<f32> {
     p
 }
 
-/// FNV-1a over the bytes of the buffer: the start-up check that every rank
-/// holds the same parameters.
+/// A hash of the buffer: the start-up check that every rank holds the
+/// same parameters.
 pub fn checksum(params: &[f32]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for v in params {
-        for b in v.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
+    crate::digest::hash64_f32(params)
 }

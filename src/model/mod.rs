@@ -4,12 +4,11 @@
 //! reverse, one GEMM pair per Linear.
 
 pub mod layout;
-pub mod spec;
 
 use crate::backend::{Backend, Gemm, LossArgs};
+use crate::spec::ModelSpec;
 use crate::tasks::TaskColumns;
 use layout::{LinearAt, ParamLayout};
-use spec::ModelSpec;
 
 /// The model plus its activation workspace, sized for `max_rows` samples.
 pub struct Model<B: Backend> {
@@ -113,7 +112,6 @@ impl<B: Backend> Model<B> {
     /// pass: gradients of Σ_t scale_t · loss_t into `grads`, added to what is
     /// there if `accumulate`. `ready` is told each Linear's gradient range
     /// as soon as it is final, heads first (for overlapped all-reduce).
-    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
         be: &B,
@@ -203,8 +201,8 @@ mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
     use crate::rng;
+    use crate::spec::Activation;
     use crate::tasks::{TaskKind, TaskSpec};
-    use spec::Activation;
 
     fn spec(act: Activation, hidden: Vec<usize>) -> ModelSpec {
         let t = |name: &str, kind, weight| TaskSpec {

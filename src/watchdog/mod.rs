@@ -51,8 +51,7 @@ use std::time::{Duration, Instant};
 
 use crate::comm::{Communicator, agree};
 use crate::error::{Error, Result};
-use crate::model::layout::ParamLayout;
-use crate::train::GradBuckets;
+use crate::gradsync::GradBuckets;
 use crate::world::World;
 
 /// The exit code of every rank the watchdog ends.
@@ -196,6 +195,7 @@ impl Watchdog {
             }
         };
         *lock(&ACTIVE) = Some(shared.clone());
+        crate::world::set_before_abort(before_abort);
         Ok(Watchdog {
             shared: Some(shared),
             marker,
@@ -221,18 +221,12 @@ impl Watchdog {
         }
     }
 
-    /// A gradient-sync factory whose syncs mark their final wait.
-    pub fn watch_sync<'g, T>(
-        &self,
-        make: impl Fn(&mut T, &ParamLayout) -> Box<dyn GradBuckets> + 'g,
-    ) -> impl Fn(&mut T, &ParamLayout) -> Box<dyn GradBuckets> + 'g {
-        let marker = self.marker.clone();
-        move |grads, layout| {
-            Box::new(WatchedSync {
-                inner: make(grads, layout),
-                marker: marker.clone(),
-            })
-        }
+    /// `sync` with its final wait marked as one collective.
+    pub fn watch_grads(&self, sync: Box<dyn GradBuckets>) -> Box<dyn GradBuckets> {
+        Box::new(WatchedSync {
+            inner: sync,
+            marker: self.marker.clone(),
+        })
     }
 }
 

@@ -6,9 +6,8 @@ use half::bf16;
 
 use super::Marker;
 use crate::comm::Communicator;
-use crate::comm::bucket::SyncReport;
 use crate::error::Result;
-use crate::train::GradBuckets;
+use crate::gradsync::{GradBuckets, SyncReport};
 
 /// `inner` with each collective marked (entered, left) under its name.
 pub struct Watched<'a> {

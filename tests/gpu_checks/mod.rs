@@ -11,15 +11,15 @@ use ringtrain::app::model_spec;
 use ringtrain::backend::cpu::Cpu;
 use ringtrain::backend::gpu::{GpuBackend, GpuBuf, GpuRuntime};
 use ringtrain::backend::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule};
-use ringtrain::comm::bucket::SyncReport;
 use ringtrain::comm::single::Single;
 use ringtrain::config::{OptimizerKind, TrainConfig};
 use ringtrain::data::synthetic::Synthetic;
 use ringtrain::model::layout::{ParamLayout, init_params};
-use ringtrain::model::spec::Activation;
 use ringtrain::rng;
+use ringtrain::spec::Activation;
 use ringtrain::tasks::TaskKind;
-use ringtrain::train::{GradBuckets, Trainer, host_grad_sync};
+use ringtrain::train::Trainer;
+use ringtrain::watchdog::Watchdog;
 
 pub const F32_TOL: f64 = 1e-5;
 
@@ -389,16 +389,6 @@ pub fn bf16_gemm_matches_cpu_within_1e2<R: GpuRuntime>(g: &GpuBackend<R>) {
     }
 }
 
-/// A gradient sync for one rank: nothing to average.
-pub struct OneRank;
-
-impl GradBuckets for OneRank {
-    fn ready(&mut self, _lo: usize) {}
-    fn finish(&mut self) -> ringtrain::error::Result<SyncReport> {
-        Ok(SyncReport::default())
-    }
-}
-
 /// `steps` steps of the whole trainer (one rank, 2 micro-batches) on the
 /// CPU backend and on `be` from the same start; the losses agree within
 /// `loss_tol` at every step. Returns (params on `be`, params on the CPU).
@@ -427,18 +417,10 @@ pub fn train_both<R: GpuRuntime>(
     let init = init_params(&ParamLayout::new(&spec), 3);
     let comm = Single;
 
-    let mut cpu = Trainer::new(
-        &cfg,
-        spec.clone(),
-        &comm,
-        host_grad_sync(&cfg, 1),
-        &data,
-        Cpu::<f32>::new(),
-        &init,
-    );
-    let sync =
-        |_: &mut GpuBuf<R::Mem>, _: &ParamLayout| -> Box<dyn GradBuckets> { Box::new(OneRank) };
-    let mut gpu_tr = Trainer::new(&cfg, spec.clone(), &comm, sync, &data, be, &init);
+    let wd = Watchdog::off();
+    let cpu_be = Cpu::<f32>::new();
+    let mut cpu = Trainer::new(&cfg, spec.clone(), &comm, &wd, &data, cpu_be, &init);
+    let mut gpu_tr = Trainer::new(&cfg, spec.clone(), &comm, &wd, &data, be, &init);
     for step in 0..steps {
         let a = cpu.step(step, true).expect("cpu step");
         let b = gpu_tr.step(step, true).expect("gpu step");

@@ -151,26 +151,11 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("ringtrain").join("ptx"))
 }
 
-/// FNV-1a, 64 bit: a stable hash for the cache key (std's hasher is not
-/// stable across Rust versions).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// Cache file name for a source, arch and NVRTC version.
 pub fn cache_key(src: &Source, arch: &str, nvrtc: (i32, i32)) -> String {
     let opts = format!("{:?}", options(arch, &[]).options);
     let v = format!("{}.{}", nvrtc.0, nvrtc.1);
-    let h = fnv1a(&[
+    let h = crate::digest::hash64(&[
         expanded(src).as_bytes(),
         arch.as_bytes(),
         v.as_bytes(),
@@ -196,23 +181,22 @@ pub fn ptx_cached(src: &Source, arch: &str, include_paths: &[String]) -> Result<
     }
     let text = compile(src, arch, include_paths)?;
     if let Some(p) = &path {
-        // Write to a temporary name, then rename: other ranks may read it.
-        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-        let stored = p
-            .parent()
+        // Atomically: other ranks may read it. A cache that cannot be
+        // written is only skipped.
+        if p.parent()
             .map(std::fs::create_dir_all)
             .unwrap_or(Ok(()))
-            .and_then(|()| std::fs::write(&tmp, &text))
-            .and_then(|()| std::fs::rename(&tmp, p));
-        if stored.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            .is_ok()
+        {
+            let _ = crate::fsutil::write_atomic(p, text.as_bytes());
         }
     }
     Ok(Ptx::from_src(text))
 }
 
 /// Include paths for NVRTC from `RINGTRAIN_CUDA_INCLUDE` (a `:`-separated
-/// list). The kernels need no header today; this is for future ones.
+/// list): extra directories for `#include`s the kernels do not inline
+/// (kernels/*.cuh are inlined by `expand_includes`).
 pub fn include_paths_from_env() -> Vec<String> {
     std::env::var("RINGTRAIN_CUDA_INCLUDE")
         .map(|v| {

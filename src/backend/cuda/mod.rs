@@ -16,7 +16,6 @@
 
 pub mod kernels;
 pub mod probe;
-pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -273,6 +272,10 @@ impl GpuRuntime for CudaRuntime {
 
     fn tf32(&self) -> bool {
         self.tf32
+    }
+
+    fn cuda_stream(&self) -> Option<&Arc<CudaStream>> {
+        Some(&self.stream)
     }
 }
 

@@ -15,8 +15,8 @@ use std::cell::RefCell;
 
 pub use runtime::{Arg, Dtype, GpuRuntime, Launch};
 
-use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule};
-use crate::model::spec::Activation;
+use super::{Backend, Gemm, LossArgs, Memory, UpdateArgs, UpdateRule};
+use crate::spec::Activation;
 use crate::tasks::TaskKind;
 
 /// Threads per block of the reduction and loss kernels (fixed in the .cu).
@@ -363,6 +363,16 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         if self.opts.bf16 { 2 } else { 4 }
     }
 
+    fn memory(&self, buf: &mut GpuBuf<R::Mem>) -> Memory {
+        match self.rt.cuda_stream() {
+            Some(stream) if buf.dtype == Dtype::F32 => Memory::Cuda {
+                ptr: self.rt.addr(&buf.mem),
+                len: buf.len,
+                stream: stream.clone(),
+            },
+            _ => Memory::Opaque,
+        }
+    }
     fn upload(&self, src: &[f32], dst: &mut GpuBuf<R::Mem>, off: usize) {
         if src.is_empty() {
             return;
@@ -693,7 +703,6 @@ mod tests {
     use crate::backend::cpu::Cpu;
 
     /// C = alpha op(A) op(B) + beta C, column-major, as BLAS defines it.
-    #[allow(clippy::too_many_arguments)]
     fn blas_gemm(cm: &ColMajor, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) {
         let at = |i: usize, l: usize| {
             if cm.trans_first {

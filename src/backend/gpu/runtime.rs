@@ -80,7 +80,6 @@ pub trait GpuRuntime {
     /// C = alpha op(first) op(second) + beta C, column-major as BLAS
     /// defines it (see [`ColMajor`]), accumulated in f32; both operands are
     /// of type `operands`, C of type `out`; beta 0 overwrites C.
-    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         cm: &ColMajor,
@@ -100,4 +99,9 @@ pub trait GpuRuntime {
     fn describe(&self) -> String;
     /// Whether f32 GEMMs may use TF32 tensor cores.
     fn tf32(&self) -> bool;
+    /// The CUDA stream every op is queued on, when this runtime is CUDA
+    /// (other code can then order its own work after the ops).
+    fn cuda_stream(&self) -> Option<&std::sync::Arc<cudarc::driver::CudaStream>> {
+        None
+    }
 }

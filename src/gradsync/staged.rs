@@ -8,17 +8,17 @@ use std::sync::Arc;
 use cudarc::driver::CudaStream;
 use cudarc::driver::sys::CUdeviceptr;
 
-use crate::comm::bucket::{GradSync, SyncReport};
-use crate::comm::{CommKind, Wire};
+use super::host::GradSync;
+use super::{GradBuckets, SyncOptions, SyncReport};
 use crate::error::{Error, Result};
-use crate::train::GradBuckets;
 
 pub struct HostStagedSync {
+    /// The host all-reduce of `host`, bucketed as on the CPU, not
+    /// overlapped (first: dropped before `host`).
+    inner: Option<GradSync>,
     grads: CUdeviceptr,
     host: Vec<f32>,
     stream: Arc<CudaStream>,
-    /// The host all-reduce of `host`, bucketed as on the CPU, not overlapped.
-    inner: Option<GradSync>,
 }
 
 impl HostStagedSync {
@@ -30,17 +30,23 @@ impl HostStagedSync {
         stream: Arc<CudaStream>,
         buckets: Vec<std::ops::Range<usize>>,
         size: usize,
-        kind: CommKind,
-        wire: Wire,
+        opts: &SyncOptions,
     ) -> Self {
         let mut host = if size > 1 { vec![0f32; len] } else { vec![] };
-        // The Vec's heap buffer never moves: GradSync may keep its pointer.
-        let inner = (size > 1).then(|| GradSync::new(&mut host, buckets, size, kind, wire, false));
+        let opts = SyncOptions {
+            overlap: false,
+            ..*opts
+        };
+        // SAFETY: the Vec's heap buffer never moves and lives as long as
+        // `inner` (dropped first: fields drop in order); only `finish`
+        // touches it, around the inner sync's own `finish`.
+        let inner = (size > 1)
+            .then(|| unsafe { GradSync::new(host.as_mut_ptr(), len, buckets, size, &opts) });
         HostStagedSync {
+            inner,
             grads,
             host,
             stream,
-            inner,
         }
     }
 }

@@ -1,60 +1,21 @@
-//! Gradient buckets and their all-reduce, overlapped with backward.
+//! The gradient sync of host buffers: buckets all-reduced on a
+//! communication thread while backward goes on below them.
 //!
-//! Backward produces gradients from the last layer to the first, which in
-//! the flat buffer is from high offsets to low. Buckets are contiguous
-//! ranges of whole layers, in that order, of about `bucket_floats` each.
-//! With overlap on, a communication thread all-reduces each bucket as soon
-//! as backward reports that every gradient at or above its start is final,
-//! while backward goes on below it; `finish` waits for the rest. With
+//! With overlap on, a communication thread (with its own communicator)
+//! all-reduces each bucket as soon as backward reports that every gradient
+//! at or above its start is final; `finish` waits for the rest. With
 //! overlap off the same buckets are reduced one after another after
-//! backward, so both modes compute bit-identical results.
+//! backward on the calling thread, so both modes compute bit-identical
+//! results.
 
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{CommKind, Communicator, Wire, create};
+use super::{BucketTiming, GradBuckets, SyncOptions, SyncReport};
+use crate::comm::{CommKind, Communicator, Wire, create};
 use crate::error::{Error, Result};
-use crate::model::layout::ParamLayout;
-
-/// Buckets in the order backward completes them (descending offsets).
-pub fn plan_buckets(layout: &ParamLayout, bucket_floats: usize) -> Vec<Range<usize>> {
-    let mut layers: Vec<Range<usize>> = layout
-        .trunk
-        .iter()
-        .map(|l| l.w..l.b + l.out)
-        .chain(std::iter::once(layout.heads.w..layout.total))
-        .collect();
-    layers.reverse();
-    let mut buckets: Vec<Range<usize>> = vec![];
-    for r in layers {
-        match buckets.last_mut() {
-            Some(b) if b.len() < bucket_floats => b.start = r.start,
-            _ => buckets.push(r),
-        }
-    }
-    buckets
-}
-
-/// When each bucket's all-reduce ran (for the timeline).
-#[derive(Clone, Debug)]
-pub struct BucketTiming {
-    pub bucket: usize,
-    pub floats: usize,
-    pub start: Instant,
-    pub end: Instant,
-}
-
-/// What the gradient all-reduce of one step cost.
-#[derive(Clone, Debug, Default)]
-pub struct SyncReport {
-    /// Seconds the all-reduces ran, overlapped or not.
-    pub comm_s: f64,
-    /// Seconds the compute thread waited for them after backward.
-    pub exposed_s: f64,
-    pub buckets: Vec<BucketTiming>,
-}
 
 /// The flat gradient buffer, shared with the communication thread.
 #[derive(Clone, Copy)]
@@ -96,16 +57,22 @@ pub struct GradSync {
 }
 
 impl GradSync {
-    /// `grads` must stay allocated and unmoved for the life of this value.
-    pub fn new(
-        grads: &mut [f32],
+    /// Buckets of the `len` floats at `grads`, over `size` ranks, as `opts`
+    /// say (its bucket size is not used: the buckets are given).
+    ///
+    /// # Safety
+    /// The `len` floats at `grads` must stay allocated and unmoved for the
+    /// life of this value, and nobody else may touch a bucket between
+    /// `ready` handing it out and `finish` returning.
+    pub unsafe fn new(
+        grads: *mut f32,
+        len: usize,
         buckets: Vec<Range<usize>>,
         size: usize,
-        kind: CommKind,
-        wire: Wire,
-        overlap: bool,
+        opts: &SyncOptions,
     ) -> Self {
-        let engine = if overlap && size > 1 {
+        let (kind, wire) = (opts.kind, opts.wire);
+        let engine = if opts.overlap && size > 1 {
             let (jobs, job_rx) = channel::<Job>();
             let (done_tx, done) = channel::<Done>();
             let handle = std::thread::Builder::new()
@@ -122,8 +89,8 @@ impl GradSync {
         };
         GradSync {
             buckets,
-            grads: GradPtr(grads.as_mut_ptr()),
-            len: grads.len(),
+            grads: GradPtr(grads),
+            len,
             engine,
             launched: 0,
             timings: vec![],
@@ -133,10 +100,12 @@ impl GradSync {
     pub fn num_buckets(&self) -> usize {
         self.buckets.len()
     }
+}
 
+impl GradBuckets for GradSync {
     /// Backward reports that every gradient at offset ≥ `lo` is final:
     /// start the buckets that became complete.
-    pub fn ready(&mut self, lo: usize) {
+    fn ready(&mut self, lo: usize) {
         let Engine::Thread {
             jobs: Some(jobs), ..
         } = &self.engine
@@ -157,7 +126,7 @@ impl GradSync {
 
     /// Completes the all-reduce of every bucket; afterwards the buffer holds
     /// g = (1/n) Σ g_i on every rank.
-    pub fn finish(&mut self) -> Result<SyncReport> {
+    fn finish(&mut self) -> Result<SyncReport> {
         let wait_start = Instant::now();
         self.ready(0);
         let result = match &mut self.engine {
@@ -244,55 +213,20 @@ fn comm_thread(size: usize, kind: CommKind, wire: Wire, jobs: Receiver<Job>, don
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::spec::{Activation, ModelSpec};
-    use crate::tasks::{TaskKind, TaskSpec};
-
-    fn layout(hidden: Vec<usize>) -> ParamLayout {
-        ParamLayout::new(&ModelSpec {
-            input_dim: 10,
-            hidden,
-            activation: Activation::Relu,
-            tasks: vec![TaskSpec {
-                name: "a".into(),
-                kind: TaskKind::Classify { classes: 3 },
-                weight: 1.0,
-            }],
-        })
-    }
-
-    #[test]
-    fn buckets_cover_the_buffer_in_backward_order() {
-        for hidden in [vec![], vec![8], vec![64, 32, 16], vec![100, 100, 100, 100]] {
-            let l = layout(hidden);
-            for floats in [1, 50, 1000, 5000, 1 << 30] {
-                let b = plan_buckets(&l, floats);
-                assert_eq!(b[0].end, l.total);
-                assert_eq!(b.last().unwrap().start, 0);
-                for w in b.windows(2) {
-                    assert_eq!(w[0].start, w[1].end, "contiguous, descending");
-                }
-                // Every bucket but the last reaches the target size.
-                for x in &b[..b.len() - 1] {
-                    assert!(x.len() >= floats.min(l.total));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn one_bucket_per_layer_when_buckets_are_small() {
-        let l = layout(vec![64, 32]);
-        assert_eq!(plan_buckets(&l, 1).len(), 3);
-        assert_eq!(plan_buckets(&l, 1 << 30).len(), 1);
-    }
 
     #[test]
     fn single_rank_finish_is_identity() {
-        let l = layout(vec![8]);
-        let mut g: Vec<f32> = (0..l.total).map(|i| i as f32).collect();
+        let mut g: Vec<f32> = (0..100).map(|i| i as f32).collect();
         let keep = g.clone();
-        let b = plan_buckets(&l, 16);
-        let mut s = GradSync::new(&mut g, b, 1, CommKind::Mpi, Wire::F32, true);
+        let b = super::super::plan_buckets(&[0..30, 30..64, 64..100], 16);
+        let opts = SyncOptions {
+            kind: CommKind::Mpi,
+            wire: Wire::F32,
+            overlap: true,
+            bucket_floats: 16,
+        };
+        // SAFETY: `g` outlives `s` (dropped below) and is not touched meanwhile.
+        let mut s = unsafe { GradSync::new(g.as_mut_ptr(), g.len(), b, 1, &opts) };
         s.ready(40);
         let r = s.finish().unwrap();
         assert_eq!(r.buckets.len(), s.num_buckets());
