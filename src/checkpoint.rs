@@ -60,9 +60,50 @@ pub fn save_params(
 /// layout must be present as f32 with the right shape; if the file carries
 /// a ringtrain spec it must describe the same architecture.
 pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    params_from_bytes(&bytes, path, spec, layout)
+    let bad = |msg: String| Error::Params {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad(
+            "not a regular file (expected a .safetensors file)".into()
+        ));
+    }
+    // Judge the file by its header before touching the body: 8 bytes of
+    // header length, then that much JSON, within the file and within
+    // safetensors' own limit; a model of this layout needs 4 bytes per
+    // parameter after it.
+    let mut head = [0u8; 8];
+    std::io::Read::read_exact(&mut &file, &mut head).map_err(|_| {
+        bad("not a valid safetensors file (shorter than its 8-byte header length)".into())
+    })?;
+    let header_len = u64::from_le_bytes(head);
+    let size = meta.len();
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > size {
+        return Err(bad(format!(
+            "not a valid safetensors file (its header claims {header_len} bytes; the file has {size})"
+        )));
+    }
+    if size - 8 - header_len < 4 * layout.total as u64 {
+        return Err(bad(format!(
+            "holds {} bytes of tensors, but this model's {} parameters need {}",
+            size - 8 - header_len,
+            layout.total,
+            4 * layout.total
+        )));
+    }
+    // SAFETY: the map is read only while `file` is open; a file changed
+    // underneath would give wrong values, which the checks below (shapes,
+    // the spec in the metadata) and the start-up checksum across ranks
+    // would report, not undefined behaviour of ours.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    params_from_bytes(&map, path, spec, layout)
 }
+
+/// safetensors refuses headers over 100 MB; so do we, before reading one.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// [`load_params`] of a file already in memory (`path` names it in errors).
 pub fn params_from_bytes(

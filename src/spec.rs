@@ -60,6 +60,36 @@ impl ModelSpec {
         }
         dims
     }
+    /// Parameters of the model, as f64 so that absurd sizes (from a flag
+    /// or a tasks.toml) are counted without overflow before anything is
+    /// allocated.
+    pub fn param_count_f64(&self) -> f64 {
+        let linear = |i: usize, o: usize| i as f64 * o as f64 + o as f64;
+        let trunk: f64 = self
+            .trunk_dims()
+            .into_iter()
+            .map(|(i, o)| linear(i, o))
+            .sum();
+        let out: f64 = self.tasks.iter().map(|t| t.kind.out_dim() as f64).sum();
+        trunk + linear(self.trunk_out(), 1) * out
+    }
+
+    /// Bytes of one rank's training state for `rows` rows per micro-batch:
+    /// parameters and gradients, `state_per_param` optimizer floats per
+    /// parameter, and the workspace (inputs, labels, outputs and their
+    /// gradients in f32; pre-activations, activations and their gradients
+    /// in `act_bytes` per element), as `Model` allocates them.
+    pub fn memory_estimate_bytes(&self, rows: usize, state_per_param: f64, act_bytes: f64) -> f64 {
+        let p = self.param_count_f64();
+        let hidden: f64 = self.hidden.iter().map(|&h| h as f64).sum();
+        let widest = self.hidden.iter().copied().max().unwrap_or(0) as f64;
+        let out: f64 = self.tasks.iter().map(|t| t.kind.out_dim() as f64).sum();
+        let labels: f64 = self.tasks.iter().map(|t| t.kind.label_dim() as f64).sum();
+        let f32s = self.input_dim as f64 + labels + 2.0 * out;
+        let workspace = rows as f64 * (4.0 * f32s + act_bytes * (2.0 * hidden + 2.0 * widest));
+        4.0 * (2.0 + state_per_param) * p + workspace
+    }
+
     /// Floating-point operations of one training step per sample
     /// (GEMMs only: 2·in·out forward, 4·in·out backward, 2·in·out for the
     /// first layer's backward, which needs no input gradient).

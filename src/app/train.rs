@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::app::{model_spec, open_dataset};
+use crate::app::{model_spec, open_dataset, preflight};
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
@@ -42,6 +42,19 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
+    // Before anything is allocated or written: the model fits in memory,
+    // and every output can be written (rank 0 writes them).
+    let rows = (cfg.train.global_batch.div_ceil(comm.size())).div_ceil(cfg.train.accum_steps);
+    let ranks_here = world.local_size.max(1);
+    agree(
+        comm,
+        preflight::check_memory(&cfg, &spec, rows.max(1), ranks_here),
+    )?;
+    let outputs = match world.is_root() {
+        true => preflight::check_outputs(&cfg, &spec),
+        false => Ok(()),
+    };
+    agree(comm, outputs)?;
 
     let layout = ParamLayout::new(&spec);
     let fault = fault::from_env();

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::app::model_spec;
+use crate::app::{model_spec, preflight};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
@@ -36,6 +36,9 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let comm: &dyn Communicator = &watched;
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
     let spec = model_spec(&cfg, &data)?;
+    let ranks_here = world.local_size.max(1);
+    let rows = a.batch_per_rank.div_ceil(cfg.train.accum_steps).max(1);
+    agree(comm, preflight::check_memory(&cfg, &spec, rows, ranks_here))?;
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);
