@@ -86,10 +86,24 @@ pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Resul
             "not a valid safetensors file (its header claims {header_len} bytes; the file has {size})"
         )));
     }
-    if size - 8 - header_len < 4 * layout.total as u64 {
+    let mut header = vec![0u8; header_len as usize];
+    std::io::Read::read_exact(&mut &file, &mut header).map_err(|e| Error::io(path, e))?;
+    let data_len = serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|h| tensor_data_end(&h))
+        .ok_or_else(|| {
+            bad("not a valid safetensors file (its header is not a safetensors header)".into())
+        })?;
+    if data_len != size - 8 - header_len {
+        return Err(bad(format!(
+            "not a valid safetensors file (its header describes {data_len} bytes of tensors;              the file holds {})",
+            size - 8 - header_len
+        )));
+    }
+    if data_len < 4 * layout.total as u64 {
         return Err(bad(format!(
             "holds {} bytes of tensors, but this model's {} parameters need {}",
-            size - 8 - header_len,
+            data_len,
             layout.total,
             4 * layout.total
         )));
@@ -100,6 +114,21 @@ pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Resul
     // would report, not undefined behaviour of ours.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     params_from_bytes(&map, path, spec, layout)
+}
+
+/// The end of the last tensor's bytes that a safetensors header (a JSON
+/// object of `name: {dtype, shape, data_offsets: [begin, end]}` and an
+/// optional `__metadata__`) describes; None if it is not one.
+fn tensor_data_end(h: &serde_json::Value) -> Option<u64> {
+    let mut end = 0;
+    for (name, t) in h.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = t.get("data_offsets")?.as_array()?;
+        end = end.max(offsets.get(1)?.as_u64()?);
+    }
+    Some(end)
 }
 
 /// safetensors refuses headers over 100 MB; so do we, before reading one.
