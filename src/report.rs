@@ -72,7 +72,7 @@ impl Reporter {
         }
         match &self.bar {
             Some(b) => b.println(s),
-            None => println!("{s}"),
+            None => say(s),
         }
     }
 
@@ -113,7 +113,7 @@ impl Reporter {
             None => {
                 let n = r.step + 1;
                 if n % self.log_every == 0 || n == 1 || n == self.steps {
-                    println!("step {n:>6}/{} | {summary}", self.steps);
+                    say(&format!("step {n:>6}/{} | {summary}", self.steps));
                 }
             }
         }
@@ -218,4 +218,21 @@ pub fn format_task(name: &str, m: &TaskMetrics) -> String {
         s += &format!(" r2 {r:.4}");
     }
     s + &format!(" loss {:.4}", m.loss)
+}
+
+/// Whether stdout was found closed (`ringtrain train ... | head`).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line on stdout. Once stdout is closed the run goes on without
+/// printing (its model, checkpoints and metrics file are still written):
+/// a reader that stopped reading must not end the training.
+fn say(s: &str) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if writeln!(std::io::stdout().lock(), "{s}").is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
 }

@@ -352,10 +352,28 @@ fn abort_job(size: usize, code: i32) -> ! {
 fn install_panic_hook(rank: usize, size: usize) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // println! on a closed stdout (`ringtrain info | head`): the reader
+        // has gone, so end quietly, with the status a process killed by
+        // SIGPIPE has, not as an internal error.
+        if is_closed_output(info) {
+            abort_job(size, 128 + libc::SIGPIPE);
+        }
         eprintln!("ringtrain: rank {rank}: internal error, aborting all ranks");
         default(info);
         abort_job(size, 101);
     }));
+}
+
+/// Whether a panic is std's "failed printing to stdout/stderr" on a closed
+/// pipe.
+fn is_closed_output(info: &std::panic::PanicHookInfo) -> bool {
+    let p = info.payload();
+    let msg = p
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    msg.starts_with("failed printing to std") && msg.contains("Broken pipe")
 }
 
 /// Whether MPI has been initialised in this process (and not finalised).
