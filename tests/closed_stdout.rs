@@ -12,7 +12,16 @@ use common::{bin, without_launcher_env};
 /// Runs `ringtrain ARGS` with a stdout whose reader is already gone, so
 /// every write fails with EPIPE; returns (exit code, stderr).
 fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
-    let (reader, writer) = std::io::pipe().expect("pipe");
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills both descriptors, which the Files then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    let (reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
     drop(reader);
     let mut cmd = without_launcher_env(Command::new(bin()));
     let mut child = cmd
