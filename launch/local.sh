@@ -18,8 +18,10 @@ Starts N copies of PROGRAM on this machine (no MPI), each with
 
 and prefixes every line a rank writes with "[rank r] " (stdout stays
 stdout, stderr stays stderr). When a rank exits with a non-zero status
-the others are stopped (SIGTERM, then SIGKILL after 5 s) and local.sh
-exits with that status; it exits 0 when every rank succeeds.
+the others get 2 s to end on their own (an error all ranks agreed on
+ends them together, and the rank that explains it may not be the first
+to exit), then are stopped (SIGTERM, then SIGKILL after 5 s), and
+local.sh exits with that status; it exits 0 when every rank succeeds.
 
 ringtrain reads these variables with --bootstrap env (or auto, which
 picks env when RANK/WORLD_SIZE say more than one rank and no MPI
@@ -30,6 +32,8 @@ Examples:
   launch/local.sh 1 -- target/release/ringtrain --bootstrap env train --steps 100
 
 Environment:
+  LOCAL_SH_SETTLE  seconds the other ranks get to end on their own after
+                   one failed, before SIGTERM (default 2)
   LOCAL_SH_GRACE   seconds between SIGTERM and SIGKILL (default 5)
 USAGE
 }
@@ -58,6 +62,8 @@ shift
 command -v setsid >/dev/null 2>&1 || die "setsid (util-linux) is needed"
 grace="${LOCAL_SH_GRACE:-5}"
 [[ "$grace" =~ ^[0-9]+$ ]] || die "LOCAL_SH_GRACE must be a whole number of seconds"
+settle="${LOCAL_SH_SETTLE:-2}"
+[[ "$settle" =~ ^[0-9]+$ ]] || die "LOCAL_SH_SETTLE must be a whole number of seconds"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ringtrain-local.XXXXXX")"
 rendezvous="$work/rendezvous"
@@ -81,6 +87,16 @@ signal_ranks() {
     for pid in "${pids[@]}"; do
         [ -n "$pid" ] || continue
         kill "-$1" -- "-$pid" 2>/dev/null || kill "-$1" "$pid" 2>/dev/null || true
+    done
+}
+
+# Reaps for up to $1 seconds, until no rank is left running.
+reap_for() {
+    local t
+    for ((t = 0; t < $1 * 10; t++)); do
+        reap
+        any_running || return 0
+        sleep 0.1
     done
 }
 
@@ -151,13 +167,15 @@ failed_code=0
 while any_running; do
     reap
     if [ -n "$failed_rank" ]; then
-        echo "local.sh: rank $failed_rank exited with status $failed_code; stopping the other ranks" >&2
+        # The others may be ending too, one of them still printing why.
+        reap_for "$settle"
+        if any_running; then
+            echo "local.sh: rank $failed_rank exited with status $failed_code; stopping the other ranks" >&2
+        else
+            echo "local.sh: rank $failed_rank exited with status $failed_code" >&2
+        fi
         signal_ranks TERM
-        for ((t = 0; t < grace * 10; t++)); do
-            reap
-            any_running || break
-            sleep 0.1
-        done
+        reap_for "$grace"
         signal_ranks KILL
         while any_running; do
             reap
