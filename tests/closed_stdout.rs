@@ -66,7 +66,10 @@ fn train_keeps_training_when_stdout_is_closed() {
         model.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
     assert!(model.exists(), "the model was not saved\n{err}");
 }
 
@@ -74,5 +77,8 @@ fn train_keeps_training_when_stdout_is_closed() {
 fn info_ends_quietly_when_stdout_is_closed() {
     let (code, err) = with_closed_stdout(&["info"]);
     assert_eq!(code, Some(141), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
 }

@@ -24,7 +24,13 @@ fn capped(args: &[&str]) -> Run {
     let mut cmd = Command::new("prlimit");
     cmd.arg("--as=3000000000")
         .arg("--")
-        .args(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args([
+            "mpirun",
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            "2",
+        ])
         .args(["--mca", "mpi_yield_when_idle", "1"])
         .arg(bin())
         .args(args);
@@ -39,8 +45,7 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn a_huge_hidden_layer_is_refused_before_allocating() {
-    capped(&args(&["--hidden", "100000,100000"]))
-        .one_error(2, "--hidden (now 100000,100000)");
+    capped(&args(&["--hidden", "100000,100000"])).one_error(2, "--hidden (now 100000,100000)");
 }
 
 #[test]
@@ -48,11 +53,18 @@ fn huge_classes_in_tasks_toml_are_refused_before_allocating() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let data = data.to_str().unwrap();
-    common::single(&["data", "synth", "--out", data, "--train", "512", "--val", "64"]).ok();
+    common::single(&[
+        "data", "synth", "--out", data, "--train", "512", "--val", "64",
+    ])
+    .ok();
     let toml = Path::new(data).join("tasks.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     assert!(text.contains("classes = 4"), "{text}");
-    std::fs::write(&toml, text.replace("classes = 4", "classes = 10000000000000")).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("classes = 4", "classes = 10000000000000"),
+    )
+    .unwrap();
     capped(&args(&["--data", data])).one_error(2, "classes in tasks.toml");
 }
 
@@ -61,12 +73,8 @@ fn init_from_a_large_file_that_is_not_safetensors_reads_only_its_header() {
     let d = tempfile::tempdir().unwrap();
     // Larger than the address-space cap, and sparse: no disk used.
     let f = d.path().join("zeros.bin");
-    std::fs::File::create(&f)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
-    capped(&args(&["--init", f.to_str().unwrap()]))
-        .one_error(2, "not a valid safetensors file");
+    std::fs::File::create(&f).unwrap().set_len(4 << 30).unwrap();
+    capped(&args(&["--init", f.to_str().unwrap()])).one_error(2, "not a valid safetensors file");
     capped(&args(&["--init", "/dev/zero"])).one_error(2, "not a regular file");
 }
 
@@ -115,7 +123,9 @@ impl Drop for ReadOnlyDir {
 #[test]
 fn save_into_a_read_only_directory_is_refused_before_the_first_step() {
     let Some(ro) = ReadOnlyDir::new() else {
-        println!("skipped: cannot make a read-only directory here (not root, and chmod is ignored)");
+        println!(
+            "skipped: cannot make a read-only directory here (not root, and chmod is ignored)"
+        );
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -130,7 +140,11 @@ fn save_into_a_read_only_directory_is_refused_before_the_first_step() {
     r.one_error(2, "--save");
     assert!(r.stderr.contains("cannot write there"), "{}", r.context());
     // Found before training: not one record written.
-    assert!(!metrics.exists(), "metrics written before the check\n{}", r.context());
+    assert!(
+        !metrics.exists(),
+        "metrics written before the check\n{}",
+        r.context()
+    );
 }
 
 #[test]

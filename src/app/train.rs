@@ -67,6 +67,15 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     )?;
     fault::on_init(fault, world.rank, &mut init);
     check_same(comm, "checksum of the initial parameters", checksum(&init))?;
+    // Rank 0, which writes the checkpoints, holds their directory for
+    // the whole run: a second run on it is refused, not interleaved.
+    let _ckpt_lock = agree(
+        comm,
+        match (&cfg.checkpoint.dir, world.is_root()) {
+            (Some(dir), true) => training::lock_dir(dir).map(Some),
+            _ => Ok(None),
+        },
+    )?;
     let resumed = resume_point(&cfg, comm, &spec, &layout)?;
     let first_step = resumed.as_ref().map_or(0, |r| r.state.step);
     // Rank 0 draws a progress bar on a terminal; every rank must know.

@@ -224,23 +224,43 @@ pub fn save(
     let opt = snap.config.optim.optimizer;
     let name = step_dir_name(st.step);
     let fin = dir.join(&name);
-    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // A random name, removed again if anything below fails (a full disk
+    // must not keep holding the space of a half-written checkpoint).
+    let tmp_dir = tempfile::Builder::new()
+        .prefix(&format!("{TMP_PREFIX}{name}-"))
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
+    let tmp = tmp_dir.path().to_path_buf();
+    let mut written = 0usize;
+    let full = |e: Error, written: usize| match &e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            Error::checkpoint(
+                &fin,
+                format!(
+                    "the disk is full: {e}; this checkpoint needs about {:.1} MiB ({:.1} MiB \
+                     were written and removed again)",
+                    checkpoint_bytes(snap) as f64 / (1 << 20) as f64,
+                    written as f64 / (1 << 20) as f64
+                ),
+            )
+        }
+        _ => e,
+    };
 
     let model = params_to_bytes(snap.spec, snap.layout, &st.params, &[])?;
     progress();
-    write_synced(&tmp.join(MODEL_FILE), &model, progress)?;
+    write_synced(&tmp.join(MODEL_FILE), &model, progress).map_err(|e| full(e, written))?;
+    written += model.len();
     between_files();
     let optim = optim_to_bytes(snap.layout, opt, &st.opt_state)?;
     progress();
-    write_synced(&tmp.join(OPTIM_FILE), &optim, progress)?;
+    write_synced(&tmp.join(OPTIM_FILE), &optim, progress).map_err(|e| full(e, written))?;
+    written += optim.len();
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -260,7 +280,7 @@ pub fn save(
         ]),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_synced(&tmp.join(STATE_FILE), &json, progress)?;
+    write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
     sync_dir(&tmp);
 
     // An older directory of the same step (a run resumed from before it)
@@ -271,6 +291,8 @@ pub fn save(
         std::fs::remove_dir_all(&fin).map_err(io(&fin))?;
     }
     std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+    // Renamed: nothing left for the guard to remove.
+    let _ = tmp_dir.keep();
     sync_dir(dir);
     let marker = format!("sha256 {}\n", sha256_hex(&json));
     write_atomic(&fin.join(COMPLETE), marker.as_bytes())?;
@@ -312,16 +334,76 @@ pub fn retain(dir: &Path, keep: usize) -> Result<()> {
         let _ = std::fs::remove_file(path.join(COMPLETE));
         std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
-    let mine = format!("-{}", std::process::id());
+    // The directory is locked by this run (`lock_dir`), and this run
+    // writes one checkpoint at a time: every temporary directory here is
+    // the leftover of a crashed write.
     if let Ok(rd) = std::fs::read_dir(dir) {
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-step-") && !name.ends_with(&mine) {
+            if name.starts_with(TMP_PREFIX) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
     Ok(())
+}
+
+/// Temporary checkpoint directories start with this.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Bytes of one checkpoint of `snap` (both safetensors files; the small
+/// state files not counted).
+fn checkpoint_bytes(snap: &Snapshot) -> usize {
+    4 * (snap.state.params.len() + snap.state.opt_state.len())
+}
+
+/// The lock a run holds on its checkpoint directory while it runs (see
+/// [`lock_dir`]); released when dropped or when the process ends.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Locks `dir` (created if missing) for this run: an advisory lock on
+/// `dir/.lock`, which holds the owner's host and pid. A second run on the
+/// same directory is refused, naming the owner. The kernel drops the lock
+/// when its process ends, however it ends, so a lock file left by a dead
+/// run is no obstacle (stale locks need no cleaning).
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut owner = String::new();
+        let _ = file.read_to_string(&mut owner);
+        let owner = owner.trim();
+        return Err(Error::config(format!(
+            "--checkpoint-dir {}: another run is using it ({}); give each run its own \
+             directory, or wait for that run to end",
+            dir.display(),
+            if owner.is_empty() {
+                "its lock is held"
+            } else {
+                owner
+            }
+        )));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let me = format!("host {}, pid {}\n", host.trim(), std::process::id());
+    let stamped = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()));
+    stamped.map_err(|e| Error::io(&path, e))?;
+    Ok(DirLock { _file: file })
 }
 
 /// Reads and verifies the checkpoint at `path` for this model.
@@ -594,5 +676,42 @@ mod tests {
         let e = check_same_trajectory(&a, &b).unwrap_err();
         assert!(e.contains("optim.lr = 0.002"), "{e}");
         assert!(e.contains("train.seed = 0 in the checkpoint, 9 now"), "{e}");
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_and_names_its_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ckpt");
+        let first = lock_dir(&dir).unwrap();
+        // flock locks belong to the open file: a second open conflicts
+        // even within this process, as a second run's would.
+        let e = lock_dir(&dir)
+            .err()
+            .expect("second lock refused")
+            .to_string();
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            e.contains("another run is using it") && e.contains(&pid),
+            "{e}"
+        );
+        drop(first);
+        // Released with its holder: the lock file left behind is no obstacle.
+        let _again = lock_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_directories_are_random_and_leftovers_go() {
+        let (spec, d) = (spec(), tempfile::tempdir().unwrap());
+        let layout = ParamLayout::new(&spec);
+        let leftover = d.path().join(".tmp-step-00000005-crashed");
+        std::fs::create_dir_all(&leftover).unwrap();
+        std::fs::write(leftover.join(MODEL_FILE), b"half").unwrap();
+        save_at(d.path(), &spec, &layout, 10);
+        retain(d.path(), 3).unwrap();
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["step-00000010".to_string()], "{names:?}");
     }
 }
