@@ -69,6 +69,9 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/ringtrain-local.XXXXXX")"
 rendezvous="$work/rendezvous"
 mkdir "$rendezvous"
 run_id="local-$(hostname 2>/dev/null || echo host)-$$-$(date +%s%N)-$RANDOM"
+# A fresh secret every rank gets: the rendezvous file proves with it that
+# it comes from this job (a file planted by anyone else is not taken).
+token="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 
 pids=()       # rank r's pid (also its process group and session), "" once reaped
 prefixers=()  # the output filters
@@ -154,7 +157,8 @@ for ((r = 0; r < n; r++)); do
         unset OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE OMPI_COMM_WORLD_LOCAL_RANK \
             OMPI_COMM_WORLD_LOCAL_SIZE PMIX_RANK PMI_RANK PMI_SIZE
         export RANK="$r" WORLD_SIZE="$n" LOCAL_RANK="$r" LOCAL_WORLD_SIZE="$n" \
-            RINGTRAIN_RUN_ID="$run_id" RINGTRAIN_RENDEZVOUS="$rendezvous"
+            RINGTRAIN_RUN_ID="$run_id" RINGTRAIN_RENDEZVOUS="$rendezvous" \
+            RINGTRAIN_RDZV_TOKEN="$token"
         # Its own session and process group, so that stopping a rank also
         # stops what it started.
         exec setsid --wait "$@"

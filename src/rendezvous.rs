@@ -10,8 +10,17 @@
 //! header inside the file carry the run id, and the header the payload
 //! length, so a file left by an earlier run (or a torn one) is never taken.
 //!
-//! File layout: `RTRDZV01`, run id length (u32 LE), run id (UTF-8),
-//! payload length (u64 LE), payload.
+//! The file carries a secret (the NCCL id lets a process join the job), so
+//! it is created owner-only (0600), in a directory created owner-only
+//! (0700) when it does not exist yet, and rank 0 removes it once every rank
+//! has it ([`Rendezvous::remove`]). A file is taken only when it proves it
+//! comes from this job: with `RINGTRAIN_RDZV_TOKEN` set (launch/local.sh
+//! hands every rank the same fresh secret) its MAC, SHA-256 over the token,
+//! the run id and the payload, must match; without a token it must belong
+//! to this user and be readable by nobody else.
+//!
+//! File layout: `RTRDZV02`, run id length (u32 LE), run id (UTF-8),
+//! payload length (u64 LE), payload, MAC (32 bytes).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +28,25 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"RTRDZV01";
+const MAGIC: &[u8; 8] = b"RTRDZV02";
+
+/// The job's shared secret for rendezvous files, from the launcher.
+pub const TOKEN_ENV: &str = "RINGTRAIN_RDZV_TOKEN";
+
+fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
+}
+
+/// SHA-256 over the token, the run id and the payload (lengths included).
+fn mac(token: Option<&str>, run_id: &str, payload: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [token.unwrap_or("").as_bytes(), run_id.as_bytes(), payload] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
 
 /// Longest run id accepted (it is part of a file name).
 pub const MAX_RUN_ID: usize = 200;
@@ -48,6 +75,11 @@ impl Rendezvous {
         } else {
             wait_for(&self.dir, &self.run_id, len, self.timeout)
         }
+    }
+
+    /// Rank 0, once every rank has what it published: removes the file.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(path(&self.dir, &self.run_id));
     }
 }
 
@@ -102,19 +134,25 @@ fn check_run_id(run_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn encode(run_id: &str, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + 4 + run_id.len() + 8 + payload.len());
+fn encode(run_id: &str, payload: &[u8], token: Option<&str>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 4 + run_id.len() + 8 + payload.len() + 32);
     v.extend_from_slice(MAGIC);
     v.extend_from_slice(&(run_id.len() as u32).to_le_bytes());
     v.extend_from_slice(run_id.as_bytes());
     v.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     v.extend_from_slice(payload);
+    v.extend_from_slice(&mac(token, run_id, payload));
     v
 }
 
 /// The payload, if `bytes` is a whole file for `run_id` with `len` bytes
 /// of payload; otherwise why it is not taken.
-fn decode(bytes: &[u8], run_id: &str, len: usize) -> std::result::Result<Vec<u8>, String> {
+fn decode(
+    bytes: &[u8],
+    run_id: &str,
+    len: usize,
+    token: Option<&str>,
+) -> std::result::Result<Vec<u8>, String> {
     let id = run_id.as_bytes();
     let head = 8 + 4 + id.len() + 8;
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
@@ -132,27 +170,69 @@ fn decode(bytes: &[u8], run_id: &str, len: usize) -> std::result::Result<Vec<u8>
     if plen != len as u64 {
         return Err(format!("carries {plen} bytes, expected {len}"));
     }
-    if bytes.len() != head + len {
+    if bytes.len() != head + len + 32 {
         return Err(format!(
             "has {} bytes, expected {} (incomplete)",
             bytes.len(),
-            head + len
+            head + len + 32
         ));
     }
-    Ok(bytes[head..].to_vec())
+    let payload = &bytes[head..head + len];
+    if bytes[head + len..] != mac(token, run_id, payload) {
+        return Err(match token {
+            Some(_) => format!("not from this job (its MAC does not match {TOKEN_ENV})"),
+            None => "damaged (its MAC does not match)".into(),
+        });
+    }
+    Ok(payload.to_vec())
 }
 
 /// Rank 0: writes `bytes` for `run_id` into `dir` (created if missing),
 /// atomically: a temporary file, flushed to disk, then renamed. Returns
 /// the final path.
 pub fn publish(dir: &Path, run_id: &str, bytes: &[u8]) -> Result<PathBuf> {
+    publish_with(dir, run_id, bytes, token_from_env().as_deref())
+}
+
+/// [`publish`] with the job's token given.
+pub fn publish_with(
+    dir: &Path,
+    run_id: &str,
+    bytes: &[u8],
+    token: Option<&str>,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
     check_run_id(run_id)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e))?;
+    }
     let target = path(dir, run_id);
     crate::fsutil::write_atomic_with(&target, crate::fsutil::Access::Private, |w| {
-        w.write_all(&encode(run_id, bytes))
+        w.write_all(&encode(run_id, bytes, token))
     })?;
     Ok(target)
+}
+
+/// Without a token, a file is taken only when this user owns it and
+/// nobody else may read or write it (another user could not have made it).
+fn owned_privately(target: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(target).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "not this user's private file (owner uid {}, mode {:o}); set {TOKEN_ENV} to the \
+             same secret on every rank to prove files of this job",
+            m.uid(),
+            m.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// The other ranks: waits until rank 0's file for `run_id` appears in
@@ -160,6 +240,17 @@ pub fn publish(dir: &Path, run_id: &str, bytes: &[u8]) -> Result<PathBuf> {
 /// Files of other runs and temporary files are never read; after
 /// `timeout` the error names the file, the timeout and what was seen.
 pub fn wait_for(dir: &Path, run_id: &str, len: usize, timeout: Duration) -> Result<Vec<u8>> {
+    wait_for_with(dir, run_id, len, timeout, token_from_env().as_deref())
+}
+
+/// [`wait_for`] with the job's token given.
+pub fn wait_for_with(
+    dir: &Path,
+    run_id: &str,
+    len: usize,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Vec<u8>> {
     check_run_id(run_id)?;
     let target = path(dir, run_id);
     let start = Instant::now();
@@ -167,10 +258,16 @@ pub fn wait_for(dir: &Path, run_id: &str, len: usize, timeout: Duration) -> Resu
     let mut seen: Option<String> = None;
     loop {
         match std::fs::read(&target) {
-            Ok(bytes) => match decode(&bytes, run_id, len) {
-                Ok(payload) => return Ok(payload),
-                Err(why) => seen = Some(format!("the file there is ignored: {why}")),
-            },
+            Ok(bytes) => {
+                let checked = match token {
+                    Some(_) => Ok(()),
+                    None => owned_privately(&target),
+                };
+                match checked.and_then(|()| decode(&bytes, run_id, len, token)) {
+                    Ok(payload) => return Ok(payload),
+                    Err(why) => seen = Some(format!("the file there is ignored: {why}")),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => seen = Some(format!("reading it failed: {e}")),
         }
@@ -218,6 +315,42 @@ mod tests {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
         }
+    }
+
+    /// A file as rank 0 would make it: this user's, owner-only.
+    fn write_private(p: &Path, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(p, bytes).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_private_proves_its_job_and_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = Dir::new("private");
+        let dir = d.0.join("made-here");
+        let p = publish_with(&dir, "run-9", &id128(9), Some("secret")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&p)), (0o700, 0o600));
+        let wait = |token| wait_for_with(&dir, "run-9", 128, Duration::from_millis(200), token);
+        assert_eq!(wait(Some("secret")).unwrap(), id128(9));
+        // A file forged with the right run id but without the job's token.
+        let e = wait(Some("guess")).unwrap_err().to_string();
+        assert!(e.contains("not from this job"), "{e}");
+        publish_with(&dir, "run-9", &id128(1), None).unwrap();
+        let e = wait(Some("secret")).unwrap_err().to_string();
+        assert!(e.contains("not from this job"), "{e}");
+        // Without a token: only a private file of this user is taken.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = wait(None).unwrap_err().to_string();
+        assert!(e.contains("not this user's private file"), "{e}");
+        let r = Rendezvous {
+            dir: dir.clone(),
+            run_id: "run-9".into(),
+            timeout: Duration::from_secs(1),
+        };
+        r.remove();
+        assert!(!p.exists());
     }
 
     fn id128(seed: u8) -> Vec<u8> {
@@ -277,7 +410,7 @@ mod tests {
         assert!(e.to_string().contains("timed out"), "{e}");
         // A file under this run's name whose header names another run (two
         // run ids that map to one file name): ignored, and said so.
-        std::fs::write(path(&d.0, "new/run"), encode("new:run", &id128(4))).unwrap();
+        write_private(&path(&d.0, "new/run"), &encode("new:run", &id128(4), None));
         assert_eq!(path(&d.0, "new/run"), path(&d.0, "new:run"));
         let e = wait_for(&d.0, "new/run", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("another run"), "{e}");
@@ -292,7 +425,7 @@ mod tests {
     #[test]
     fn partial_and_temporary_files_are_never_read() {
         let d = Dir::new("partial");
-        let whole = encode("r1", &id128(6));
+        let whole = encode("r1", &id128(6), None);
         // What publish writes before its rename, half done.
         let name = path(&d.0, "r1")
             .file_name()
@@ -309,11 +442,11 @@ mod tests {
         let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         // A torn final file (a writer that did not rename) is not taken.
-        std::fs::write(path(&d.0, "r1"), &whole[..whole.len() - 1]).unwrap();
+        write_private(&path(&d.0, "r1"), &whole[..whole.len() - 1]);
         let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("incomplete"), "{e}");
         // Nor one with another length.
-        std::fs::write(path(&d.0, "r1"), encode("r1", &id128(6)[..64])).unwrap();
+        write_private(&path(&d.0, "r1"), &encode("r1", &id128(6)[..64], None));
         let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("carries 64 bytes"), "{e}");
         publish(&d.0, "r1", &id128(6)).unwrap();

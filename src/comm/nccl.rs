@@ -479,9 +479,9 @@ pub fn world_comm(world: &World) -> Result<NcclComm> {
         return agree(&*base, comm);
     }
     // No MPI. One rank needs no rendezvous.
-    let (id, p) = if size == 1 {
+    let (id, p, rdzv) = if size == 1 {
         let p = probe_for(world)?;
-        (new_id()?, p)
+        (new_id()?, p, None)
     } else {
         // The same arguments on every rank: rank 0 reports a missing
         // --rendezvous.
@@ -500,11 +500,17 @@ pub fn world_comm(world: &World) -> Result<NcclComm> {
             Some(p) => p,
             None => probe_for(world).map_err(|e| Error::Comm(format!("rank {rank}: {e}")))?,
         };
-        (id, p)
+        (id, p, Some(rdzv))
     };
     let ordinal = device_ordinal(world.local_rank, p.devices);
     let stream = open_stream(ordinal)?;
-    NcclComm::new(stream, rank, size, id, p.version)
+    let comm = NcclComm::new(stream, rank, size, id, p.version)?;
+    // Every rank has joined, so every rank read the id: rank 0 removes the
+    // file that carried it.
+    if let (Some(r), 0) = (rdzv, rank) {
+        r.remove();
+    }
+    Ok(comm)
 }
 
 #[cfg(test)]
