@@ -149,6 +149,12 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         }
         v => return Err(format!("unsupported .npy format version {v}.{}", bytes[7])),
     };
+    // NumPy itself refuses headers over 10 kB unless told otherwise.
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header of {header_len} bytes (at most {MAX_HEADER_BYTES} accepted)"
+        ));
+    }
     let data_offset = len_end + header_len;
     let raw = bytes
         .get(len_end..data_offset)
@@ -224,13 +230,24 @@ enum Value {
 struct Literal<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Dicts, tuples and lists open around `pos` (bounded: a header of
+    /// nested brackets must not exhaust the stack).
+    depth: usize,
 }
+
+/// Largest header accepted (real ones are a few hundred bytes).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Deepest nesting of dicts, tuples and lists a header may have (real
+/// headers have 2: a dict holding the shape tuple).
+const MAX_DEPTH: usize = 8;
 
 impl<'a> Literal<'a> {
     fn new(text: &'a str) -> Self {
         Literal {
             s: text.as_bytes(),
             pos: 0,
+            depth: 0,
         }
     }
 
@@ -254,14 +271,31 @@ impl<'a> Literal<'a> {
     }
 
     fn value(&mut self) -> std::result::Result<Value, String> {
+        if matches!(self.peek(), Some(b'{' | b'(' | b'[')) {
+            if self.depth == MAX_DEPTH {
+                return Err(format!(
+                    "header nests dicts, tuples or lists deeper than {MAX_DEPTH} levels"
+                ));
+            }
+            self.depth += 1;
+            let v = self.nested();
+            self.depth -= 1;
+            return v;
+        }
         match self.peek() {
-            Some(b'{') => self.dict(),
-            Some(b'(') => self.seq(b')').map(Value::Tuple),
-            Some(b'[') => self.seq(b']').map(|_| Value::List),
             Some(q @ (b'\'' | b'"')) => self.string(q).map(Value::Str),
             Some(c) if c.is_ascii_digit() => self.int(),
             Some(c) if c.is_ascii_alphabetic() => self.word(),
             _ => Err(format!("malformed header dict at byte {}", self.pos)),
+        }
+    }
+
+    /// The dict, tuple or list at `pos`.
+    fn nested(&mut self) -> std::result::Result<Value, String> {
+        match self.peek() {
+            Some(b'{') => self.dict(),
+            Some(b'(') => self.seq(b')').map(Value::Tuple),
+            _ => self.seq(b']').map(|_| Value::List),
         }
     }
 
@@ -612,6 +646,17 @@ mod tests {
         assert!(a.read_row_f32(0, &mut wrong).is_err());
         assert!(a.read_row_f32(3, &mut wrong[..2]).is_err());
         assert!(write_i64(&path, &[4], &data).is_err());
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_not_recursed_into() {
+        let deep = format!(
+            "{{'descr': '<f4', 'x': {}0{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse_dict(&deep).unwrap_err();
+        assert!(e.contains("deeper than 8 levels"), "{e}");
     }
 
     #[test]
