@@ -164,3 +164,25 @@ fn a_checkpoint_dir_that_cannot_be_created_is_refused_before_the_first_step() {
     r.one_error(2, "--checkpoint-dir");
     assert!(!metrics.exists(), "{}", r.context());
 }
+
+#[test]
+fn a_npy_header_of_nested_brackets_is_one_error_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let data = data.to_str().unwrap();
+    common::single(&[
+        "data", "synth", "--out", data, "--train", "512", "--val", "64",
+    ])
+    .ok();
+    // A version-2 header (4-byte length) of 200,000 nested brackets.
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}1{}, }}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+    bytes.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    std::fs::write(Path::new(data).join("train/x.npy"), bytes).unwrap();
+    capped(&args(&["--data", data])).one_error(2, "deeper than 8 levels");
+}
