@@ -4,7 +4,7 @@
 # bridge, every host link rate-limited with tc. Nothing touches the root
 # namespace's interfaces or routes: the bridge lives in a namespace of its
 # own, and no traffic leaves the machine.
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SELF="$ROOT/launch/sim-cluster.sh"
@@ -255,6 +255,11 @@ cmd_up() {
         cp "$hosts_file" "/etc/netns/$h/hosts"
         echo "$h" >"/etc/netns/$h/hostname"
         echo "$h slots=$slots" >>"$STATE/hostfile"
+        # Test hook: fail half way (tests check that nothing is left).
+        if [ "${SIM_CLUSTER_FAIL_AT:-}" = "$i" ]; then
+            echo "sim-cluster: SIM_CLUSTER_FAIL_AT=$i: failing on purpose" >&2
+            false
+        fi
     done
     write_agent
     mv "$STATE/hosts.partial" "$STATE/hosts"
