@@ -276,3 +276,51 @@ pub fn harness(tests: &[(&str, TestFn)]) {
         std::process::exit(101);
     }
 }
+
+/// The exit code of launch/sim-slurm.sh when Slurm cannot be installed.
+pub const EXIT_NO_SLURM: i32 = 4;
+
+impl Cluster {
+    /// `launch/sim-slurm.sh up N`: a login/controller host (h0) and N
+    /// Slurm nodes (h1..hN). `Err(Skip)` without namespaces or Slurm.
+    pub fn slurm_up(n: usize) -> Result<Cluster, Skip> {
+        let prefix = fresh_prefix();
+        let mut cmd = common::without_launcher_env(Command::new("bash"));
+        cmd.arg(common::root().join("launch/sim-slurm.sh"))
+            .args(["--prefix", &prefix, "up", &n.to_string()])
+            .env_remove("SIM_PREFIX");
+        let r = common::run_with_timeout(cmd, Duration::from_secs(300));
+        match r.code {
+            Some(EXIT_NOPRIV) => {
+                return Err(Skip(format!(
+                    "no network namespaces here ({})",
+                    r.stderr.trim()
+                )));
+            }
+            Some(EXIT_NO_SLURM) => {
+                return Err(Skip(format!(
+                    "Slurm could not be installed ({})",
+                    r.stderr.trim()
+                )));
+            }
+            _ => {}
+        }
+        assert_eq!(r.code, Some(0), "sim-slurm up failed\n{}", r.context());
+        Ok(Cluster { prefix, n: n + 1 })
+    }
+
+    /// `launch/sim-slurm.sh exec CMD...` (on the login host, SLURM_CONF
+    /// set), in the repository root, with `env`.
+    pub fn slurm(&self, cmd: &[&str], env: &[(&str, &str)], timeout: Duration) -> Run {
+        let mut c = common::without_launcher_env(Command::new("bash"));
+        c.arg(common::root().join("launch/sim-slurm.sh"))
+            .args(["--prefix", &self.prefix, "exec"])
+            .args(cmd)
+            .current_dir(common::root())
+            .env_remove("SIM_PREFIX")
+            .env_remove("RESUME_DIR")
+            .env_remove("LAUNCH")
+            .envs(env.iter().copied());
+        common::run_with_timeout(c, timeout)
+    }
+}
