@@ -155,9 +155,11 @@ rate_bytes() {
 limit() {
     local ns="$1" dev="$2" rate="$3" bytes burst
     bytes="$(rate_bytes "$rate")"
-    # At least 256 KiB, and 4 ms of traffic at the rate.
-    burst=$((bytes / 250))
-    [ "$burst" -ge 262144 ] || burst=262144
+    # The bucket: 1 ms of traffic at the rate (at least 64 KiB, one GSO
+    # packet). Messages up to this size leave faster than the rate after
+    # an idle link; a larger bucket would inflate small-message figures.
+    burst=$((bytes / 1000))
+    [ "$burst" -ge 65536 ] || burst=65536
     ip netns exec "$ns" tc qdisc replace dev "$dev" root tbf rate "$rate" burst "$burst" latency 50ms
 }
 
