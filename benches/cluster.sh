@@ -8,13 +8,14 @@
 #      against the link's bound, the alpha-beta model fitted per link;
 #   2. bench train --hidden 1024,1024 at the first rate: overlap on vs off.
 # Usage: benches/cluster.sh [--quick]   (needs root: network namespaces)
-# Environment: RATES (default "1gbit 10gbit none"), OUT_DIR (JSON, PNG,
-# summary.txt; default a fresh temporary directory).
+# Environment: RATES (default "1gbit 10gbit none"), REPEAT (default 3:
+# rounds over all configurations, interleaved; medians), OUT_DIR (JSON,
+# PNG, summary.txt; default a fresh temporary directory).
 set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -30,8 +31,10 @@ SIM="$ROOT/launch/sim-cluster.sh"
 OUT_DIR="${OUT_DIR:-$(mktemp -d)}"
 mkdir -p "$OUT_DIR"
 read -r -a rates <<<"${RATES:-1gbit 10gbit none}"
+repeat="${REPEAT:-3}"
+[ $quick = 0 ] || repeat="${REPEAT:-1}"
 
-sizes=(-b 1M -e 64M -f 4 -n 5 -w 2)
+sizes=(-b 1M -e 64M -f 4 -n 5 -w 1)
 [ $quick = 1 ] && sizes=(-b 1M -e 16M -f 4 -n 3 -w 1)
 train_iters=(--iters 20 --warmup 3)
 [ $quick = 1 ] && train_iters=(--iters 5 --warmup 1)
@@ -56,108 +59,131 @@ for rate in "${rates[@]}"; do
         exit "$rc"
     fi
     prefix="${out#SIM_PREFIX=}"
-    json="$OUT_DIR/allreduce-$rate.json"
-    : >"$json"
-    for tcp in default eager; do
-        mca=()
-        [ "$tcp" = default ] || mca=("${eager[@]}")
-        for cfg in "ring f32" "ring bf16" "mpi f32"; do
-            read -r comm wire <<<"$cfg"
-            echo "cluster.sh: link $rate, tcp $tcp: bench allreduce --comm $comm --wire $wire" >&2
-            "$SIM" --prefix "$prefix" mpirun -np 2 --map-by node "${mca[@]}" \
-                "$bin" bench allreduce "${sizes[@]}" --comm "$comm" --wire "$wire" --json \
-                >"$OUT_DIR/allreduce-$rate-$comm-$wire-$tcp.json"
-            # One file per link for the plot; "#2" marks the eager runs.
-            cat "$OUT_DIR/allreduce-$rate-$comm-$wire-$tcp.json" >>"$json"
-        done
-    done
-    "$bin" plot "$json" -o "$OUT_DIR/busbw-$rate.png" \
-        --title "busbw, 2 simulated hosts x 1 rank, link $rate (#2: TCP eager limit 512 KiB)" >&2
-    if [ "$rate" = "${rates[0]}" ]; then
+    for ((r = 1; r <= repeat; r++)); do
         for tcp in default eager; do
             mca=()
             [ "$tcp" = default ] || mca=("${eager[@]}")
+            for cfg in "ring f32" "ring bf16" "mpi f32"; do
+                read -r comm wire <<<"$cfg"
+                echo "cluster.sh: round $r/$repeat, link $rate, tcp $tcp: bench allreduce --comm $comm --wire $wire" >&2
+                "$SIM" --prefix "$prefix" mpirun -np 2 --map-by node "${mca[@]}" \
+                    "$bin" bench allreduce "${sizes[@]}" --comm "$comm" --wire "$wire" --json \
+                    >"$OUT_DIR/allreduce-$rate-$comm-$wire-$tcp-r$r.json"
+            done
+            [ "$rate" = "${rates[0]}" ] || continue
             for ov in on off; do
                 flag=()
                 [ "$ov" = on ] || flag=(--no-overlap)
-                echo "cluster.sh: link $rate, tcp $tcp: bench train --hidden 1024,1024, overlap $ov" >&2
+                echo "cluster.sh: round $r/$repeat, link $rate, tcp $tcp: bench train --hidden 1024,1024, overlap $ov" >&2
                 "$SIM" --prefix "$prefix" mpirun -np 2 --map-by node "${mca[@]}" \
                     "$bin" bench train --hidden 1024,1024 "${train_iters[@]}" "${flag[@]}" --json \
-                    >"$OUT_DIR/train-$rate-$tcp-overlap-$ov.json"
+                    >"$OUT_DIR/train-$rate-$tcp-overlap-$ov-r$r.json"
             done
         done
-    fi
+    done
     "$SIM" --prefix "$prefix" down >/dev/null
     prefix=""
 done
 
-python3 - "$OUT_DIR" "${rates[@]}" <<'PY' | tee "$OUT_DIR/summary.txt"
-import json, os, sys
+load="$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$OUT_DIR" "$repeat" "$load" "${rates[@]}" <<'PY' | tee "$OUT_DIR/summary.txt"
+import json, os, statistics, sys
 
-out, rates = sys.argv[1], sys.argv[2:]
+out, repeat, load, rates = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+CONFIGS = (("ring", "f32"), ("ring", "bf16"), ("mpi", "f32"))
 
-def load(path):
+def load_json(path):
     with open(path) as f:
         return json.load(f)
 
 def bound(rate):  # the link's bytes per second, None when unlimited
-    units = {"gbit": 1e9, "mbit": 1e6, "kbit": 1e3}
-    for u, m in units.items():
+    for u, m in {"gbit": 1e9, "mbit": 1e6, "kbit": 1e3}.items():
         if rate.endswith(u):
             return float(rate[: -len(u)]) * m / 8
     return None
 
-print("2 simulated hosts x 1 rank; busbw in GB/s (out-of-place, of the f32 message size);")
-print("% = busbw on the wire (bf16: half the bytes) / link rate")
+def median_run(runs):
+    """One run whose rows hold, per size, the row of the median
+    out-of-place time over the rounds (alpha-beta: medians too)."""
+    base = json.loads(json.dumps(runs[0]))
+    for i, row in enumerate(base["rows"]):
+        rows = sorted((r["rows"][i] for r in runs), key=lambda x: x["out_of_place"]["time_us"])
+        base["rows"][i] = rows[len(rows) // 2]
+    for k in ("alpha_us", "beta_gbps"):
+        vals = [r["model"][k] for r in runs if r.get("model")]
+        if vals:
+            base["model"][k] = statistics.median(vals)
+    base["wrong"] = sum(r.get("wrong", 0) for r in runs)
+    return base
+
+print(f"2 simulated hosts x 1 rank, {repeat} round(s), medians; load average at the end: {load}")
+print("busbw in GB/s (out-of-place, of the f32 message size); % = busbw on the wire")
+print("(bf16: half the bytes) / link rate; #wrong summed over all rounds and configurations")
 for rate in rates:
     b = bound(rate)
     print(f"\nlink {rate}" + (f" (bound {b / 1e9:.4f} GB/s)" if b else " (no limit)"))
+    med_all = []
     for tcp in ("default", "eager"):
         runs = {}
-        for comm, wire in (("ring", "f32"), ("ring", "bf16"), ("mpi", "f32")):
-            p = os.path.join(out, f"allreduce-{rate}-{comm}-{wire}-{tcp}.json")
-            if os.path.exists(p):
-                runs[(comm, wire)] = load(p)
+        for comm, wire in CONFIGS:
+            rs = [load_json(os.path.join(out, f"allreduce-{rate}-{comm}-{wire}-{tcp}-r{r}.json"))
+                  for r in range(1, repeat + 1)
+                  if os.path.exists(os.path.join(out, f"allreduce-{rate}-{comm}-{wire}-{tcp}-r{r}.json"))]
+            if rs:
+                runs[(comm, wire)] = median_run(rs)
+                med_all.append(runs[(comm, wire)])
         if not runs:
             continue
-        print(f"  tcp {tcp}:")
+        wrong = sum(r["wrong"] for r in runs.values())
+        print(f"  OpenMPI TCP {tcp}" + (" (btl_tcp_eager_limit 512 KiB)" if tcp == "eager" else "") + f", #wrong {wrong}:")
         for (comm, wire), r in runs.items():
             m = r.get("model") or {}
             if m:
-                print(f"    {comm} {wire}: alpha {m.get('alpha_us', 0):.1f} us, beta {m.get('beta_gbps', 0):.4f} GB/s")
+                print(f"    {comm} {wire}: alpha {m['alpha_us']:.1f} us, beta {m['beta_gbps']:.4f} GB/s")
         print("    size(B)     ring f32          ring bf16         mpi f32           bf16/f32 time  ring/mpi time")
         f32 = runs.get(("ring", "f32"))
         if not f32:
             continue
         for i, row in enumerate(f32["rows"]):
             cells, t = [], {}
-            for key in (("ring", "f32"), ("ring", "bf16"), ("mpi", "f32")):
+            for key in CONFIGS:
                 r = runs.get(key)
                 if not r or i >= len(r["rows"]):
                     cells.append(" " * 17)
                     continue
                 o = r["rows"][i]["out_of_place"]
                 t[key] = o["time_us"]
-                # Against the link: the bytes on the wire (bf16: half).
                 wire_bytes = 0.5 if key[1] == "bf16" else 1.0
                 pct = f"{100 * o['busbw'] * wire_bytes * 1e9 / b:5.1f}%" if b else "      "
                 cells.append(f"{o['busbw']:7.4f} {pct}   ")
             ratio_w = t[("ring", "bf16")] / t[("ring", "f32")] if ("ring", "bf16") in t else float("nan")
             ratio_m = t[("ring", "f32")] / t[("mpi", "f32")] if ("mpi", "f32") in t else float("nan")
             print(f"    {row['size']:>9}   {''.join(cells)}{ratio_w:8.3f}      {ratio_m:8.3f}")
+    # The plot's input: the median runs, default TCP first ("#2": eager).
+    with open(os.path.join(out, f"allreduce-{rate}.json"), "w") as f:
+        for r in med_all:
+            f.write(json.dumps(r) + "\n")
 
 first = rates[0]
 rows = []
 for tcp in ("default", "eager"):
     for ov in ("on", "off"):
-        p = os.path.join(out, f"train-{first}-{tcp}-overlap-{ov}.json")
-        if os.path.exists(p):
-            rows.append((tcp, ov, load(p)))
+        rs = [load_json(os.path.join(out, f"train-{first}-{tcp}-overlap-{ov}-r{r}.json"))
+              for r in range(1, repeat + 1)
+              if os.path.exists(os.path.join(out, f"train-{first}-{tcp}-overlap-{ov}-r{r}.json"))]
+        if rs:
+            rs.sort(key=lambda x: x["ms"]["step"])
+            rows.append((tcp, ov, rs[len(rs) // 2]))
 if rows:
-    print(f"\nbench train --hidden 1024,1024 at link {first} (ms per step, means over the timed iterations)")
+    print(f"\nbench train --hidden 1024,1024 (1,090,567 parameters, 4.2 MiB of gradients) at link {first}:")
+    print("ms per step (means over the timed iterations; the round with the median step time)")
     print("  tcp      overlap  step     all-reduce  exposed  exposed share")
     for tcp, ov, r in rows:
         ms = r["ms"]
         print(f"  {tcp:8} {ov:8} {ms['step']:8.2f} {ms['grad_allreduce_total']:10.2f} {ms['grad_allreduce_exposed']:8.2f} {100 * ms['grad_allreduce_exposed'] / ms['step']:8.1f}%")
 print(f"\nfiles: {out}")
 PY
+for rate in "${rates[@]}"; do
+    "$bin" plot "$OUT_DIR/allreduce-$rate.json" -o "$OUT_DIR/busbw-$rate.png" \
+        --title "2 simulated hosts x 1 rank, link $rate; #2: TCP eager limit 512 KiB" >&2
+done
