@@ -191,6 +191,80 @@ mod tests {
         Ok(())
     }
 
+    /// The pid of ringtrain's rank `rank` on host `host`, when it runs.
+    fn rank_pid(c: &Cluster, host: usize, rank: usize) -> Option<i32> {
+        let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+        c.pids(host).iter().find_map(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+            let env = std::fs::read(format!("/proc/{p}/environ")).ok()?;
+            let is_rank = env.split(|b| *b == 0).any(|v| v == want.as_bytes());
+            (comm.trim() == "ringtrain" && is_rank).then(|| p.parse().ok())?
+        })
+    }
+
+    /// Rank 3 (second host) is stopped with SIGSTOP in the middle of a run:
+    /// its watchdog reporter stops too, and rank 0 on the first host names
+    /// it ("no word from it") after --comm-timeout; the stopped process
+    /// is not left behind.
+    pub fn a_rank_stopped_on_the_second_host_is_named() -> Result<(), Skip> {
+        let c = Cluster::up(2, Some("1gbit"))?;
+        let r = std::thread::scope(|sc| {
+            let run = sc.spawn(|| {
+                c.ringtrain(
+                    4,
+                    &[
+                        "train",
+                        "--hidden",
+                        "32",
+                        "--steps",
+                        "1000000",
+                        "--global-batch",
+                        "8",
+                        "--log-every",
+                        "100000",
+                        "--eval-every",
+                        "0",
+                        "--comm-timeout",
+                        "5",
+                    ],
+                    &[],
+                )
+            });
+            // Wait until rank 3 runs, give it a moment to train, stop it.
+            let mut pid = None;
+            for _ in 0..600 {
+                pid = rank_pid(&c, 1, 3);
+                if pid.is_some() || run.is_finished() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let pid = pid.expect("rank 3 never ran on host 1");
+            std::thread::sleep(Duration::from_secs(2));
+            // SAFETY: kill(2) on a pid of a process of our own job.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+            run.join().expect("run thread")
+        });
+        assert_ne!(r.code, Some(0), "{}", r.context());
+        assert!(r.elapsed < Duration::from_secs(100), "{}", r.context());
+        let lines = watchdog_lines(&r);
+        assert_eq!(
+            lines.len(),
+            1,
+            "exactly one watchdog message\n{}",
+            r.context()
+        );
+        let m = lines[0];
+        assert!(
+            m.contains(": rank 3 is gone: no word from it for 5 s"),
+            "{m}"
+        );
+        let left = c.wait_empty(Duration::from_secs(20));
+        assert!(left.is_empty(), "processes left on the hosts: {left:?}");
+        c.down();
+        Ok(())
+    }
+
     /// Nothing with the run's prefix is left: after `down` with a process
     /// still running on a host, after a test that fails (panics) with a
     /// cluster up, and after an `up` that fails half way.
@@ -314,6 +388,10 @@ fn main() {
         (
             "cluster_a_rank_stalled_on_the_second_host_is_named",
             a_rank_stalled_on_the_second_host_is_named,
+        ),
+        (
+            "cluster_a_rank_stopped_on_the_second_host_is_named",
+            a_rank_stopped_on_the_second_host_is_named,
         ),
         (
             "cluster_everything_is_gone_after_down_also_after_failures",
