@@ -6,7 +6,8 @@
 #      each with OpenMPI's TCP defaults and with the TCP eager limit raised
 #      to the ring's chunk (no rendezvous handshake per chunk); busbw
 #      against the link's bound, the alpha-beta model fitted per link;
-#   2. bench train --hidden 1024,1024 at the first rate: overlap on vs off.
+#   2. bench train --hidden 1024,1024 at the first rate: overlap on vs off;
+#   3. the link's baseline: plain TCP in both directions (benches/tcp_bidi.py).
 # Usage: benches/cluster.sh [--quick]   (needs root: network namespaces)
 # Environment: RATES (default "1gbit 10gbit none"), REPEAT (default 3:
 # rounds over all configurations, interleaved; medians), OUT_DIR (JSON,
@@ -15,7 +16,7 @@ set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -60,6 +61,13 @@ for rate in "${rates[@]}"; do
     fi
     prefix="${out#SIM_PREFIX=}"
     for ((r = 1; r <= repeat; r++)); do
+        # The link's baseline: plain TCP, both directions at once.
+        echo "cluster.sh: round $r/$repeat, link $rate: TCP both ways (benches/tcp_bidi.py)" >&2
+        "$SIM" --prefix "$prefix" exec 1 python3 "$ROOT/benches/tcp_bidi.py" server 5999 67108864 &
+        server=$!
+        "$SIM" --prefix "$prefix" exec 0 python3 "$ROOT/benches/tcp_bidi.py" client "$prefix-h1" 5999 67108864 \
+            >"$OUT_DIR/tcp-$rate-r$r.json"
+        wait "$server"
         for tcp in default eager; do
             mca=()
             [ "$tcp" = default ] || mca=("${eager[@]}")
@@ -122,6 +130,12 @@ print("(bf16: half the bytes) / link rate; #wrong summed over all rounds and con
 for rate in rates:
     b = bound(rate)
     print(f"\nlink {rate}" + (f" (bound {b / 1e9:.4f} GB/s)" if b else " (no limit)"))
+    tcp_runs = [load_json(os.path.join(out, f"tcp-{rate}-r{r}.json")) for r in range(1, repeat + 1)
+                if os.path.exists(os.path.join(out, f"tcp-{rate}-r{r}.json"))]
+    if tcp_runs:
+        t = statistics.median(x["gbytes_per_s"] for x in tcp_runs)
+        print(f"  plain TCP, both directions at once (64 MiB each way): {t:.4f} GB/s per direction"
+              + (f" = {100 * t / b:.1f}% of the link" if b else ""))
     med_all = []
     for tcp in ("default", "eager"):
         runs = {}
