@@ -135,7 +135,7 @@ for rate in rates:
     if tcp_runs:
         t = statistics.median(x["gbytes_per_s"] for x in tcp_runs)
         print(f"  plain TCP, both directions at once (64 MiB each way): {t:.4f} GB/s per direction"
-              + (f" = {100 * t / b:.1f}% of the link" if b else ""))
+              + (f" = {100 * t * 1e9 / b:.1f}% of the link" if b else ""))
     med_all = []
     for tcp in ("default", "eager"):
         runs = {}
