@@ -28,8 +28,10 @@ failed.
 
 Tests that need a GPU are #[ignore]d and run (--include-ignored) only when
 \`nvidia-smi -L\` works; tests/nvrtc.rs compiles every kernel with the
-NVRTC PyPI wheel (installed into target/py). The closing line counts the
-tests not run: "tests: N passed, N failed, N skipped (need a GPU or NVRTC)".
+NVRTC PyPI wheel (installed into target/py); tests/cluster.rs runs on
+simulated hosts (launch/sim-cluster.sh) and needs root (network
+namespaces). The closing line counts the
+tests not run: "tests: N passed, N failed, N skipped (need a GPU, NVRTC or network namespaces)".
 
 Environment:
   RINGTRAIN_TEST_NO_MPI=0   skip the second run (the build without MPI)
@@ -117,8 +119,9 @@ if [ "${RINGTRAIN_TEST_NO_MPI:-1}" != 0 ]; then
     cargo build --release --quiet || { [ "$status" -ne 0 ] || status=1; }
 fi
 # One closing line over both builds: "tests: N passed, N failed, N skipped
-# (need a GPU or NVRTC)"; skipped = ignored (GPU tests without a GPU, the
-# NVRTC check without libnvrtc).
+# (need a GPU, NVRTC or network namespaces)"; skipped = ignored (GPU tests
+# without a GPU, the NVRTC check without libnvrtc, tests/cluster.rs where
+# network namespaces are refused).
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "tests: %d passed, %d failed, %d skipped (need a GPU or NVRTC)\n", p, f, s }' "$log"
+     END { printf "tests: %d passed, %d failed, %d skipped (need a GPU, NVRTC or network namespaces)\n", p, f, s }' "$log"
 exit "$status"
