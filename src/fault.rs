@@ -8,6 +8,8 @@
 //!   real death, like the OOM killer's: no handler, no message)
 //! - `perturb-init@R`  rank R changes one initial parameter (the start-up
 //!   checksum must catch it)
+//! - `slow-start@R:MS`  rank R waits MS milliseconds before it connects
+//!   to rank 0's watchdog (a rank on a slow remote host)
 //! - `nan@R:S` or `nan@R:S-E`  rank R puts a NaN into its first input row
 //!   at step S (steps S..=E), so that the step's loss is not finite
 //! - `crash-in-checkpoint@S`  rank 0 aborts in the middle of writing the
@@ -33,6 +35,7 @@ pub enum Fault {
     CrashInCheckpoint { step: u64 },
     SlowCheckpoint { step: u64, secs: u64 },
     StallInCheckpoint { step: u64 },
+    SlowStart { rank: usize, ms: u64 },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -69,6 +72,13 @@ fn parse(v: &str) -> Option<Fault> {
         "panic" => rank_step().map(|(rank, step)| Fault::PanicAt { rank, step }),
         "stall" => rank_step().map(|(rank, step)| Fault::StallAt { rank, step }),
         "kill" => rank_step().map(|(rank, step)| Fault::KillAt { rank, step }),
+        "slow-start" => {
+            let (r, ms) = at.split_once(':')?;
+            Some(Fault::SlowStart {
+                rank: r.parse().ok()?,
+                ms: ms.parse().ok()?,
+            })
+        }
         "perturb-init" => Some(Fault::PerturbInit {
             rank: at.parse().ok()?,
         }),
@@ -125,6 +135,15 @@ pub fn before_step(fault: Option<Fault>, rank: usize, step: u64) {
 }
 
 /// Called on the initial parameters before they are compared.
+/// Called by every rank just before it connects to rank 0's watchdog.
+pub fn before_watchdog_connect(fault: Option<Fault>, rank: usize) {
+    if let Some(Fault::SlowStart { rank: r, ms }) = fault {
+        if r == rank {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}
+
 pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
     if fault == Some(Fault::PerturbInit { rank }) {
         if let Some(p) = params.first_mut() {

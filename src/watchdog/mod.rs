@@ -114,10 +114,13 @@ impl Watchdog {
         if timeout.is_zero() || size < 2 {
             return Ok(Watchdog::off());
         }
+        // Every rank on one host (the launcher says so): loopback only.
+        let all_local = world.local_size == size;
+        let listen_ip = net::listen_ip(all_local, &world.host);
         let listener = agree(
             comm,
             if rank == 0 {
-                net::bind().map(Some)
+                net::bind(listen_ip).map(Some)
             } else {
                 Ok(None)
             },
@@ -158,7 +161,13 @@ impl Watchdog {
             });
             match started {
                 Ok(port) => {
-                    let text = format!("{port} {token} {}", world.host);
+                    let text = net::Record {
+                        port,
+                        token,
+                        ip: listen_ip,
+                        host: world.host.clone(),
+                    }
+                    .encode();
                     let n = text.len().min(RECORD);
                     record[..n].copy_from_slice(&text.as_bytes()[..n]);
                 }
@@ -169,7 +178,7 @@ impl Watchdog {
         if let Some(e) = root_failed {
             return Err(e);
         }
-        let (port, token, root_host) = match net::parse_record(&all[..RECORD]) {
+        let rec = match net::Record::parse(&all[..RECORD]) {
             Ok(r) => r,
             Err(_) if all[0] == 0 => return Err(Error::OtherRank(0)),
             Err(e) => return Err(e),
@@ -179,7 +188,8 @@ impl Watchdog {
             if rank == 0 {
                 Ok(None)
             } else {
-                net::connect(&root_host, &world.host, port, rank, token).map(Some)
+                crate::fault::before_watchdog_connect(crate::fault::from_env(), rank);
+                net::connect(&rec, &world.host, rank).map(Some)
             },
         )?;
 
@@ -238,6 +248,12 @@ impl Drop for Watchdog {
         s.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join(); // within one POLL
+        }
+        // A rank whose hello is still being read (a short command can end
+        // first) must get the goodbye too.
+        let t0 = Instant::now();
+        while !threads::every_rank_connected(&s) && t0.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(2));
         }
         s.send_all(&wire::Msg::Bye);
         let mut active = lock(&ACTIVE);

@@ -4,65 +4,120 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{
-    CONNECT_TIMEOUT, EXIT_CODE, HEARTBEAT, Link, POLL, Shared, WRITE_TIMEOUT, exit_now, lock,
-    spawn, wire,
-};
+use super::{EXIT_CODE, HEARTBEAT, Link, POLL, Shared, WRITE_TIMEOUT, exit_now, lock, spawn, wire};
 
-/// Rank 0: accepts one connection per other rank (hello with the job's
-/// token), and starts a reader for each.
+/// Rank 0: accepts connections until every other rank has said hello
+/// with the job's token. Each handshake runs on a thread of its own with a
+/// short deadline and a bounded line, so a silent, slow or hostile peer
+/// never holds up a rank's hello; a peer without the token is dropped.
 pub(super) fn accept(listener: TcpListener, s: Arc<Shared>, token: u64, size: usize) {
-    let mut connected = 1;
-    while connected < size && !s.stop.load(Ordering::SeqCst) {
+    let _ = listener.set_nonblocking(true);
+    let pending = Arc::new(AtomicUsize::new(0));
+    // A short command may end before a rank's hello is taken: accept on
+    // for a moment after the stop, so that rank gets its goodbye.
+    let mut stopped: Option<Instant> = None;
+    while !every_rank_connected(&s) {
+        if s.stop.load(Ordering::SeqCst) {
+            let at = *stopped.get_or_insert_with(Instant::now);
+            if at.elapsed() > HELLO_DEADLINE {
+                return;
+            }
+        }
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(_) => {
-                std::thread::sleep(POLL);
+                std::thread::sleep(ACCEPT_POLL);
                 continue;
             }
         };
-        let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
-        let Ok(writer) = stream.try_clone() else {
-            continue;
-        };
-        let mut reader = BufReader::new(stream);
-        let mut hello = String::new();
-        let rank = match reader
-            .read_line(&mut hello)
-            .ok()
-            .and(wire::Msg::parse(hello.trim_end()))
-        {
-            Some(wire::Msg::Hello { rank, token: t }) if t == token && rank > 0 && rank < size => {
-                rank
-            }
-            _ => continue, // not one of ours
-        };
-        {
-            let mut views = lock(&s.views);
-            if views[rank].link != Link::Pending {
-                continue;
-            }
-            views[rank].link = Link::Open;
-            views[rank].heard = Instant::now();
-        }
-        let _ = reader.get_ref().set_read_timeout(None);
-        let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
-        let _ = writer.set_nodelay(true);
-        lock(&s.out)[rank] = Some(writer);
-        let s2 = s.clone();
-        if spawn("ringtrain-watchdog-read", move || {
-            read_rank(rank, reader, s2)
-        })
-        .is_err()
-        {
-            // Without a reader this rank falls silent and is reported.
+        // A flood of connections gets no more threads than this.
+        if pending.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
             continue;
         }
-        connected += 1;
+        pending.fetch_add(1, Ordering::SeqCst);
+        let (s2, p2) = (s.clone(), pending.clone());
+        let started = spawn("ringtrain-watchdog-hello", move || {
+            let hello = handshake(stream, &s2, token, size);
+            p2.fetch_sub(1, Ordering::SeqCst);
+            if let Some((rank, reader)) = hello {
+                read_rank(rank, reader, s2);
+            }
+        });
+        if started.is_err() {
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
     }
+}
+
+/// Handshakes in progress at most (each a thread for at most
+/// `HELLO_DEADLINE`).
+const MAX_HANDSHAKES: usize = 64;
+/// How long a peer has for its whole hello line.
+const HELLO_DEADLINE: Duration = Duration::from_secs(2);
+/// The longest hello line (a real one is ~30 bytes).
+const MAX_HELLO: usize = 128;
+/// The longest report line a rank sends (a real one is < 200 bytes).
+const MAX_LINE: u64 = 4096;
+const ACCEPT_POLL: Duration = Duration::from_millis(10);
+
+pub(super) fn every_rank_connected(s: &Shared) -> bool {
+    lock(&s.views).iter().all(|v| v.link != Link::Pending)
+}
+
+/// Reads a peer's hello (within `HELLO_DEADLINE`, at most `MAX_HELLO`
+/// bytes) and, when it is a rank of this job not yet connected, registers
+/// it; returns the rank and the reader for its reports.
+fn handshake(
+    stream: TcpStream,
+    s: &Shared,
+    token: u64,
+    size: usize,
+) -> Option<(usize, BufReader<TcpStream>)> {
+    let _ = stream.set_nonblocking(false);
+    let deadline = Instant::now() + HELLO_DEADLINE;
+    // One byte at a time: the rank's reports may follow its hello at once,
+    // and must stay unread for `read_rank`.
+    let mut line = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        if (&stream).read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        if line.len() == MAX_HELLO {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    let rank = match wire::Msg::parse(std::str::from_utf8(&line).ok()?) {
+        Some(wire::Msg::Hello { rank, token: t }) if t == token && rank > 0 && rank < size => rank,
+        _ => return None, // not one of ours
+    };
+    let _ = stream.set_read_timeout(None);
+    let writer = stream.try_clone().ok()?;
+    let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = writer.set_nodelay(true);
+    {
+        let mut views = lock(&s.views);
+        if views[rank].link != Link::Pending {
+            return None;
+        }
+        // The writer first: once the link is open, a goodbye must reach it.
+        lock(&s.out)[rank] = Some(writer);
+        views[rank].link = Link::Open;
+        views[rank].heard = Instant::now();
+    }
+    let reader = BufReader::new(stream);
+    Some((rank, reader))
 }
 
 /// Rank 0: applies one rank's reports to its view until the connection
@@ -71,7 +126,12 @@ pub(super) fn read_rank(rank: usize, mut r: BufReader<TcpStream>, s: Arc<Shared>
     let mut line = String::new();
     loop {
         line.clear();
-        let got = r.read_line(&mut line);
+        // Bounded: a line without an end is a broken rank, not a reason
+        // to grow rank 0's memory.
+        let got = match (&mut r).take(MAX_LINE).read_line(&mut line) {
+            Ok(n) if n as u64 == MAX_LINE && !line.ends_with('\n') => Ok(0),
+            got => got,
+        };
         let now = Instant::now();
         let mut views = lock(&s.views);
         let v = &mut views[rank];
