@@ -320,6 +320,14 @@ impl Shared {
         }
         eprintln!("{message}");
         self.send_all(&wire::Msg::Exit(EXIT_CODE));
+        // End each connection after the exit line (FIN, not the reset a
+        // close with unread reports would send, which can overtake it), and
+        // give the ranks a moment to read it: each then ends quietly
+        // instead of reporting rank 0 lost.
+        for w in lock(&self.out).iter().flatten() {
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+        std::thread::sleep(Duration::from_millis(200));
         exit_now(EXIT_CODE)
     }
 
