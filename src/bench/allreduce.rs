@@ -18,6 +18,7 @@
 //! `--comm nccl` runs the same rows on device buffers (`nccl.rs` here):
 //! ncclAllReduce in place and out of place, timed with CUDA events.
 
+mod bounds;
 mod nccl;
 
 use std::time::Instant;
@@ -540,7 +541,7 @@ fn out_of_place_check<T: Elem>(
     Ok((differ + changed) as u64)
 }
 
-/// The random-data cross-check against MPI_Allreduce (ring.rs); 0 without
+/// The random-data cross-check against MPI_Allreduce (bounds.rs); 0 without
 /// MPI (one rank, nothing to compare).
 fn random_check<T: Elem>(
     o: &Options,
@@ -550,18 +551,17 @@ fn random_check<T: Elem>(
 ) -> Result<u64> {
     #[cfg(feature = "mpi")]
     if crate::world::mpi_is_up() {
-        use crate::comm::ring;
         let n = ctl.size();
         let bound = match o.kind {
-            CommKind::Mpi => ring::mpi_error_bound(n, T::BF16),
-            _ => ring::error_bound(n, o.wire, T::BF16),
+            CommKind::Mpi => bounds::mpi_error_bound(n, T::BF16),
+            _ => bounds::error_bound(n, o.wire, T::BF16),
         };
         let seed = 0x5eed ^ count as u64;
-        let c = ring::self_check_random(
+        let c = bounds::self_check_random(
             comm,
             bound,
             ctl,
-            ring::mpi_error_bound(n, T::BF16),
+            bounds::mpi_error_bound(n, T::BF16),
             count,
             seed,
             T::BF16,
