@@ -34,7 +34,11 @@ pub fn chunk(len: usize, c: usize, j: usize) -> Range<usize> {
 }
 
 /// `(&buf[a], &mut buf[b])` for disjoint ranges.
-pub(super) fn split_disjoint<T>(buf: &mut [T], a: Range<usize>, b: Range<usize>) -> (&[T], &mut [T]) {
+pub(super) fn split_disjoint<T>(
+    buf: &mut [T],
+    a: Range<usize>,
+    b: Range<usize>,
+) -> (&[T], &mut [T]) {
     if a.end <= b.start {
         let (lo, hi) = buf.split_at_mut(b.start);
         (&lo[a], &mut hi[..b.len()])
