@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::labels::{BadLabel, check_label, mark_missing};
 use super::npy::{self, NpyArray};
 use super::{Dataset, Split, check_fill_args};
 use crate::error::{Error, Result};
@@ -224,11 +225,6 @@ fn open_labels(path: &Path, task: &TaskSpec, n: usize) -> Result<NpyArray> {
     Ok(a)
 }
 
-/// Whether a raw classify/binary label value means "missing".
-fn is_missing(v: f32) -> bool {
-    v == -1.0 || v.is_nan()
-}
-
 impl Dataset for DirDataset {
     fn describe(&self) -> String {
         self.dir.display().to_string()
@@ -264,9 +260,7 @@ impl Dataset for DirDataset {
             {
                 let out = &mut lr[off..off + t.kind.label_dim()];
                 a.read_row_f32(i, out)?;
-                if !matches!(t.kind, TaskKind::Regress { .. }) && is_missing(out[0]) {
-                    out[0] = f32::NAN;
-                }
+                mark_missing(t.kind, out);
             }
         }
         Ok(())
@@ -297,46 +291,34 @@ impl Dataset for DirDataset {
             for (t, a) in self.tasks.iter().zip(&files.labels) {
                 let lr = &mut row[..t.kind.label_dim()];
                 a.read_row_f32(i, lr)?;
-                check_label(t, i, lr).map_err(|m| Error::data(a.path(), m))?;
+                check_label(t.kind, lr)
+                    .map_err(|bad| Error::data(a.path(), label_message(t, i, bad)))?;
             }
         }
         Ok(())
     }
 }
 
-/// Checks the raw label values of row `i` of task `t`.
-fn check_label(t: &TaskSpec, i: usize, values: &[f32]) -> std::result::Result<(), String> {
+/// The message for a bad label of task `t` at row `i` of a `.npy` file.
+fn label_message(t: &TaskSpec, i: usize, bad: BadLabel) -> String {
     let name = &t.name;
-    match t.kind {
-        TaskKind::Classify { classes } => {
-            let v = values[0];
-            let in_range = v >= 0.0 && v < classes as f32 && v.fract() == 0.0;
-            if !(in_range || is_missing(v)) {
-                return Err(format!(
-                    "label {v} at row {i} out of range for task '{name}' with {classes} classes \
-                     (use -1 for missing)"
-                ));
-            }
-        }
-        TaskKind::Binary => {
-            let v = values[0];
-            if !(v == 0.0 || v == 1.0 || is_missing(v)) {
-                return Err(format!(
-                    "label {v} at row {i} of binary task '{name}' is not 0 or 1 \
-                     (use -1, or NaN in a float file, for missing)"
-                ));
-            }
-        }
-        TaskKind::Regress { .. } => {
-            if let Some((j, v)) = values.iter().enumerate().find(|(_, v)| v.is_infinite()) {
-                return Err(format!(
-                    "infinite label {v} at row {i}, column {j} of regress task '{name}' \
-                     (use NaN for missing)"
-                ));
-            }
-        }
+    match bad {
+        BadLabel::OutOfRange { value: v, classes } => format!(
+            "label {v} at row {i} out of range for task '{name}' with {classes} classes \
+             (use -1 for missing)"
+        ),
+        BadLabel::NotBinary { value: v } => format!(
+            "label {v} at row {i} of binary task '{name}' is not 0 or 1 \
+             (use -1, or NaN in a float file, for missing)"
+        ),
+        BadLabel::Infinite {
+            column: j,
+            value: v,
+        } => format!(
+            "infinite label {v} at row {i}, column {j} of regress task '{name}' \
+             (use NaN for missing)"
+        ),
     }
-    Ok(())
 }
 
 /// Writes any dataset in the directory format: inputs as float32, classify
