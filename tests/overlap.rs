@@ -32,7 +32,8 @@ fn bits_equal(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn overlap_on_and_off_give_bit_identical_parameters() {
-    let dir = tempdir("overlap-bits");
+    let tmp = tempdir("overlap-bits");
+    let dir = tmp.path();
     // Small buckets: one per layer, so several are in flight during backward.
     for comm in ["ring", "mpi"] {
         let on = train(
@@ -56,7 +57,8 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
 
 #[test]
 fn accumulated_micro_batches_match_one_large_batch() {
-    let dir = tempdir("accum");
+    let tmp = tempdir("accum");
+    let dir = tmp.path();
     let one = train(1, &dir, "k1", &[]);
     for (np, k) in [(1, 4), (2, 3), (3, 2)] {
         let acc = train(
@@ -73,7 +75,8 @@ fn accumulated_micro_batches_match_one_large_batch() {
 
 #[test]
 fn bf16_wire_trains_close_to_f32() {
-    let dir = tempdir("bf16-wire");
+    let tmp = tempdir("bf16-wire");
+    let dir = tmp.path();
     let f32w = train(2, &dir, "f32", &["--comm", "ring"]);
     let bf16w = train(2, &dir, "bf16", &["--comm", "ring", "--wire", "bf16"]);
     let d = rel_diff(&bf16w, &f32w);
@@ -84,7 +87,8 @@ fn bf16_wire_trains_close_to_f32() {
 
 #[test]
 fn trace_has_one_all_reduce_per_bucket_per_step() {
-    let dir = tempdir("trace");
+    let tmp = tempdir("trace");
+    let dir = tmp.path();
     let trace = dir.join("t.json");
     // Layers in backward order: heads (231 floats), trunk.2 (2080),
     // trunk.0 (2112). 4 KiB = 1024-float buckets: [heads + trunk.2], [trunk.0].

@@ -494,20 +494,18 @@ mod tests {
         save(dir, &snap, &|| {}, || {}).unwrap()
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "ringtrain-ckpt-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh empty directory, removed on drop.
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ringtrain-ckpt-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn save_then_load_round_trips_and_retains_the_newest() {
-        let (spec, dir) = (spec(), tempdir("roundtrip"));
+        let (spec, tmp) = (spec(), tempdir("roundtrip"));
+        let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
         for step in [10, 20, 30, 40] {
             save_at(&dir, &spec, &layout, step);
@@ -520,12 +518,12 @@ mod tests {
         assert_eq!(got.state, state(&layout, 40));
         assert_eq!(got.world_size, 2);
         assert_eq!(got.config, TrainConfig::default());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn damaged_checkpoints_are_refused() {
-        let (spec, dir) = (spec(), tempdir("damaged"));
+        let (spec, tmp) = (spec(), tempdir("damaged"));
+        let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
         let path = save_at(&dir, &spec, &layout, 5);
         let load_err = || {
@@ -564,7 +562,6 @@ mod tests {
         std::fs::remove_file(path.join(COMPLETE)).unwrap();
         assert!(load_err().contains("incomplete"), "{}", load_err());
         assert_eq!(latest(&dir).unwrap(), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

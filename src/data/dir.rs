@@ -443,14 +443,16 @@ mod tests {
     use super::*;
     use crate::data::synthetic::Synthetic;
 
-    use crate::data::test_util::{TempDir, err, fill, same};
+    use crate::data::test_util::{TempDir, err, fill, same, temp_dir};
 
     #[test]
     fn synthetic_roundtrip() {
-        let tmp = TempDir::unmade("dir-roundtrip");
+        let tmp = temp_dir("dir-roundtrip");
+        // Not there yet: the writer makes it.
+        let out = tmp.path().join("ds");
         let syn = Synthetic::new(5, 5000, 300);
-        write_dataset_dir(&syn, &tmp.0).unwrap();
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        write_dataset_dir(&syn, &out).unwrap();
+        let ds = DirDataset::open(&out).unwrap();
         assert_eq!(ds.tasks(), syn.tasks());
         assert_eq!(ds.input_dim(), syn.input_dim());
         for split in [Split::Train, Split::Val] {
@@ -464,15 +466,14 @@ mod tests {
             assert!(l2.iter().any(|v| v.is_nan()));
         }
         // Never writes into a non-empty directory, and leaves it alone.
-        let msg = err(write_dataset_dir(&syn, &tmp.0));
+        let msg = err(write_dataset_dir(&syn, &out));
         assert!(msg.contains("not empty"), "{msg}");
-        assert!(DirDataset::open(&tmp.0).is_ok());
+        assert!(DirDataset::open(&out).is_ok());
     }
 
     #[test]
     fn weights_and_empty_dir() {
-        let tmp = TempDir::unmade("dir-weights");
-        std::fs::create_dir_all(&tmp.0).unwrap();
+        let tmp = temp_dir("dir-weights");
         let syn = Synthetic::new(1, 10, 4);
         let tasks: Vec<TaskSpec> = syn
             .tasks()
@@ -482,8 +483,8 @@ mod tests {
             .map(|(t, w)| TaskSpec { weight: w, ..t })
             .collect();
         let wrapped = WithTasks(syn, tasks.clone());
-        write_dataset_dir(&wrapped, &tmp.0).unwrap();
-        assert_eq!(DirDataset::open(&tmp.0).unwrap().tasks(), &tasks[..]);
+        write_dataset_dir(&wrapped, &tmp.path()).unwrap();
+        assert_eq!(DirDataset::open(&tmp.path()).unwrap().tasks(), &tasks[..]);
     }
 
     /// A dataset with other task weights.
@@ -517,11 +518,10 @@ mod tests {
 
     /// A small hand-written valid dataset; returns its directory.
     fn handmade(tag: &str) -> TempDir {
-        let tmp = TempDir::new(tag);
-        std::fs::create_dir_all(&tmp.0).unwrap();
-        std::fs::write(tmp.0.join(TASKS_FILE), TOML).unwrap();
+        let tmp = temp_dir(tag);
+        std::fs::write(tmp.path().join(TASKS_FILE), TOML).unwrap();
         for split in ["train", "val"] {
-            let s = tmp.0.join(split);
+            let s = tmp.path().join(split);
             std::fs::create_dir_all(&s).unwrap();
             let x: Vec<f32> = (0..N * 3).map(|i| i as f32).collect();
             npy::write_f32(s.join("x.npy"), &[N, 3], &x).unwrap();
@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn reads_handmade_dataset() {
         let tmp = handmade("read");
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        let ds = DirDataset::open(&tmp.path()).unwrap();
         assert_eq!((ds.input_dim(), ds.len(Split::Val)), (3, N));
         assert_eq!(ds.tasks()[1].weight, 0.5);
         assert_eq!(ds.tasks()[0].weight, 1.0);
@@ -561,11 +561,11 @@ mod tests {
     #[test]
     fn validation_catches_bad_values() {
         let tmp = handmade("validate");
-        let s = tmp.0.join("train");
+        let s = tmp.path().join("train");
         let mut shape: Vec<i64> = vec![0; N];
         shape[12] = 7;
         npy::write_i64(s.join("shape.npy"), &[N], &shape).unwrap();
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        let ds = DirDataset::open(&tmp.path()).unwrap();
         ds.validate_rows(Split::Train, 0, 12).unwrap();
         let msg = err(ds.validate_rows(Split::Train, 0, N));
         assert!(msg.contains("label 7 at row 12 out of range for task 'shape' with 4 classes (use -1 for missing)"), "{msg}");
@@ -575,7 +575,7 @@ mod tests {
         let mut flag = vec![1i64; N];
         flag[4] = 2;
         npy::write_i64(s.join("flag.npy"), &[N], &flag).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(&tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -587,7 +587,7 @@ mod tests {
         let mut x = vec![0.0f32; N * 3];
         x[2 * 3 + 1] = f32::INFINITY;
         npy::write_f32(s.join("x.npy"), &[N, 3], &x).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(&tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -599,7 +599,7 @@ mod tests {
         let mut size = vec![f32::NAN; N * 2];
         size[9] = f32::NEG_INFINITY;
         npy::write_f32(s.join("size.npy"), &[N, 2], &size).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(&tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -611,9 +611,9 @@ mod tests {
     #[test]
     fn shape_errors_name_the_file() {
         let tmp = handmade("shapes");
-        let s = tmp.0.join("val");
+        let s = tmp.path().join("val");
         npy::write_f32(s.join("size.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("val/size.npy"), "{msg}");
         assert!(
             msg.contains("expected shape [N, 2] for regress task 'size' with dim 2, found [20, 3]"),
@@ -621,24 +621,24 @@ mod tests {
         );
 
         npy::write_f32(s.join("size.npy"), &[N - 1, 2], &[0.0; (N - 1) * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("size.npy") && msg.contains("19 rows"), "{msg}");
 
         npy::write_f32(s.join("size.npy"), &[N, 2], &[0.0; N * 2]).unwrap();
         npy::write_f32(s.join("x.npy"), &[N, 4], &[0.0; N * 4]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(
             msg.contains("val/x.npy") && msg.contains("4 input columns"),
             "{msg}"
         );
 
         npy::write_f32(s.join("x.npy"), &[N * 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("val/x.npy") && msg.contains("[N, d]"), "{msg}");
 
         npy::write_f32(s.join("x.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
         npy::write_i64(s.join("shape.npy"), &[N, 2], &[0; N * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(
             msg.contains("expected shape [N] or [N, 1] for classify task 'shape', found [20, 2]"),
             "{msg}"
@@ -648,16 +648,16 @@ mod tests {
     #[test]
     fn missing_files_are_named() {
         let tmp = handmade("missing");
-        std::fs::remove_file(tmp.0.join("val/flag.npy")).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_file(tmp.path().join("val/flag.npy")).unwrap();
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("val/flag.npy"), "{msg}");
-        std::fs::remove_dir_all(tmp.0.join("val")).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_dir_all(tmp.path().join("val")).unwrap();
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("val"), "{msg}");
-        std::fs::remove_file(tmp.0.join(TASKS_FILE)).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_file(tmp.path().join(TASKS_FILE)).unwrap();
+        let msg = err(DirDataset::open(&tmp.path()));
         assert!(msg.contains("tasks.toml"), "{msg}");
-        let nowhere = tmp.0.join("nowhere");
+        let nowhere = tmp.path().join("nowhere");
         let msg = err(DirDataset::open(&nowhere));
         assert!(msg.contains("nowhere"), "{msg}");
     }
@@ -665,7 +665,7 @@ mod tests {
     #[test]
     fn tasks_toml_errors() {
         let tmp = handmade("toml");
-        let path = tmp.0.join(TASKS_FILE);
+        let path = tmp.path().join(TASKS_FILE);
         let cases = [
             (
                 "[[task]]\nname = \"a\"\nkind = \"regress\"\nclasses = 3\n",
@@ -691,7 +691,7 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
-            let msg = err(DirDataset::open(&tmp.0));
+            let msg = err(DirDataset::open(&tmp.path()));
             assert!(
                 msg.contains(want) && msg.contains("tasks.toml"),
                 "{text:?}: {msg}"
@@ -703,6 +703,9 @@ mod tests {
             "[[task]]\nname = \"flag\"\nkind = \"binary\"\nweight = 2\n",
         )
         .unwrap();
-        assert_eq!(DirDataset::open(&tmp.0).unwrap().tasks()[0].weight, 2.0);
+        assert_eq!(
+            DirDataset::open(&tmp.path()).unwrap().tasks()[0].weight,
+            2.0
+        );
     }
 }

@@ -546,7 +546,7 @@ fn write_array(
 mod tests {
     use super::*;
 
-    use crate::data::test_util::TempDir;
+    use crate::data::test_util::{TempDir, temp_dir};
 
     /// A hand-made file: header dict `dict` in format `major`, then `data`.
     fn handmade(major: u8, dict: &str, data: &[u8]) -> Vec<u8> {
@@ -563,7 +563,7 @@ mod tests {
     }
 
     fn open_bytes(dir: &TempDir, name: &str, bytes: &[u8]) -> Result<NpyArray> {
-        let path = dir.0.join(name);
+        let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         NpyArray::open(path)
     }
@@ -578,8 +578,8 @@ mod tests {
 
     #[test]
     fn roundtrip_f32() {
-        let dir = TempDir::new("npy-f32");
-        let path = dir.0.join("x.npy");
+        let dir = temp_dir("npy-f32");
+        let path = dir.path().join("x.npy");
         let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
         write_f32(&path, &[3, 4], &data).unwrap();
         let bytes = std::fs::read(&path).unwrap();
@@ -600,8 +600,8 @@ mod tests {
 
     #[test]
     fn roundtrip_i64_and_3d() {
-        let dir = TempDir::new("npy-i64");
-        let path = dir.0.join("y.npy");
+        let dir = temp_dir("npy-i64");
+        let path = dir.path().join("y.npy");
         let data: Vec<i64> = vec![-1, 0, 3, 7, 1 << 20, -5];
         write_i64(&path, &[3, 1, 2], &data).unwrap();
         let a = NpyArray::open(&path).unwrap();
@@ -616,7 +616,7 @@ mod tests {
 
     #[test]
     fn parses_v1_and_v2_headers() {
-        let dir = TempDir::new("npy-hdr");
+        let dir = temp_dir("npy-hdr");
         let data: Vec<u8> = [1.5f64, -2.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_files() {
-        let dir = TempDir::new("npy-bad");
+        let dir = temp_dir("npy-bad");
         let four = [0u8; 8];
         let cases = [
             (
@@ -735,7 +735,7 @@ mod tests {
         cut.truncate(20);
         let msg = err_text(open_bytes(&dir, "cut.npy", &cut));
         assert!(msg.contains("inside the header"), "{msg}");
-        let msg = err_text(NpyArray::open(dir.0.join("missing.npy")));
+        let msg = err_text(NpyArray::open(dir.path().join("missing.npy")));
         assert!(msg.contains("missing.npy"), "{msg}");
     }
 
@@ -752,10 +752,10 @@ mod tests {
         if !py("import numpy") {
             return;
         }
-        let dir = TempDir::new("npy-numpy");
-        let d = dir.0.display().to_string();
+        let dir = temp_dir("npy-numpy");
+        let d = dir.path().display().to_string();
         write_f32(
-            dir.0.join("ours.npy"),
+            dir.path().join("ours.npy"),
             &[2, 3],
             &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5],
         )
@@ -776,14 +776,14 @@ mod tests {
         for t in [
             "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b",
         ] {
-            let a = NpyArray::open(dir.0.join(format!("{t}.npy"))).unwrap();
+            let a = NpyArray::open(dir.path().join(format!("{t}.npy"))).unwrap();
             assert_eq!(read_all(&a), vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0], "{t}");
         }
         for v in ["v2", "v3"] {
-            let a = NpyArray::open(dir.0.join(format!("{v}.npy"))).unwrap();
+            let a = NpyArray::open(dir.path().join(format!("{v}.npy"))).unwrap();
             assert_eq!(read_all(&a), vec![0.0, 1.0, 2.0, 3.0], "{v}");
         }
-        assert!(err_text(NpyArray::open(dir.0.join("fortran.npy"))).contains("fortran_order"));
-        assert!(err_text(NpyArray::open(dir.0.join("big.npy"))).contains("big-endian"));
+        assert!(err_text(NpyArray::open(dir.path().join("fortran.npy"))).contains("fortran_order"));
+        assert!(err_text(NpyArray::open(dir.path().join("big.npy"))).contains("big-endian"));
     }
 }

@@ -4,13 +4,13 @@ use super::*;
 use crate::data::dir::{DirDataset, write_dataset_dir};
 use crate::data::synthetic::Synthetic;
 
-use crate::data::test_util::{TempDir, err, fill, same};
+use crate::data::test_util::{TempDir, err, fill, same, temp_dir};
 
 #[test]
 fn synthetic_roundtrip_equals_npy() {
-    let tmp = TempDir::new("csv-roundtrip");
+    let tmp = temp_dir("csv-roundtrip");
     let syn = Synthetic::new(3, 1000, 77);
-    let (c, d) = (tmp.0.join("csv"), tmp.0.join("npy"));
+    let (c, d) = (tmp.path().join("csv"), tmp.path().join("npy"));
     write_dataset_csv(&syn, &c).unwrap();
     write_dataset_dir(&syn, &d).unwrap();
     assert!(is_csv_dir(&c) && !is_csv_dir(&d));
@@ -40,11 +40,11 @@ const TOML: &str = "[[task]]\nname = \"shape\"\nkind = \"classify\"\nclasses = 3
 
 /// A small hand-written dataset directory with these train rows.
 fn handmade(tag: &str, toml: &str, train: &str) -> TempDir {
-    let tmp = TempDir::new(tag);
-    std::fs::write(tmp.0.join(TASKS_FILE), toml).unwrap();
-    std::fs::write(tmp.0.join("train.csv"), train).unwrap();
+    let tmp = temp_dir(tag);
+    std::fs::write(tmp.path().join(TASKS_FILE), toml).unwrap();
+    std::fs::write(tmp.path().join("train.csv"), train).unwrap();
     std::fs::write(
-        tmp.0.join("val.csv"),
+        tmp.path().join("val.csv"),
         "ok,h,w,shape,b,a\n1,2,3,0,5,6\n0,,,,7,8\n",
     )
     .unwrap();
@@ -60,7 +60,7 @@ const TRAIN: &str = "\u{feff}a,\"b\",shape,w,h,ok\r\n\
 #[test]
 fn maps_header_names_quotes_crlf_and_missing() {
     let tmp = handmade("map", TOML, TRAIN);
-    let ds = CsvDataset::open(&tmp.0).unwrap();
+    let ds = CsvDataset::open(&tmp.path()).unwrap();
     assert_eq!(
         (ds.input_dim(), ds.len(Split::Train), ds.len(Split::Val)),
         (2, 3, 2)
@@ -88,8 +88,8 @@ fn inputs_patterns_and_many_rows() {
     }
     let toml = format!("inputs = [\"x*\"]\n{TOML}");
     let tmp = handmade("glob", &toml, &text);
-    std::fs::write(tmp.0.join("val.csv"), &text).unwrap();
-    let ds = CsvDataset::open(&tmp.0).unwrap();
+    std::fs::write(tmp.path().join("val.csv"), &text).unwrap();
+    let ds = CsvDataset::open(&tmp.path()).unwrap();
     assert_eq!(ds.input_dim(), 3);
     ds.validate_rows(Split::Train, 0, 100).unwrap();
     ds.validate_rows(Split::Train, 33, 64).unwrap();
@@ -146,7 +146,7 @@ fn bad_values_name_line_and_column() {
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let tmp = handmade(&format!("bad{i}"), TOML, text);
-        let ds = CsvDataset::open(&tmp.0).unwrap();
+        let ds = CsvDataset::open(&tmp.path()).unwrap();
         let n = ds.len(Split::Train);
         let msg = err(ds.validate_rows(Split::Train, 0, n));
         assert!(
@@ -156,7 +156,7 @@ fn bad_values_name_line_and_column() {
     }
     // A rank whose slice holds no bad row passes.
     let tmp = handmade("slice", TOML, cases[0].0);
-    let ds = CsvDataset::open(&tmp.0).unwrap();
+    let ds = CsvDataset::open(&tmp.path()).unwrap();
     ds.validate_rows(Split::Train, 0, 1).unwrap();
     assert!(err(ds.validate_rows(Split::Train, 1, 2)).contains("line 3"));
 }
@@ -209,33 +209,33 @@ fn mapping_and_file_errors() {
     ];
     for (i, (toml, train, want)) in cases.iter().enumerate() {
         let tmp = handmade(&format!("map{i}"), toml, train);
-        let msg = err(CsvDataset::open(&tmp.0));
+        let msg = err(CsvDataset::open(&tmp.path()));
         assert!(msg.contains(want), "case {i}: {msg}");
     }
     let tmp = handmade("rows", TOML, "a,b,shape,w,h,ok\n\n");
-    assert!(err(CsvDataset::open(&tmp.0)).contains("has a header but no rows"));
+    assert!(err(CsvDataset::open(&tmp.path())).contains("has a header but no rows"));
     let tmp = handmade(
         "blank",
         TOML,
         "a,b,shape,w,h,ok\n1,2,0,0,0,0\n\n1,2,0,0,0,0\n",
     );
-    assert!(err(CsvDataset::open(&tmp.0)).contains("line 3 is empty"));
+    assert!(err(CsvDataset::open(&tmp.path())).contains("line 3 is empty"));
     // val.csv must carry the same columns.
     let tmp = handmade("val", TOML, ok);
-    std::fs::write(tmp.0.join("val.csv"), "a,shape,w,h,ok\n1,0,0,0,0\n").unwrap();
-    let msg = err(CsvDataset::open(&tmp.0));
+    std::fs::write(tmp.path().join("val.csv"), "a,shape,w,h,ok\n1,0,0,0,0\n").unwrap();
+    let msg = err(CsvDataset::open(&tmp.path()));
     assert!(
         msg.contains("val.csv") && msg.contains("no column 'b' (input)"),
         "{msg}"
     );
-    std::fs::remove_file(tmp.0.join("val.csv")).unwrap();
-    assert!(err(CsvDataset::open(&tmp.0)).contains("val.csv"));
+    std::fs::remove_file(tmp.path().join("val.csv")).unwrap();
+    assert!(err(CsvDataset::open(&tmp.path())).contains("val.csv"));
 }
 
 #[test]
 fn last_row_without_newline() {
     let tmp = handmade("eof", TOML, "a,b,shape,w,h,ok\n1,2,0,0,0,0\n3,4,1,1,1,1");
-    let ds = CsvDataset::open(&tmp.0).unwrap();
+    let ds = CsvDataset::open(&tmp.path()).unwrap();
     assert_eq!(ds.len(Split::Train), 2);
     ds.validate_rows(Split::Train, 0, 2).unwrap();
     let (x, _) = fill(&ds, Split::Train, &[1]);
