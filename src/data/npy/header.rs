@@ -5,7 +5,7 @@
 
 pub(super) const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// Written headers are padded so the data starts on this boundary.
-const ALIGN: usize = 64;
+pub(super) const ALIGN: usize = 64;
 
 /// Element types this reader understands (all read as little-endian).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

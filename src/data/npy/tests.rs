@@ -1,6 +1,6 @@
 //! Reading and writing `.npy` files, and NumPy interop when it is there.
 
-use super::header::MAGIC;
+use super::header::{ALIGN, MAGIC};
 use super::*;
 
 use crate::data::test_util::{TempDir, temp_dir};
