@@ -147,7 +147,7 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
         "the existing --save file was changed or removed\n{ctx}"
     );
     assert!(!metrics.exists(), "--metrics-out file was created\n{ctx}");
-    let mut left: Vec<String> = std::fs::read_dir(&*out)
+    let mut left: Vec<String> = std::fs::read_dir(out)
         .expect("list output dir")
         .map(|e| {
             e.expect("dir entry")

@@ -201,7 +201,7 @@ fn resume_loop_retries_until_the_run_is_done() {
     let tmp = tempdir("resume-loop");
     let dir = tmp.path();
     let ckpt = dir.join("ckpt");
-    let fake = fake_command(&dir, 2, 1);
+    let fake = fake_command(dir, 2, 1);
     let (f, c) = (fake.to_str().unwrap(), ckpt.to_str().unwrap());
     let r = quick(
         "resume-loop.sh",
@@ -221,14 +221,14 @@ fn resume_loop_retries_until_the_run_is_done() {
     );
     r.ok();
     let want = format!("train --steps 9 --checkpoint-dir {c} --resume auto");
-    assert_eq!(attempts(&dir), [want.clone(), want.clone(), want], "{r:?}");
+    assert_eq!(attempts(dir), [want.clone(), want.clone(), want], "{r:?}");
     assert!(ckpt.is_dir(), "the checkpoint directory is created");
     assert!(r.stderr.contains("done after 3 attempt(s)"), "{}", r.stderr);
 
     // Gives up after --max-attempts, with the last status.
     let dir2_tmp = tempdir("resume-loop-give-up");
     let dir2 = dir2_tmp.path();
-    let fake = fake_command(&dir2, 5, 3);
+    let fake = fake_command(dir2, 5, 3);
     let r = quick(
         "resume-loop.sh",
         &[
@@ -245,19 +245,19 @@ fn resume_loop_retries_until_the_run_is_done() {
         &[],
     );
     assert_eq!(r.code, Some(3), "{r:?}");
-    assert_eq!(attempts(&dir2).len(), 2);
+    assert_eq!(attempts(dir2).len(), 2);
 
     // A user error (exit 2) is not retried; neither is NaN/Inf (exit 4):
     // a resumed run would meet it again.
     for (tag, code) in [("user-error", 2u32), ("nonfinite", 4)] {
         let tmp = tempdir(&format!("resume-loop-{tag}"));
         let dir = tmp.path();
-        let fake = fake_command(&dir, 5, code);
+        let fake = fake_command(dir, 5, code);
         let f = fake.to_str().unwrap();
         let args = ["--checkpoint-dir", c, "--delay", "0", "--", "bash", f];
         let r = quick("resume-loop.sh", &args, &[]);
         assert_eq!(r.code, Some(code as i32), "{r:?}");
-        assert_eq!(attempts(&dir).len(), 1, "exit {code} is not retried");
+        assert_eq!(attempts(dir).len(), 1, "exit {code} is not retried");
     }
 
     // No command, or no --checkpoint-dir: a usage error.

@@ -38,20 +38,20 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
     for comm in ["ring", "mpi"] {
         let on = train(
             2,
-            &dir,
+            dir,
             &format!("{comm}-on"),
             &["--comm", comm, "--bucket-kib", "1"],
         );
         let off = train(
             2,
-            &dir,
+            dir,
             &format!("{comm}-off"),
             &["--comm", comm, "--bucket-kib", "1", "--no-overlap"],
         );
         assert!(bits_equal(&on, &off), "{comm}: overlap changed the result");
     }
-    let on3 = train(3, &dir, "ring3-on", &["--bucket-kib", "4"]);
-    let off3 = train(3, &dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
+    let on3 = train(3, dir, "ring3-on", &["--bucket-kib", "4"]);
+    let off3 = train(3, dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
     assert!(bits_equal(&on3, &off3));
 }
 
@@ -59,11 +59,11 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
 fn accumulated_micro_batches_match_one_large_batch() {
     let tmp = tempdir("accum");
     let dir = tmp.path();
-    let one = train(1, &dir, "k1", &[]);
+    let one = train(1, dir, "k1", &[]);
     for (np, k) in [(1, 4), (2, 3), (3, 2)] {
         let acc = train(
             np,
-            &dir,
+            dir,
             &format!("n{np}k{k}"),
             &["--accum-steps", &k.to_string()],
         );
@@ -77,8 +77,8 @@ fn accumulated_micro_batches_match_one_large_batch() {
 fn bf16_wire_trains_close_to_f32() {
     let tmp = tempdir("bf16-wire");
     let dir = tmp.path();
-    let f32w = train(2, &dir, "f32", &["--comm", "ring"]);
-    let bf16w = train(2, &dir, "bf16", &["--comm", "ring", "--wire", "bf16"]);
+    let f32w = train(2, dir, "f32", &["--comm", "ring"]);
+    let bf16w = train(2, dir, "bf16", &["--comm", "ring", "--wire", "bf16"]);
     let d = rel_diff(&bf16w, &f32w);
     eprintln!("bf16 wire vs f32 wire after 10 steps: {d:e}");
     assert!(d > 0.0, "bf16 wire made no difference: is it used?");
@@ -94,7 +94,7 @@ fn trace_has_one_all_reduce_per_bucket_per_step() {
     // trunk.0 (2112). 4 KiB = 1024-float buckets: [heads + trunk.2], [trunk.0].
     train(
         2,
-        &dir,
+        dir,
         "t",
         &["--bucket-kib", "4", "--trace", trace.to_str().unwrap()],
     );

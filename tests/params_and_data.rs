@@ -102,7 +102,7 @@ fn saved_parameters_use_pytorch_names_shapes_and_carry_the_spec() {
     assert_eq!(spec["tasks"][1]["dim"], 2);
     assert_eq!(h["__metadata__"]["format"], "pt");
     // No temporary file left beside it.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

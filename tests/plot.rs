@@ -228,7 +228,7 @@ fn bad_input_exits_2_and_keeps_the_old_output() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(std::fs::read(&out).expect("output kept"), before);
     // No temp files left beside it.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir)
         .expect("list")
         .map(|e| e.expect("entry").file_name())
         .collect();

@@ -91,8 +91,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn resume_is_bit_identical_adamw() {
     let tmp = tempdir("resume-adamw");
     let dir = tmp.path();
-    let full = uninterrupted(&dir, 2, &[]);
-    let resumed = stop_and_resume(&dir, 2, 2, "7", &[]);
+    let full = uninterrupted(dir, 2, &[]);
+    let resumed = stop_and_resume(dir, 2, 2, "7", &[]);
     assert_eq!(bits(&resumed), bits(&full));
 }
 
@@ -103,8 +103,8 @@ fn resume_is_bit_identical_sgd_momentum() {
     let tmp = tempdir("resume-sgd");
     let dir = tmp.path();
     let extra = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9"];
-    let full = uninterrupted(&dir, 2, &extra);
-    let resumed = stop_and_resume(&dir, 2, 2, "1", &extra);
+    let full = uninterrupted(dir, 2, &extra);
+    let resumed = stop_and_resume(dir, 2, 2, "1", &extra);
     assert_eq!(bits(&resumed), bits(&full));
 }
 
@@ -112,8 +112,8 @@ fn resume_is_bit_identical_sgd_momentum() {
 fn resume_on_more_ranks_continues_the_same_run() {
     let tmp = tempdir("resume-2to3");
     let dir = tmp.path();
-    let full = uninterrupted(&dir, 2, &[]);
-    let resumed = stop_and_resume(&dir, 2, 3, "8", &[]);
+    let full = uninterrupted(dir, 2, &[]);
+    let resumed = stop_and_resume(dir, 2, 3, "8", &[]);
     let d = rel_diff(&resumed, &full);
     eprintln!("2 ranks then 3 vs 2 throughout: relative difference {d:e}");
     assert!(d <= 1e-5, "{d:e}");
@@ -201,7 +201,7 @@ fn metrics_continue_without_duplicates() {
 fn a_crash_while_writing_a_checkpoint_keeps_the_previous_one() {
     let tmp = tempdir("resume-crash");
     let dir = tmp.path();
-    let full = uninterrupted(&dir, 2, &[]);
+    let full = uninterrupted(dir, 2, &[]);
     let ck = dir.join("ck");
     let a = base(&["--checkpoint-dir", s(&ck), "--checkpoint-every", "4"]);
     let r = mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "crash-in-checkpoint@8")]);
@@ -245,7 +245,7 @@ fn expect_refused(ck: &Path, extra: &[&str], fragment: &str) {
 fn damaged_checkpoints_are_refused() {
     let tmp = tempdir("resume-damaged");
     let dir = tmp.path();
-    let (ck, at) = one_checkpoint(&dir);
+    let (ck, at) = one_checkpoint(dir);
     let model = at.join("model.safetensors");
     let good = std::fs::read(&model).unwrap();
     let mut flipped = good.clone();
@@ -265,7 +265,7 @@ fn damaged_checkpoints_are_refused() {
 fn resuming_with_other_settings_is_refused() {
     let tmp = tempdir("resume-settings");
     let dir = tmp.path();
-    let (ck, _) = one_checkpoint(&dir);
+    let (ck, _) = one_checkpoint(dir);
     expect_refused(
         &ck,
         &["--lr", "0.01"],
@@ -315,7 +315,7 @@ fn resume_loop_recovers_from_a_failed_rank() {
     // with the parameters of a run that never failed.
     let tmp = tempdir("resume-loop");
     let dir = tmp.path();
-    let full = uninterrupted(&dir, 2, &[]);
+    let full = uninterrupted(dir, 2, &[]);
     let (ck, out) = (dir.join("ck"), dir.join("looped.safetensors"));
     let bin = common::bin();
     let mut cmd = Command::new("bash");
@@ -348,7 +348,7 @@ fn resume_loop_recovers_from_a_failed_rank() {
 fn a_killed_rank_ends_the_job_and_the_run_resumes_exactly() {
     let tmp = tempdir("resume-kill");
     let dir = tmp.path();
-    let full = uninterrupted(&dir, 3, &[]);
+    let full = uninterrupted(dir, 3, &[]);
     let ck = dir.join("ck");
     let a = base(&[
         "--checkpoint-dir",

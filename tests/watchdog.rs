@@ -241,7 +241,7 @@ fn a_slow_checkpoint_write_that_moves_is_waited_for() {
     let _s = serial();
     let tmp = common::tempdir("wd-slow-ckpt");
     let dir = tmp.path();
-    let r = train_with_checkpoints("slow-checkpoint@4:6", &dir);
+    let r = train_with_checkpoints("slow-checkpoint@4:6", dir);
     assert_eq!(r.code, Some(0), "{}", r.context());
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
     assert!(
@@ -263,7 +263,7 @@ fn a_checkpoint_write_that_stops_is_named() {
     let _s = serial();
     let tmp = common::tempdir("wd-stalled-ckpt");
     let dir = tmp.path();
-    let r = train_with_checkpoints("stall-in-checkpoint@4", &dir);
+    let r = train_with_checkpoints("stall-in-checkpoint@4", dir);
     assert_eq!(r.code, Some(3), "{}", r.context());
     let lines = watchdog_lines(&r);
     assert_eq!(lines.len(), 1, "one watchdog message:\n{}", r.stderr);

@@ -508,12 +508,12 @@ mod tests {
         let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
         for step in [10, 20, 30, 40] {
-            save_at(&dir, &spec, &layout, step);
+            save_at(dir, &spec, &layout, step);
         }
-        retain(&dir, 2).unwrap();
-        let steps: Vec<u64> = list_complete(&dir).unwrap().iter().map(|c| c.0).collect();
+        retain(dir, 2).unwrap();
+        let steps: Vec<u64> = list_complete(dir).unwrap().iter().map(|c| c.0).collect();
         assert_eq!(steps, vec![30, 40]);
-        let path = latest(&dir).unwrap().unwrap();
+        let path = latest(dir).unwrap().unwrap();
         let got = load(&path, &spec, &layout, OptimizerKind::Adamw).unwrap();
         assert_eq!(got.state, state(&layout, 40));
         assert_eq!(got.world_size, 2);
@@ -525,7 +525,7 @@ mod tests {
         let (spec, tmp) = (spec(), tempdir("damaged"));
         let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
-        let path = save_at(&dir, &spec, &layout, 5);
+        let path = save_at(dir, &spec, &layout, 5);
         let load_err = || {
             load(&path, &spec, &layout, OptimizerKind::Adamw)
                 .err()
@@ -561,7 +561,7 @@ mod tests {
         // No marker: an interrupted write, invisible to `latest`.
         std::fs::remove_file(path.join(COMPLETE)).unwrap();
         assert!(load_err().contains("incomplete"), "{}", load_err());
-        assert_eq!(latest(&dir).unwrap(), None);
+        assert_eq!(latest(dir).unwrap(), None);
     }
 
     #[test]

@@ -483,8 +483,8 @@ mod tests {
             .map(|(t, w)| TaskSpec { weight: w, ..t })
             .collect();
         let wrapped = WithTasks(syn, tasks.clone());
-        write_dataset_dir(&wrapped, &tmp.path()).unwrap();
-        assert_eq!(DirDataset::open(&tmp.path()).unwrap().tasks(), &tasks[..]);
+        write_dataset_dir(&wrapped, tmp.path()).unwrap();
+        assert_eq!(DirDataset::open(tmp.path()).unwrap().tasks(), &tasks[..]);
     }
 
     /// A dataset with other task weights.
@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn reads_handmade_dataset() {
         let tmp = handmade("read");
-        let ds = DirDataset::open(&tmp.path()).unwrap();
+        let ds = DirDataset::open(tmp.path()).unwrap();
         assert_eq!((ds.input_dim(), ds.len(Split::Val)), (3, N));
         assert_eq!(ds.tasks()[1].weight, 0.5);
         assert_eq!(ds.tasks()[0].weight, 1.0);
@@ -565,7 +565,7 @@ mod tests {
         let mut shape: Vec<i64> = vec![0; N];
         shape[12] = 7;
         npy::write_i64(s.join("shape.npy"), &[N], &shape).unwrap();
-        let ds = DirDataset::open(&tmp.path()).unwrap();
+        let ds = DirDataset::open(tmp.path()).unwrap();
         ds.validate_rows(Split::Train, 0, 12).unwrap();
         let msg = err(ds.validate_rows(Split::Train, 0, N));
         assert!(msg.contains("label 7 at row 12 out of range for task 'shape' with 4 classes (use -1 for missing)"), "{msg}");
@@ -575,7 +575,7 @@ mod tests {
         let mut flag = vec![1i64; N];
         flag[4] = 2;
         npy::write_i64(s.join("flag.npy"), &[N], &flag).unwrap();
-        let msg = err(DirDataset::open(&tmp.path())
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -587,7 +587,7 @@ mod tests {
         let mut x = vec![0.0f32; N * 3];
         x[2 * 3 + 1] = f32::INFINITY;
         npy::write_f32(s.join("x.npy"), &[N, 3], &x).unwrap();
-        let msg = err(DirDataset::open(&tmp.path())
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -599,7 +599,7 @@ mod tests {
         let mut size = vec![f32::NAN; N * 2];
         size[9] = f32::NEG_INFINITY;
         npy::write_f32(s.join("size.npy"), &[N, 2], &size).unwrap();
-        let msg = err(DirDataset::open(&tmp.path())
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -613,7 +613,7 @@ mod tests {
         let tmp = handmade("shapes");
         let s = tmp.path().join("val");
         npy::write_f32(s.join("size.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/size.npy"), "{msg}");
         assert!(
             msg.contains("expected shape [N, 2] for regress task 'size' with dim 2, found [20, 3]"),
@@ -621,24 +621,24 @@ mod tests {
         );
 
         npy::write_f32(s.join("size.npy"), &[N - 1, 2], &[0.0; (N - 1) * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("size.npy") && msg.contains("19 rows"), "{msg}");
 
         npy::write_f32(s.join("size.npy"), &[N, 2], &[0.0; N * 2]).unwrap();
         npy::write_f32(s.join("x.npy"), &[N, 4], &[0.0; N * 4]).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(
             msg.contains("val/x.npy") && msg.contains("4 input columns"),
             "{msg}"
         );
 
         npy::write_f32(s.join("x.npy"), &[N * 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/x.npy") && msg.contains("[N, d]"), "{msg}");
 
         npy::write_f32(s.join("x.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
         npy::write_i64(s.join("shape.npy"), &[N, 2], &[0; N * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(
             msg.contains("expected shape [N] or [N, 1] for classify task 'shape', found [20, 2]"),
             "{msg}"
@@ -649,13 +649,13 @@ mod tests {
     fn missing_files_are_named() {
         let tmp = handmade("missing");
         std::fs::remove_file(tmp.path().join("val/flag.npy")).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/flag.npy"), "{msg}");
         std::fs::remove_dir_all(tmp.path().join("val")).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val"), "{msg}");
         std::fs::remove_file(tmp.path().join(TASKS_FILE)).unwrap();
-        let msg = err(DirDataset::open(&tmp.path()));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("tasks.toml"), "{msg}");
         let nowhere = tmp.path().join("nowhere");
         let msg = err(DirDataset::open(&nowhere));
@@ -691,7 +691,7 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
-            let msg = err(DirDataset::open(&tmp.path()));
+            let msg = err(DirDataset::open(tmp.path()));
             assert!(
                 msg.contains(want) && msg.contains("tasks.toml"),
                 "{text:?}: {msg}"
@@ -703,9 +703,6 @@ mod tests {
             "[[task]]\nname = \"flag\"\nkind = \"binary\"\nweight = 2\n",
         )
         .unwrap();
-        assert_eq!(
-            DirDataset::open(&tmp.path()).unwrap().tasks()[0].weight,
-            2.0
-        );
+        assert_eq!(DirDataset::open(tmp.path()).unwrap().tasks()[0].weight, 2.0);
     }
 }

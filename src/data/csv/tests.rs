@@ -60,7 +60,7 @@ const TRAIN: &str = "\u{feff}a,\"b\",shape,w,h,ok\r\n\
 #[test]
 fn maps_header_names_quotes_crlf_and_missing() {
     let tmp = handmade("map", TOML, TRAIN);
-    let ds = CsvDataset::open(&tmp.path()).unwrap();
+    let ds = CsvDataset::open(tmp.path()).unwrap();
     assert_eq!(
         (ds.input_dim(), ds.len(Split::Train), ds.len(Split::Val)),
         (2, 3, 2)
@@ -89,7 +89,7 @@ fn inputs_patterns_and_many_rows() {
     let toml = format!("inputs = [\"x*\"]\n{TOML}");
     let tmp = handmade("glob", &toml, &text);
     std::fs::write(tmp.path().join("val.csv"), &text).unwrap();
-    let ds = CsvDataset::open(&tmp.path()).unwrap();
+    let ds = CsvDataset::open(tmp.path()).unwrap();
     assert_eq!(ds.input_dim(), 3);
     ds.validate_rows(Split::Train, 0, 100).unwrap();
     ds.validate_rows(Split::Train, 33, 64).unwrap();
@@ -146,7 +146,7 @@ fn bad_values_name_line_and_column() {
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let tmp = handmade(&format!("bad{i}"), TOML, text);
-        let ds = CsvDataset::open(&tmp.path()).unwrap();
+        let ds = CsvDataset::open(tmp.path()).unwrap();
         let n = ds.len(Split::Train);
         let msg = err(ds.validate_rows(Split::Train, 0, n));
         assert!(
@@ -156,7 +156,7 @@ fn bad_values_name_line_and_column() {
     }
     // A rank whose slice holds no bad row passes.
     let tmp = handmade("slice", TOML, cases[0].0);
-    let ds = CsvDataset::open(&tmp.path()).unwrap();
+    let ds = CsvDataset::open(tmp.path()).unwrap();
     ds.validate_rows(Split::Train, 0, 1).unwrap();
     assert!(err(ds.validate_rows(Split::Train, 1, 2)).contains("line 3"));
 }
@@ -209,33 +209,33 @@ fn mapping_and_file_errors() {
     ];
     for (i, (toml, train, want)) in cases.iter().enumerate() {
         let tmp = handmade(&format!("map{i}"), toml, train);
-        let msg = err(CsvDataset::open(&tmp.path()));
+        let msg = err(CsvDataset::open(tmp.path()));
         assert!(msg.contains(want), "case {i}: {msg}");
     }
     let tmp = handmade("rows", TOML, "a,b,shape,w,h,ok\n\n");
-    assert!(err(CsvDataset::open(&tmp.path())).contains("has a header but no rows"));
+    assert!(err(CsvDataset::open(tmp.path())).contains("has a header but no rows"));
     let tmp = handmade(
         "blank",
         TOML,
         "a,b,shape,w,h,ok\n1,2,0,0,0,0\n\n1,2,0,0,0,0\n",
     );
-    assert!(err(CsvDataset::open(&tmp.path())).contains("line 3 is empty"));
+    assert!(err(CsvDataset::open(tmp.path())).contains("line 3 is empty"));
     // val.csv must carry the same columns.
     let tmp = handmade("val", TOML, ok);
     std::fs::write(tmp.path().join("val.csv"), "a,shape,w,h,ok\n1,0,0,0,0\n").unwrap();
-    let msg = err(CsvDataset::open(&tmp.path()));
+    let msg = err(CsvDataset::open(tmp.path()));
     assert!(
         msg.contains("val.csv") && msg.contains("no column 'b' (input)"),
         "{msg}"
     );
     std::fs::remove_file(tmp.path().join("val.csv")).unwrap();
-    assert!(err(CsvDataset::open(&tmp.path())).contains("val.csv"));
+    assert!(err(CsvDataset::open(tmp.path())).contains("val.csv"));
 }
 
 #[test]
 fn last_row_without_newline() {
     let tmp = handmade("eof", TOML, "a,b,shape,w,h,ok\n1,2,0,0,0,0\n3,4,1,1,1,1");
-    let ds = CsvDataset::open(&tmp.path()).unwrap();
+    let ds = CsvDataset::open(tmp.path()).unwrap();
     assert_eq!(ds.len(Split::Train), 2);
     ds.validate_rows(Split::Train, 0, 2).unwrap();
     let (x, _) = fill(&ds, Split::Train, &[1]);
