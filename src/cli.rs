@@ -166,12 +166,12 @@ pub struct BenchAllreduceArgs {
     /// Warm-up iterations per size.
     #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
     pub warmup: u64,
-    /// Data type: float or bfloat16.
-    #[arg(short = 'd', long = "datatype", default_value = "float")]
-    pub dtype: String,
-    /// Reduction: sum or avg.
-    #[arg(short = 'o', long = "op", default_value = "sum")]
-    pub op: String,
+    /// Data type (also f32, float32; bf16).
+    #[arg(short = 'd', long = "datatype", value_enum, default_value_t = Datatype::Float)]
+    pub dtype: Datatype,
+    /// Reduction.
+    #[arg(short = 'o', long = "op", value_enum, default_value_t = ReduceOp::Sum)]
+    pub op: ReduceOp,
     /// Check results (1) or not (0).
     #[arg(short = 'c', long = "check", default_value_t = 1)]
     pub check: u8,
@@ -186,6 +186,22 @@ pub struct BenchAllreduceArgs {
     /// the check must report it.
     #[arg(long, hide = true)]
     pub corrupt: bool,
+}
+
+/// `bench allreduce -d`: the element type, by nccl-tests' names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Datatype {
+    #[value(alias = "f32", alias = "float32")]
+    Float,
+    #[value(alias = "bf16")]
+    Bfloat16,
+}
+
+/// `bench allreduce -o`: the reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReduceOp {
+    Sum,
+    Avg,
 }
 
 #[derive(Args, Debug)]

@@ -298,23 +298,12 @@ pub fn wait_for_with(
 mod tests {
     use super::*;
 
-    /// A fresh empty directory, removed at the end of a passing test.
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let d =
-                std::env::temp_dir().join(format!("ringtrain-rdzv-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
+    /// A fresh empty directory, removed on drop.
+    fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ringtrain-rdzv-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     /// A file as rank 0 would make it: this user's, owner-only.
@@ -327,8 +316,8 @@ mod tests {
     #[test]
     fn the_file_is_private_proves_its_job_and_is_removed() {
         use std::os::unix::fs::PermissionsExt;
-        let d = Dir::new("private");
-        let dir = d.0.join("made-here");
+        let d = temp_dir("private");
+        let dir = d.path().join("made-here");
         let p = publish_with(&dir, "run-9", &id128(9), Some("secret")).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&dir), mode(&p)), (0o700, 0o600));
@@ -361,27 +350,27 @@ mod tests {
 
     #[test]
     fn publish_then_wait() {
-        let d = Dir::new("roundtrip");
-        let p = publish(&d.0, "run-1", &id128(1)).unwrap();
+        let d = temp_dir("roundtrip");
+        let p = publish(d.path(), "run-1", &id128(1)).unwrap();
         assert!(p.file_name().unwrap().to_string_lossy().contains("run-1"));
-        let got = wait_for(&d.0, "run-1", 128, Duration::from_secs(1)).unwrap();
+        let got = wait_for(d.path(), "run-1", 128, Duration::from_secs(1)).unwrap();
         assert_eq!(got, id128(1));
         // Only the final file is left.
-        let names: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }
 
     #[test]
     fn waiters_get_what_is_published_later() {
-        let d = Dir::new("later");
+        let d = temp_dir("later");
         let waiters: Vec<_> = (0..3)
             .map(|_| {
-                let dir = d.0.clone();
+                let dir = d.path().to_path_buf();
                 std::thread::spawn(move || wait_for(&dir, "job7.0", 128, Duration::from_secs(20)))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        publish(&d.0, "job7.0", &id128(2)).unwrap();
+        publish(d.path(), "job7.0", &id128(2)).unwrap();
         for w in waiters {
             assert_eq!(w.join().unwrap().unwrap(), id128(2));
         }
@@ -389,13 +378,13 @@ mod tests {
 
     #[test]
     fn timeout_names_the_file_and_the_timeout() {
-        let d = Dir::new("timeout");
+        let d = temp_dir("timeout");
         let t = Instant::now();
-        let e = wait_for(&d.0, "nobody", 128, Duration::from_millis(300)).unwrap_err();
+        let e = wait_for(d.path(), "nobody", 128, Duration::from_millis(300)).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(300));
         assert!(t.elapsed() < Duration::from_secs(5));
         let msg = e.to_string();
-        let file = path(&d.0, "nobody");
+        let file = path(d.path(), "nobody");
         assert!(msg.contains(&file.display().to_string()), "{msg}");
         assert!(msg.contains("timed out after 0.3 s"), "{msg}");
         assert!(msg.contains("does not exist"), "{msg}");
@@ -403,64 +392,67 @@ mod tests {
 
     #[test]
     fn stale_files_of_other_runs_are_ignored() {
-        let d = Dir::new("stale");
+        let d = temp_dir("stale");
         // An earlier run's file: another name, never looked at.
-        publish(&d.0, "old-run", &id128(3)).unwrap();
-        let e = wait_for(&d.0, "new-run", 128, Duration::from_millis(200)).unwrap_err();
+        publish(d.path(), "old-run", &id128(3)).unwrap();
+        let e = wait_for(d.path(), "new-run", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         // A file under this run's name whose header names another run (two
         // run ids that map to one file name): ignored, and said so.
-        write_private(&path(&d.0, "new/run"), &encode("new:run", &id128(4), None));
-        assert_eq!(path(&d.0, "new/run"), path(&d.0, "new:run"));
-        let e = wait_for(&d.0, "new/run", 128, Duration::from_millis(200)).unwrap_err();
+        write_private(
+            &path(d.path(), "new/run"),
+            &encode("new:run", &id128(4), None),
+        );
+        assert_eq!(path(d.path(), "new/run"), path(d.path(), "new:run"));
+        let e = wait_for(d.path(), "new/run", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("another run"), "{e}");
         // Rank 0 of this run replaces it; the waiter takes the new one.
-        let dir = d.0.clone();
+        let dir = d.path().to_path_buf();
         let w = std::thread::spawn(move || wait_for(&dir, "new/run", 128, Duration::from_secs(20)));
         std::thread::sleep(Duration::from_millis(200));
-        publish(&d.0, "new/run", &id128(5)).unwrap();
+        publish(d.path(), "new/run", &id128(5)).unwrap();
         assert_eq!(w.join().unwrap().unwrap(), id128(5));
     }
 
     #[test]
     fn partial_and_temporary_files_are_never_read() {
-        let d = Dir::new("partial");
+        let d = temp_dir("partial");
         let whole = encode("r1", &id128(6), None);
         // What publish writes before its rename, half done.
-        let name = path(&d.0, "r1")
+        let name = path(d.path(), "r1")
             .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned();
         std::fs::write(
-            d.0.join(format!(".{name}.tmp-1-2")),
+            d.path().join(format!(".{name}.tmp-1-2")),
             &whole[..whole.len() / 2],
         )
         .unwrap();
         // Even a full temporary file is not the published one.
-        std::fs::write(d.0.join(format!(".{name}.tmp-3-4")), &whole).unwrap();
-        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        std::fs::write(d.path().join(format!(".{name}.tmp-3-4")), &whole).unwrap();
+        let e = wait_for(d.path(), "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         // A torn final file (a writer that did not rename) is not taken.
-        write_private(&path(&d.0, "r1"), &whole[..whole.len() - 1]);
-        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        write_private(&path(d.path(), "r1"), &whole[..whole.len() - 1]);
+        let e = wait_for(d.path(), "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("incomplete"), "{e}");
         // Nor one with another length.
-        write_private(&path(&d.0, "r1"), &encode("r1", &id128(6)[..64], None));
-        let e = wait_for(&d.0, "r1", 128, Duration::from_millis(200)).unwrap_err();
+        write_private(&path(d.path(), "r1"), &encode("r1", &id128(6)[..64], None));
+        let e = wait_for(d.path(), "r1", 128, Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("carries 64 bytes"), "{e}");
-        publish(&d.0, "r1", &id128(6)).unwrap();
+        publish(d.path(), "r1", &id128(6)).unwrap();
         assert_eq!(
-            wait_for(&d.0, "r1", 128, Duration::from_secs(1)).unwrap(),
+            wait_for(d.path(), "r1", 128, Duration::from_secs(1)).unwrap(),
             id128(6)
         );
     }
 
     #[test]
     fn share_over_threads() {
-        let d = Dir::new("share");
+        let d = temp_dir("share");
         let rdzv = Rendezvous {
-            dir: d.0.clone(),
+            dir: d.path().to_path_buf(),
             run_id: "share-1".into(),
             timeout: Duration::from_secs(20),
         };

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::Run;
+use tempfile::TempDir;
 
 /// A user error is found before any training step, and a run that ends
 /// with one takes about a second (MPI start-up included); one that takes
@@ -37,31 +38,6 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A fresh directory from `common::tempdir`, removed when the test passes
-/// (kept after a failure, to look at).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        TempDir(common::tempdir(name))
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
@@ -79,7 +55,8 @@ enum Msg {
 /// comment) in a fresh directory and checks it ended as one user error
 /// whose message contains `fragment`.
 fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Run {
-    let out = TempDir::new(&format!("bad-{name}-out"));
+    let out_tmp = common::tempdir(&format!("bad-{name}-out"));
+    let out = out_tmp.path();
     let save = out.join("existing.safetensors");
     let metrics = out.join("metrics.jsonl");
     std::fs::write(&save, SENTINEL).expect("write sentinel");
@@ -170,7 +147,7 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
         "the existing --save file was changed or removed\n{ctx}"
     );
     assert!(!metrics.exists(), "--metrics-out file was created\n{ctx}");
-    let mut left: Vec<String> = std::fs::read_dir(&*out)
+    let mut left: Vec<String> = std::fs::read_dir(out)
         .expect("list output dir")
         .map(|e| {
             e.expect("dir entry")
@@ -229,8 +206,8 @@ fn write_npy_i64(path: &Path, values: &[i64]) {
 /// `ringtrain data synth`, to be broken by the caller; the directory is
 /// `ds` inside the returned temp dir.
 fn synth_dataset(name: &str) -> (TempDir, PathBuf) {
-    let tmp = TempDir::new(&format!("bad-{name}-data"));
-    let dir = tmp.join("ds");
+    let tmp = common::tempdir(&format!("bad-{name}-data"));
+    let dir = tmp.path().join("ds");
     let _one = serial();
     common::single(&[
         "data",
@@ -368,7 +345,8 @@ fn task_weight_without_value() {
 
 #[test]
 fn config_file_with_unknown_key() {
-    let dir = TempDir::new("bad-config");
+    let tmp = common::tempdir("bad-config");
+    let dir = tmp.path();
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, "[train]\nsteps = 2\nstepz = 3\n").expect("write config");
     let run = expect_user_error(
@@ -386,7 +364,8 @@ fn config_file_with_unknown_key() {
 
 #[test]
 fn missing_config_file() {
-    let dir = TempDir::new("bad-config-missing");
+    let tmp = common::tempdir("bad-config-missing");
+    let dir = tmp.path();
     let cfg = dir.join("no-such-config.toml");
     expect_user_error(
         "config-missing",
@@ -400,7 +379,8 @@ fn missing_config_file() {
 
 #[test]
 fn save_into_missing_directory() {
-    let dir = TempDir::new("bad-save-dir");
+    let tmp = common::tempdir("bad-save-dir");
+    let dir = tmp.path();
     let target = dir.join("no-such-dir").join("model.safetensors");
     expect_user_error(
         "save-dir",
@@ -416,7 +396,8 @@ fn save_into_missing_directory() {
 
 #[test]
 fn metrics_out_is_a_directory() {
-    let dir = TempDir::new("bad-metrics-dir");
+    let tmp = common::tempdir("bad-metrics-dir");
+    let dir = tmp.path();
     let target = dir.join("metrics");
     std::fs::create_dir(&target).expect("mkdir");
     expect_user_error(
@@ -436,7 +417,8 @@ fn metrics_out_is_a_directory() {
 
 #[test]
 fn missing_data_directory() {
-    let dir = TempDir::new("bad-data-missing");
+    let tmp = common::tempdir("bad-data-missing");
+    let dir = tmp.path();
     let missing = dir.join("no-such-dataset");
     expect_user_error(
         "data-missing",
@@ -536,7 +518,8 @@ fn non_finite_input() {
 
 #[test]
 fn init_from_missing_file() {
-    let dir = TempDir::new("bad-init-missing");
+    let tmp = common::tempdir("bad-init-missing");
+    let dir = tmp.path();
     let p = dir.join("no-such-init.safetensors");
     expect_user_error(
         "init-missing",
@@ -548,7 +531,8 @@ fn init_from_missing_file() {
 
 #[test]
 fn init_from_garbage_file() {
-    let dir = TempDir::new("bad-init-garbage");
+    let tmp = common::tempdir("bad-init-garbage");
+    let dir = tmp.path();
     let p = dir.join("garbage.safetensors");
     std::fs::write(
         &p,
@@ -570,7 +554,8 @@ fn init_from_garbage_file() {
 
 #[test]
 fn init_from_other_architecture() {
-    let dir = TempDir::new("bad-init-arch");
+    let tmp = common::tempdir("bad-init-arch");
+    let dir = tmp.path();
     let a = dir.join("A.safetensors");
     {
         let _one = serial();
@@ -604,7 +589,8 @@ fn stop_after_without_checkpoint_dir() {
 
 #[test]
 fn stop_after_beyond_the_run() {
-    let dir = TempDir::new("bad-stop-after");
+    let tmp = common::tempdir("bad-stop-after");
+    let dir = tmp.path();
     expect_user_error(
         "stop-after-beyond",
         &[
@@ -623,7 +609,8 @@ fn stop_after_beyond_the_run() {
 
 #[test]
 fn resume_from_missing_checkpoint() {
-    let dir = TempDir::new("bad-resume-missing");
+    let tmp = common::tempdir("bad-resume-missing");
+    let dir = tmp.path();
     expect_user_error(
         "resume-missing",
         &["train", "--steps", "5", "--resume", s(&dir.join("nope"))],
@@ -634,7 +621,8 @@ fn resume_from_missing_checkpoint() {
 
 #[test]
 fn checkpoint_dir_is_a_file() {
-    let dir = TempDir::new("bad-ckdir-file");
+    let tmp = common::tempdir("bad-ckdir-file");
+    let dir = tmp.path();
     let f = dir.join("file");
     std::fs::write(&f, b"x").expect("write");
     expect_user_error(

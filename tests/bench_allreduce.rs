@@ -186,8 +186,6 @@ fn bad_flags_exit_2_with_one_message() {
         (vec!["-e", "lots"], "-e/--maxbytes lots"),
         (vec!["-b", "2M", "-e", "1M"], "larger than"),
         (vec!["-f", "1"], "-f/--stepfactor 1"),
-        (vec!["-d", "int8"], "-d/--datatype int8"),
-        (vec!["-o", "prod"], "-o/--op prod"),
         (vec!["-n", "0"], "-n/--iters"),
         (vec!["-c", "2"], "-c/--check 2"),
         (
@@ -206,5 +204,34 @@ fn bad_flags_exit_2_with_one_message() {
         assert_eq!(run.stderr.matches("ringtrain: error:").count(), 1, "{c}");
         assert_eq!(run.stderr.matches(fragment).count(), 1, "{c}");
         assert!(rows(&run.stdout).is_empty(), "{c}");
+    }
+    // Unknown -d/-o values are clap's: its message, printed once.
+    for (args, fragment) in [
+        (
+            vec!["-d", "int8"],
+            "invalid value 'int8' for '--datatype <DTYPE>'",
+        ),
+        (vec!["-o", "prod"], "invalid value 'prod' for '--op <OP>'"),
+    ] {
+        let run = bench(2, &args);
+        let c = format!("args {args:?}\n{}", ctx(&run));
+        assert_eq!(run.code, Some(2), "{c}");
+        assert!(run.elapsed < QUICK, "{c}");
+        assert_eq!(run.stderr.matches("error:").count(), 1, "{c}");
+        assert_eq!(run.stderr.matches(fragment).count(), 1, "{c}");
+        assert!(rows(&run.stdout).is_empty(), "{c}");
+    }
+}
+
+/// nccl-tests' type names and this program's short ones name the same type.
+#[test]
+fn datatype_aliases() {
+    for (d, name) in [("f32", "float"), ("float32", "float"), ("bf16", "bfloat16")] {
+        let run = bench(1, &["-b", "1K", "-e", "1K", "-n", "1", "-w", "0", "-d", d]);
+        let c = format!("-d {d}\n{}", ctx(&run));
+        assert_eq!(run.code, Some(0), "{c}");
+        let r = rows(&run.stdout);
+        assert_eq!(r.len(), 1, "{c}");
+        assert_eq!(r[0][2], name, "{c}");
     }
 }

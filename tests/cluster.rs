@@ -54,7 +54,8 @@ mod tests {
     /// the ring all-reduce and with MPI_Allreduce.
     pub fn world_size_invariance_2_hosts_x_2_ranks_ring_and_mpi() -> Result<(), Skip> {
         let c = Cluster::up(2, Some("1gbit"))?;
-        let dir = tempdir("cluster-wsi");
+        let tmp = tempdir("cluster-wsi");
+        let dir = tmp.path();
         let args = |out: &str, comm: &str| -> Vec<String> {
             [
                 "train",
@@ -96,7 +97,6 @@ mod tests {
                 "--comm {comm}: 4 ranks on 2 hosts differ from 1 rank: {d:e}"
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
         c.down();
         Ok(())
     }

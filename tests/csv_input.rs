@@ -33,7 +33,8 @@ fn synth(dir: &Path, format: &str, train: &str, val: &str) {
 
 #[test]
 fn csv_trains_exactly_like_the_npy_directory() {
-    let dir = tempdir("csv-vs-npy");
+    let tmp = tempdir("csv-vs-npy");
+    let dir = tmp.path();
     let (csv, npy) = (dir.join("csv"), dir.join("npy"));
     synth(&csv, "csv", "300", "50");
     synth(&npy, "npy", "300", "50");
@@ -86,13 +87,12 @@ fn csv_trains_exactly_like_the_npy_directory() {
     assert_eq!(evals(&run_a.stdout), evals(&run_b.stdout));
     assert_eq!(evals(&run_a.stdout).len(), 2);
     assert!(run_a.stdout.contains("(csv)"), "{}", run_a.stdout);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A 64-row CSV dataset from `data synth`, for a case to break.
-fn csv_dataset(name: &str) -> (PathBuf, PathBuf) {
+fn csv_dataset(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempdir(&format!("csv-bad-{name}"));
-    let dir = tmp.join("ds");
+    let dir = tmp.path().join("ds");
     synth(&dir, "csv", "64", "16");
     (tmp, dir)
 }
@@ -151,7 +151,6 @@ fn expect_user_error(tmp: &Path, dir: &Path, fragment: &str, file: &str) {
         assert!(!run.stderr.contains(bad), "{bad}: {ctx}");
     }
     assert!(!save.exists(), "parameters were saved: {ctx}");
-    let _ = std::fs::remove_dir_all(tmp);
 }
 
 /// Line 62 holds row 60, which only the last rank checks.
@@ -160,7 +159,7 @@ fn bad_number_names_line_and_column() {
     let (tmp, dir) = csv_dataset("number");
     set_field(&dir.join("train.csv"), 62, 3, "1.2.3");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "line 62, column 4 ('x3'): '1.2.3' is not a number",
         "train.csv",
@@ -172,7 +171,7 @@ fn class_label_out_of_range() {
     let (tmp, dir) = csv_dataset("label");
     set_field(&dir.join("val.csv"), 3, 32, "9");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "line 3, column 33 ('shape'): label 9 out of range for task 'shape' with 4 classes",
         "val.csv",
@@ -184,7 +183,7 @@ fn ragged_row() {
     let (tmp, dir) = csv_dataset("ragged");
     set_field(&dir.join("train.csv"), 10, 5, "1,2");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "line 10 has 37 fields, but the header has 36",
         "train.csv",
@@ -196,7 +195,7 @@ fn missing_task_column() {
     let (tmp, dir) = csv_dataset("column");
     set_field(&dir.join("train.csv"), 1, 35, "flagg");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "no column 'flag' (task 'flag') in the header",
         "train.csv",
@@ -214,7 +213,7 @@ fn inputs_pattern_matching_nothing() {
     )
     .expect("write tasks.toml");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "inputs: 'feat*' (tasks.toml) matches no column",
         "train.csv",
@@ -226,7 +225,7 @@ fn unterminated_quote() {
     let (tmp, dir) = csv_dataset("quote");
     set_field(&dir.join("train.csv"), 40, 7, "\"0.5");
     expect_user_error(
-        &tmp,
+        tmp.path(),
         &dir,
         "line 40: field 8 has an unterminated quote",
         "train.csv",

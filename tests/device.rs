@@ -22,7 +22,8 @@ const TRAIN: [&str; 6] = ["train", "--steps", "2", "--global-batch", "8", "--hid
 
 #[test]
 fn device_cuda_without_a_gpu_is_a_clear_error() {
-    let dir = common::tempdir("device-cuda");
+    let tmp = common::tempdir("device-cuda");
+    let dir = tmp.path();
     let metrics = dir.join("m.jsonl");
     let mut args = TRAIN.to_vec();
     let m = metrics.to_str().expect("utf-8 path");

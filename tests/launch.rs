@@ -198,9 +198,10 @@ fn attempts(dir: &Path) -> Vec<String> {
 
 #[test]
 fn resume_loop_retries_until_the_run_is_done() {
-    let dir = tempdir("resume-loop");
+    let tmp = tempdir("resume-loop");
+    let dir = tmp.path();
     let ckpt = dir.join("ckpt");
-    let fake = fake_command(&dir, 2, 1);
+    let fake = fake_command(dir, 2, 1);
     let (f, c) = (fake.to_str().unwrap(), ckpt.to_str().unwrap());
     let r = quick(
         "resume-loop.sh",
@@ -220,13 +221,14 @@ fn resume_loop_retries_until_the_run_is_done() {
     );
     r.ok();
     let want = format!("train --steps 9 --checkpoint-dir {c} --resume auto");
-    assert_eq!(attempts(&dir), [want.clone(), want.clone(), want], "{r:?}");
+    assert_eq!(attempts(dir), [want.clone(), want.clone(), want], "{r:?}");
     assert!(ckpt.is_dir(), "the checkpoint directory is created");
     assert!(r.stderr.contains("done after 3 attempt(s)"), "{}", r.stderr);
 
     // Gives up after --max-attempts, with the last status.
-    let dir2 = tempdir("resume-loop-give-up");
-    let fake = fake_command(&dir2, 5, 3);
+    let dir2_tmp = tempdir("resume-loop-give-up");
+    let dir2 = dir2_tmp.path();
+    let fake = fake_command(dir2, 5, 3);
     let r = quick(
         "resume-loop.sh",
         &[
@@ -243,19 +245,19 @@ fn resume_loop_retries_until_the_run_is_done() {
         &[],
     );
     assert_eq!(r.code, Some(3), "{r:?}");
-    assert_eq!(attempts(&dir2).len(), 2);
+    assert_eq!(attempts(dir2).len(), 2);
 
     // A user error (exit 2) is not retried; neither is NaN/Inf (exit 4):
     // a resumed run would meet it again.
     for (tag, code) in [("user-error", 2u32), ("nonfinite", 4)] {
-        let dir = tempdir(&format!("resume-loop-{tag}"));
-        let fake = fake_command(&dir, 5, code);
+        let tmp = tempdir(&format!("resume-loop-{tag}"));
+        let dir = tmp.path();
+        let fake = fake_command(dir, 5, code);
         let f = fake.to_str().unwrap();
         let args = ["--checkpoint-dir", c, "--delay", "0", "--", "bash", f];
         let r = quick("resume-loop.sh", &args, &[]);
         assert_eq!(r.code, Some(code as i32), "{r:?}");
-        assert_eq!(attempts(&dir).len(), 1, "exit {code} is not retried");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(attempts(dir).len(), 1, "exit {code} is not retried");
     }
 
     // No command, or no --checkpoint-dir: a usage error.
@@ -264,16 +266,14 @@ fn resume_loop_retries_until_the_run_is_done() {
         Some(2)
     );
     assert_eq!(quick("resume-loop.sh", &["--", "true"], &[]).code, Some(2));
-    for d in [dir, dir2] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 /// SIGUSR1 (Slurm's warning before the time limit) stops the command and
 /// ends the loop without a retry; outside Slurm with status 138.
 #[test]
 fn resume_loop_stops_on_usr1() {
-    let dir = tempdir("resume-loop-usr1");
+    let tmp = tempdir("resume-loop-usr1");
+    let dir = tmp.path();
     let c = dir.join("ckpt");
     let started = dir.join("started");
     let mut child = Command::new("bash")
@@ -313,7 +313,6 @@ fn resume_loop_stops_on_usr1() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(138));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The srun paths of the Slurm script, with a fake `srun` on PATH that
@@ -322,7 +321,8 @@ fn resume_loop_stops_on_usr1() {
 /// RESUME_DIR wrapping the step in resume-loop.sh.
 #[test]
 fn slurm_script_srun_paths_with_a_fake_srun() {
-    let dir = tempdir("fake-srun");
+    let tmp = tempdir("fake-srun");
+    let dir = tmp.path();
     let bin_dir = dir.join("bin");
     std::fs::create_dir_all(&bin_dir).expect("mkdir");
     let log = dir.join("srun.log");
@@ -398,5 +398,4 @@ fn slurm_script_srun_paths_with_a_fake_srun() {
         !dir.join("rdzv/77").exists(),
         "the rendezvous directory is removed"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -143,7 +143,8 @@ fn nccl_ranks_without_mpi_need_a_rendezvous_directory() {
 
 #[test]
 fn a_rank_whose_rank_0_never_comes_times_out_with_a_message() {
-    let dir = tempdir("nccl-lonely");
+    let tmp = tempdir("nccl-lonely");
+    let dir = tmp.path();
     let r = ringtrain(
         &[
             ("RANK", "1"),
@@ -380,7 +381,8 @@ fn two_ranks_bench_allreduce_nccl_is_exact() {
 #[test]
 #[ignore = "needs a GPU"]
 fn two_nccl_ranks_train_to_the_parameters_of_one() {
-    let dir = tempdir("nccl-wsi");
+    let tmp = tempdir("nccl-wsi");
+    let dir = tmp.path();
     let train = |n: usize, tag: &str| -> Vec<f32> {
         let out = dir.join(format!("{tag}.safetensors"));
         let args = [

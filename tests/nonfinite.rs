@@ -19,7 +19,8 @@ fn train_with_fault(fault: &str, extra: &[&str], save: &std::path::Path) -> Run 
 
 #[test]
 fn abort_names_the_step_and_the_task() {
-    let dir = tempdir("nonfinite-abort");
+    let tmp = tempdir("nonfinite-abort");
+    let dir = tmp.path();
     let save = dir.join("p.safetensors");
     let r = train_with_fault("nan@1:4", &[], &save);
     r.one_error(4, "ringtrain: error: step 5: the loss of task flag is NaN");
@@ -30,7 +31,8 @@ fn abort_names_the_step_and_the_task() {
 
 #[test]
 fn skip_leaves_the_update_out_and_carries_on() {
-    let dir = tempdir("nonfinite-skip");
+    let tmp = tempdir("nonfinite-skip");
+    let dir = tmp.path();
     let save = dir.join("p.safetensors");
     let r = train_with_fault("nan@0:2-3", &["--on-nonfinite", "skip"], &save);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -51,7 +53,8 @@ fn skip_leaves_the_update_out_and_carries_on() {
 
 #[test]
 fn too_many_skips_in_a_row_end_the_run() {
-    let dir = tempdir("nonfinite-many");
+    let tmp = tempdir("nonfinite-many");
+    let dir = tmp.path();
     let save = dir.join("p.safetensors");
     let r = train_with_fault(
         "nan@1:2-11",

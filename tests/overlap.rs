@@ -32,36 +32,38 @@ fn bits_equal(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn overlap_on_and_off_give_bit_identical_parameters() {
-    let dir = tempdir("overlap-bits");
+    let tmp = tempdir("overlap-bits");
+    let dir = tmp.path();
     // Small buckets: one per layer, so several are in flight during backward.
     for comm in ["ring", "mpi"] {
         let on = train(
             2,
-            &dir,
+            dir,
             &format!("{comm}-on"),
             &["--comm", comm, "--bucket-kib", "1"],
         );
         let off = train(
             2,
-            &dir,
+            dir,
             &format!("{comm}-off"),
             &["--comm", comm, "--bucket-kib", "1", "--no-overlap"],
         );
         assert!(bits_equal(&on, &off), "{comm}: overlap changed the result");
     }
-    let on3 = train(3, &dir, "ring3-on", &["--bucket-kib", "4"]);
-    let off3 = train(3, &dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
+    let on3 = train(3, dir, "ring3-on", &["--bucket-kib", "4"]);
+    let off3 = train(3, dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
     assert!(bits_equal(&on3, &off3));
 }
 
 #[test]
 fn accumulated_micro_batches_match_one_large_batch() {
-    let dir = tempdir("accum");
-    let one = train(1, &dir, "k1", &[]);
+    let tmp = tempdir("accum");
+    let dir = tmp.path();
+    let one = train(1, dir, "k1", &[]);
     for (np, k) in [(1, 4), (2, 3), (3, 2)] {
         let acc = train(
             np,
-            &dir,
+            dir,
             &format!("n{np}k{k}"),
             &["--accum-steps", &k.to_string()],
         );
@@ -73,9 +75,10 @@ fn accumulated_micro_batches_match_one_large_batch() {
 
 #[test]
 fn bf16_wire_trains_close_to_f32() {
-    let dir = tempdir("bf16-wire");
-    let f32w = train(2, &dir, "f32", &["--comm", "ring"]);
-    let bf16w = train(2, &dir, "bf16", &["--comm", "ring", "--wire", "bf16"]);
+    let tmp = tempdir("bf16-wire");
+    let dir = tmp.path();
+    let f32w = train(2, dir, "f32", &["--comm", "ring"]);
+    let bf16w = train(2, dir, "bf16", &["--comm", "ring", "--wire", "bf16"]);
     let d = rel_diff(&bf16w, &f32w);
     eprintln!("bf16 wire vs f32 wire after 10 steps: {d:e}");
     assert!(d > 0.0, "bf16 wire made no difference: is it used?");
@@ -84,13 +87,14 @@ fn bf16_wire_trains_close_to_f32() {
 
 #[test]
 fn trace_has_one_all_reduce_per_bucket_per_step() {
-    let dir = tempdir("trace");
+    let tmp = tempdir("trace");
+    let dir = tmp.path();
     let trace = dir.join("t.json");
     // Layers in backward order: heads (231 floats), trunk.2 (2080),
     // trunk.0 (2112). 4 KiB = 1024-float buckets: [heads + trunk.2], [trunk.0].
     train(
         2,
-        &dir,
+        dir,
         "t",
         &["--bucket-kib", "4", "--trace", trace.to_str().unwrap()],
     );

@@ -19,7 +19,8 @@ fn header(path: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn training_on_a_written_dataset_dir_equals_the_embedded_dataset() {
-    let dir = tempdir("synth-dir");
+    let tmp = tempdir("synth-dir");
+    let dir = tmp.path();
     let data = dir.join("data");
     single(&[
         "data",
@@ -65,7 +66,8 @@ fn training_on_a_written_dataset_dir_equals_the_embedded_dataset() {
 
 #[test]
 fn saved_parameters_use_pytorch_names_shapes_and_carry_the_spec() {
-    let dir = tempdir("save-names");
+    let tmp = tempdir("save-names");
+    let dir = tmp.path();
     let out = dir.join("p.safetensors");
     mpirun(
         2,
@@ -100,7 +102,7 @@ fn saved_parameters_use_pytorch_names_shapes_and_carry_the_spec() {
     assert_eq!(spec["tasks"][1]["dim"], 2);
     assert_eq!(h["__metadata__"]["format"], "pt");
     // No temporary file left beside it.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -109,7 +111,8 @@ fn saved_parameters_use_pytorch_names_shapes_and_carry_the_spec() {
 
 #[test]
 fn init_starts_from_saved_parameters() {
-    let dir = tempdir("init");
+    let tmp = tempdir("init");
+    let dir = tmp.path();
     let (a, b, c) = (dir.join("a.st"), dir.join("b.st"), dir.join("c.st"));
     let base = [
         "train",
@@ -137,7 +140,8 @@ fn init_starts_from_saved_parameters() {
 
 #[test]
 fn flags_override_the_config_file() {
-    let dir = tempdir("config");
+    let tmp = tempdir("config");
+    let dir = tmp.path();
     let cfg = dir.join("c.toml");
     std::fs::write(
         &cfg,
@@ -184,7 +188,8 @@ fn another_framework_rebuilds_the_model_from_the_file_alone() {
         eprintln!("skipped: {python} lacks numpy/safetensors (launch/test.sh installs them)");
         return;
     }
-    let dir = tempdir("numpy-forward");
+    let tmp = tempdir("numpy-forward");
+    let dir = tmp.path();
     let data = dir.join("data");
     single(&[
         "data",

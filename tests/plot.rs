@@ -58,7 +58,8 @@ fn rgb(i: usize) -> [u8; 3] {
 
 #[test]
 fn training_curves_of_a_real_run() {
-    let dir = tempdir("plot-train");
+    let tmp = tempdir("plot-train");
+    let dir = tmp.path();
     let metrics = dir.join("run1.jsonl");
     single(&[
         "--bootstrap",
@@ -98,12 +99,12 @@ fn training_curves_of_a_real_run() {
     ])
     .ok();
     check_png(&small, (640, 480), &[rgb(0), rgb(1), rgb(2)]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn busbw_of_bench_allreduce_json() {
-    let dir = tempdir("plot-allreduce");
+    let tmp = tempdir("plot-allreduce");
+    let dir = tmp.path();
     let r = single(&[
         "--bootstrap",
         "env",
@@ -156,12 +157,12 @@ fn busbw_of_bench_allreduce_json() {
     r.ok();
     assert!(r.stdout.contains("all-reduce"), "{}", r.stdout);
     check_png(&out, (900, 600), &[rgb(0), rgb(1), rgb(2)]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_input_exits_2_and_keeps_the_old_output() {
-    let dir = tempdir("plot-errors");
+    let tmp = tempdir("plot-errors");
+    let dir = tmp.path();
     let good = dir.join("good.jsonl");
     std::fs::write(
         &good,
@@ -227,7 +228,7 @@ fn bad_input_exits_2_and_keeps_the_old_output() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(std::fs::read(&out).expect("output kept"), before);
     // No temp files left beside it.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir)
         .expect("list")
         .map(|e| e.expect("entry").file_name())
         .collect();
@@ -235,5 +236,4 @@ fn bad_input_exits_2_and_keeps_the_old_output() {
         !names.iter().any(|n| n.to_string_lossy().contains(".tmp")),
         "{names:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

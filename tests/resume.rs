@@ -89,9 +89,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn resume_is_bit_identical_adamw() {
-    let dir = tempdir("resume-adamw");
-    let full = uninterrupted(&dir, 2, &[]);
-    let resumed = stop_and_resume(&dir, 2, 2, "7", &[]);
+    let tmp = tempdir("resume-adamw");
+    let dir = tmp.path();
+    let full = uninterrupted(dir, 2, &[]);
+    let resumed = stop_and_resume(dir, 2, 2, "7", &[]);
     assert_eq!(bits(&resumed), bits(&full));
 }
 
@@ -99,18 +100,20 @@ fn resume_is_bit_identical_adamw() {
 fn resume_is_bit_identical_sgd_momentum() {
     // The first SGD step differs from the others (v = g): resuming after
     // step 1 checks that the update count travels with the checkpoint.
-    let dir = tempdir("resume-sgd");
+    let tmp = tempdir("resume-sgd");
+    let dir = tmp.path();
     let extra = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9"];
-    let full = uninterrupted(&dir, 2, &extra);
-    let resumed = stop_and_resume(&dir, 2, 2, "1", &extra);
+    let full = uninterrupted(dir, 2, &extra);
+    let resumed = stop_and_resume(dir, 2, 2, "1", &extra);
     assert_eq!(bits(&resumed), bits(&full));
 }
 
 #[test]
 fn resume_on_more_ranks_continues_the_same_run() {
-    let dir = tempdir("resume-2to3");
-    let full = uninterrupted(&dir, 2, &[]);
-    let resumed = stop_and_resume(&dir, 2, 3, "8", &[]);
+    let tmp = tempdir("resume-2to3");
+    let dir = tmp.path();
+    let full = uninterrupted(dir, 2, &[]);
+    let resumed = stop_and_resume(dir, 2, 3, "8", &[]);
     let d = rel_diff(&resumed, &full);
     eprintln!("2 ranks then 3 vs 2 throughout: relative difference {d:e}");
     assert!(d <= 1e-5, "{d:e}");
@@ -118,7 +121,8 @@ fn resume_on_more_ranks_continues_the_same_run() {
 
 #[test]
 fn checkpoints_are_kept_and_readable_as_the_saved_model() {
-    let dir = tempdir("resume-keep");
+    let tmp = tempdir("resume-keep");
+    let dir = tmp.path();
     let ck = dir.join("ck");
     let save = dir.join("final.safetensors");
     let a = base(&[
@@ -164,7 +168,8 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
 
 #[test]
 fn metrics_continue_without_duplicates() {
-    let dir = tempdir("resume-metrics");
+    let tmp = tempdir("resume-metrics");
+    let dir = tmp.path();
     let ck = dir.join("ck");
     let m = dir.join("m.jsonl");
     let mut a = base(&["--checkpoint-dir", s(&ck), "--metrics-out", s(&m)]);
@@ -194,8 +199,9 @@ fn metrics_continue_without_duplicates() {
 
 #[test]
 fn a_crash_while_writing_a_checkpoint_keeps_the_previous_one() {
-    let dir = tempdir("resume-crash");
-    let full = uninterrupted(&dir, 2, &[]);
+    let tmp = tempdir("resume-crash");
+    let dir = tmp.path();
+    let full = uninterrupted(dir, 2, &[]);
     let ck = dir.join("ck");
     let a = base(&["--checkpoint-dir", s(&ck), "--checkpoint-every", "4"]);
     let r = mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "crash-in-checkpoint@8")]);
@@ -237,8 +243,9 @@ fn expect_refused(ck: &Path, extra: &[&str], fragment: &str) {
 
 #[test]
 fn damaged_checkpoints_are_refused() {
-    let dir = tempdir("resume-damaged");
-    let (ck, at) = one_checkpoint(&dir);
+    let tmp = tempdir("resume-damaged");
+    let dir = tmp.path();
+    let (ck, at) = one_checkpoint(dir);
     let model = at.join("model.safetensors");
     let good = std::fs::read(&model).unwrap();
     let mut flipped = good.clone();
@@ -256,8 +263,9 @@ fn damaged_checkpoints_are_refused() {
 
 #[test]
 fn resuming_with_other_settings_is_refused() {
-    let dir = tempdir("resume-settings");
-    let (ck, _) = one_checkpoint(&dir);
+    let tmp = tempdir("resume-settings");
+    let dir = tmp.path();
+    let (ck, _) = one_checkpoint(dir);
     expect_refused(
         &ck,
         &["--lr", "0.01"],
@@ -305,8 +313,9 @@ fn resume_loop_recovers_from_a_failed_rank() {
     // Rank 1 fails at step 10 on the first attempt only; the loop restarts
     // the job, which resumes from the checkpoint at step 8 and finishes
     // with the parameters of a run that never failed.
-    let dir = tempdir("resume-loop");
-    let full = uninterrupted(&dir, 2, &[]);
+    let tmp = tempdir("resume-loop");
+    let dir = tmp.path();
+    let full = uninterrupted(dir, 2, &[]);
     let (ck, out) = (dir.join("ck"), dir.join("looped.safetensors"));
     let bin = common::bin();
     let mut cmd = Command::new("bash");
@@ -337,8 +346,9 @@ fn resume_loop_recovers_from_a_failed_rank() {
 
 #[test]
 fn a_killed_rank_ends_the_job_and_the_run_resumes_exactly() {
-    let dir = tempdir("resume-kill");
-    let full = uninterrupted(&dir, 3, &[]);
+    let tmp = tempdir("resume-kill");
+    let dir = tmp.path();
+    let full = uninterrupted(dir, 3, &[]);
     let ck = dir.join("ck");
     let a = base(&[
         "--checkpoint-dir",

@@ -1,4 +1,4 @@
-//! The ring all-reduce (src/comm/ring.rs), reached through the binary:
+//! The ring all-reduce (src/comm/ring/), reached through the binary:
 //! `bench allreduce -c 1` checks every element of every row against the
 //! exact result and, in the in-place column, also cross-checks the
 //! communicator against MPI_Allreduce on random data (within the proven

@@ -30,11 +30,12 @@ fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32
 
 #[test]
 fn world_size_invariance_adamw() {
-    let dir = tempdir("wsi-adamw");
+    let tmp = tempdir("wsi-adamw");
+    let dir = tmp.path();
     // 30 samples: 2 and 4 ranks split it unequally (15/15, 8/7/8/7).
-    let one = train(1, &dir, "n1", &[]);
+    let one = train(1, dir, "n1", &[]);
     for np in [2, 3, 4] {
-        let many = train(np, &dir, &format!("n{np}"), &[]);
+        let many = train(np, dir, &format!("n{np}"), &[]);
         let d = rel_diff(&many, &one);
         eprintln!("{np} ranks vs 1: relative difference {d:e}");
         assert!(d <= 1e-5, "{np} ranks differ from 1 rank: {d:e}");
@@ -43,7 +44,8 @@ fn world_size_invariance_adamw() {
 
 #[test]
 fn world_size_invariance_sgd_momentum_with_clipping() {
-    let dir = tempdir("wsi-sgd");
+    let tmp = tempdir("wsi-sgd");
+    let dir = tmp.path();
     let extra = [
         "--optimizer",
         "sgd",
@@ -58,9 +60,9 @@ fn world_size_invariance_sgd_momentum_with_clipping() {
         "--activation",
         "tanh",
     ];
-    let one = train(1, &dir, "n1", &extra);
+    let one = train(1, dir, "n1", &extra);
     for np in [2, 3] {
-        let d = rel_diff(&train(np, &dir, &format!("n{np}"), &extra), &one);
+        let d = rel_diff(&train(np, dir, &format!("n{np}"), &extra), &one);
         eprintln!("{np} ranks vs 1: relative difference {d:e}");
         assert!(d <= 1e-5, "{np} ranks differ from 1 rank: {d:e}");
     }
@@ -68,12 +70,13 @@ fn world_size_invariance_sgd_momentum_with_clipping() {
 
 #[test]
 fn identical_runs_give_bit_identical_parameters() {
-    let dir = tempdir("determinism");
-    let a = train(2, &dir, "a", &[]);
-    let b = train(2, &dir, "b", &[]);
+    let tmp = tempdir("determinism");
+    let dir = tmp.path();
+    let a = train(2, dir, "a", &[]);
+    let b = train(2, dir, "b", &[]);
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     // And the seed matters.
-    let c = train(2, &dir, "c", &["--seed", "5"]);
+    let c = train(2, dir, "c", &["--seed", "5"]);
     assert!(rel_diff(&c, &a) > 1e-3);
 }
 
@@ -82,12 +85,13 @@ fn identical_runs_give_bit_identical_parameters() {
 /// for bit, also with micro-batches.
 #[test]
 fn prefetching_the_next_batch_changes_nothing() {
-    let dir = tempdir("prefetch");
+    let tmp = tempdir("prefetch");
+    let dir = tmp.path();
     let extra = ["--accum-steps", "2"];
-    let on = train(2, &dir, "on", &[&extra[..], &["--prefetch", "on"]].concat());
+    let on = train(2, dir, "on", &[&extra[..], &["--prefetch", "on"]].concat());
     let off = train(
         2,
-        &dir,
+        dir,
         "off",
         &[&extra[..], &["--prefetch", "off"]].concat(),
     );
@@ -95,12 +99,12 @@ fn prefetching_the_next_batch_changes_nothing() {
         on.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         off.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn learns_every_task_beyond_its_trivial_baseline() {
-    let dir = tempdir("learning");
+    let tmp = tempdir("learning");
+    let dir = tmp.path();
     let metrics = dir.join("m.jsonl");
     mpirun(
         2,
@@ -199,8 +203,9 @@ fn differing_initial_parameters_are_refused() {
 
 #[test]
 fn gemm_threads_do_not_change_the_result() {
-    let dir = tempdir("threads");
-    let a = train(1, &dir, "t1", &["--threads", "1"]);
-    let b = train(1, &dir, "t2", &["--threads", "2"]);
+    let tmp = tempdir("threads");
+    let dir = tmp.path();
+    let a = train(1, dir, "t1", &["--threads", "1"]);
+    let b = train(1, dir, "t2", &["--threads", "2"]);
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }

@@ -239,8 +239,9 @@ fn train_with_checkpoints(fault: &str, dir: &std::path::Path) -> Run {
 #[test]
 fn a_slow_checkpoint_write_that_moves_is_waited_for() {
     let _s = serial();
-    let dir = common::tempdir("wd-slow-ckpt");
-    let r = train_with_checkpoints("slow-checkpoint@4:6", &dir);
+    let tmp = common::tempdir("wd-slow-ckpt");
+    let dir = tmp.path();
+    let r = train_with_checkpoints("slow-checkpoint@4:6", dir);
     assert_eq!(r.code, Some(0), "{}", r.context());
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
     assert!(
@@ -253,7 +254,6 @@ fn a_slow_checkpoint_write_that_moves_is_waited_for() {
         "{}",
         r.context()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A checkpoint write that stops moving (a hung file system) is named:
@@ -261,8 +261,9 @@ fn a_slow_checkpoint_write_that_moves_is_waited_for() {
 #[test]
 fn a_checkpoint_write_that_stops_is_named() {
     let _s = serial();
-    let dir = common::tempdir("wd-stalled-ckpt");
-    let r = train_with_checkpoints("stall-in-checkpoint@4", &dir);
+    let tmp = common::tempdir("wd-stalled-ckpt");
+    let dir = tmp.path();
+    let r = train_with_checkpoints("stall-in-checkpoint@4", dir);
     assert_eq!(r.code, Some(3), "{}", r.context());
     let lines = watchdog_lines(&r);
     assert_eq!(lines.len(), 1, "one watchdog message:\n{}", r.stderr);
@@ -271,5 +272,4 @@ fn a_checkpoint_write_that_stops_is_named() {
         "{}",
         lines[0]
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

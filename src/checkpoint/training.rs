@@ -576,40 +576,38 @@ mod tests {
         save(dir, &snap, &|| {}, || {}).unwrap()
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "ringtrain-ckpt-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh empty directory, removed on drop.
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ringtrain-ckpt-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn save_then_load_round_trips_and_retains_the_newest() {
-        let (spec, dir) = (spec(), tempdir("roundtrip"));
+        let (spec, tmp) = (spec(), tempdir("roundtrip"));
+        let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
         for step in [10, 20, 30, 40] {
-            save_at(&dir, &spec, &layout, step);
+            save_at(dir, &spec, &layout, step);
         }
-        retain(&dir, 2).unwrap();
-        let steps: Vec<u64> = list_complete(&dir).unwrap().iter().map(|c| c.0).collect();
+        retain(dir, 2).unwrap();
+        let steps: Vec<u64> = list_complete(dir).unwrap().iter().map(|c| c.0).collect();
         assert_eq!(steps, vec![30, 40]);
-        let path = latest(&dir).unwrap().unwrap();
+        let path = latest(dir).unwrap().unwrap();
         let got = load(&path, &spec, &layout, OptimizerKind::Adamw).unwrap();
         assert_eq!(got.state, state(&layout, 40));
         assert_eq!(got.world_size, 2);
         assert_eq!(got.config, TrainConfig::default());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn damaged_checkpoints_are_refused() {
-        let (spec, dir) = (spec(), tempdir("damaged"));
+        let (spec, tmp) = (spec(), tempdir("damaged"));
+        let dir = tmp.path();
         let layout = ParamLayout::new(&spec);
-        let path = save_at(&dir, &spec, &layout, 5);
+        let path = save_at(dir, &spec, &layout, 5);
         let load_err = || {
             load(&path, &spec, &layout, OptimizerKind::Adamw)
                 .err()
@@ -645,8 +643,7 @@ mod tests {
         // No marker: an interrupted write, invisible to `latest`.
         std::fs::remove_file(path.join(COMPLETE)).unwrap();
         assert!(load_err().contains("incomplete"), "{}", load_err());
-        assert_eq!(latest(&dir).unwrap(), None);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(latest(dir).unwrap(), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::world::World;
 pub enum CommKind {
     /// MPI_Allreduce.
     Mpi,
-    /// The ring all-reduce written out over MPI point-to-point (`ring.rs`).
+    /// The ring all-reduce written out over MPI point-to-point (`ring/`).
     Ring,
     /// NCCL between GPUs (`nccl.rs`): every collective of the run.
     Nccl,

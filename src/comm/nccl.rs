@@ -516,14 +516,14 @@ pub fn world_comm(world: &World) -> Result<NcclComm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::Duration;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ringtrain-nccl-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh empty directory, removed on drop.
+    fn dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ringtrain-nccl-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn rdzv(d: &std::path::Path, run: &str, timeout_ms: u64) -> Rendezvous {
@@ -543,44 +543,41 @@ mod tests {
         let d = dir("share");
         let others: Vec<_> = (1..4)
             .map(|rank| {
-                let r = rdzv(&d, "nccl-1", 20_000);
+                let r = rdzv(d.path(), "nccl-1", 20_000);
                 std::thread::spawn(move || {
                     share_id(&r, rank, || panic!("only rank 0 makes the id"))
                 })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(100));
-        let root = share_id(&rdzv(&d, "nccl-1", 20_000), 0, || Ok(fake_id(9))).unwrap();
+        let root = share_id(&rdzv(d.path(), "nccl-1", 20_000), 0, || Ok(fake_id(9))).unwrap();
         assert_eq!(root, fake_id(9));
         for o in others {
             assert_eq!(o.join().unwrap().unwrap(), fake_id(9));
         }
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn rank_0_failure_stops_the_others_without_waiting_for_the_timeout() {
         let d = dir("fail");
         let other = {
-            let r = rdzv(&d, "nccl-2", 60_000);
+            let r = rdzv(d.path(), "nccl-2", 60_000);
             std::thread::spawn(move || share_id(&r, 1, || Ok(fake_id(1))))
         };
-        let root = share_id(&rdzv(&d, "nccl-2", 60_000), 0, || {
+        let root = share_id(&rdzv(d.path(), "nccl-2", 60_000), 0, || {
             Err(Error::Comm("no GPU here".into()))
         });
         assert!(root.unwrap_err().to_string().contains("no GPU here"));
         // Rank 1 learns of it from the file, not from its 60 s timeout
         // (which would be a "timed out" error, not OtherRank).
         assert!(matches!(other.join().unwrap(), Err(Error::OtherRank(0))));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_missing_rank_0_is_a_timeout_error() {
         let d = dir("timeout");
-        let e = share_id(&rdzv(&d, "nccl-3", 200), 1, || Ok(fake_id(0))).unwrap_err();
+        let e = share_id(&rdzv(d.path(), "nccl-3", 200), 1, || Ok(fake_id(0))).unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::labels::{BadLabel, check_label, mark_missing};
 use super::npy::{self, NpyArray};
 use super::{Dataset, Split, check_fill_args};
 use crate::error::{Error, Result};
@@ -224,11 +225,6 @@ fn open_labels(path: &Path, task: &TaskSpec, n: usize) -> Result<NpyArray> {
     Ok(a)
 }
 
-/// Whether a raw classify/binary label value means "missing".
-fn is_missing(v: f32) -> bool {
-    v == -1.0 || v.is_nan()
-}
-
 impl Dataset for DirDataset {
     fn describe(&self) -> String {
         self.dir.display().to_string()
@@ -264,9 +260,7 @@ impl Dataset for DirDataset {
             {
                 let out = &mut lr[off..off + t.kind.label_dim()];
                 a.read_row_f32(i, out)?;
-                if !matches!(t.kind, TaskKind::Regress { .. }) && is_missing(out[0]) {
-                    out[0] = f32::NAN;
-                }
+                mark_missing(t.kind, out);
             }
         }
         Ok(())
@@ -297,46 +291,34 @@ impl Dataset for DirDataset {
             for (t, a) in self.tasks.iter().zip(&files.labels) {
                 let lr = &mut row[..t.kind.label_dim()];
                 a.read_row_f32(i, lr)?;
-                check_label(t, i, lr).map_err(|m| Error::data(a.path(), m))?;
+                check_label(t.kind, lr)
+                    .map_err(|bad| Error::data(a.path(), label_message(t, i, bad)))?;
             }
         }
         Ok(())
     }
 }
 
-/// Checks the raw label values of row `i` of task `t`.
-fn check_label(t: &TaskSpec, i: usize, values: &[f32]) -> std::result::Result<(), String> {
+/// The message for a bad label of task `t` at row `i` of a `.npy` file.
+fn label_message(t: &TaskSpec, i: usize, bad: BadLabel) -> String {
     let name = &t.name;
-    match t.kind {
-        TaskKind::Classify { classes } => {
-            let v = values[0];
-            let in_range = v >= 0.0 && v < classes as f32 && v.fract() == 0.0;
-            if !(in_range || is_missing(v)) {
-                return Err(format!(
-                    "label {v} at row {i} out of range for task '{name}' with {classes} classes \
-                     (use -1 for missing)"
-                ));
-            }
-        }
-        TaskKind::Binary => {
-            let v = values[0];
-            if !(v == 0.0 || v == 1.0 || is_missing(v)) {
-                return Err(format!(
-                    "label {v} at row {i} of binary task '{name}' is not 0 or 1 \
-                     (use -1, or NaN in a float file, for missing)"
-                ));
-            }
-        }
-        TaskKind::Regress { .. } => {
-            if let Some((j, v)) = values.iter().enumerate().find(|(_, v)| v.is_infinite()) {
-                return Err(format!(
-                    "infinite label {v} at row {i}, column {j} of regress task '{name}' \
-                     (use NaN for missing)"
-                ));
-            }
-        }
+    match bad {
+        BadLabel::OutOfRange { value: v, classes } => format!(
+            "label {v} at row {i} out of range for task '{name}' with {classes} classes \
+             (use -1 for missing)"
+        ),
+        BadLabel::NotBinary { value: v } => format!(
+            "label {v} at row {i} of binary task '{name}' is not 0 or 1 \
+             (use -1, or NaN in a float file, for missing)"
+        ),
+        BadLabel::Infinite {
+            column: j,
+            value: v,
+        } => format!(
+            "infinite label {v} at row {i}, column {j} of regress task '{name}' \
+             (use NaN for missing)"
+        ),
     }
-    Ok(())
 }
 
 /// Writes any dataset in the directory format: inputs as float32, classify
@@ -461,14 +443,16 @@ mod tests {
     use super::*;
     use crate::data::synthetic::Synthetic;
 
-    use crate::data::test_util::{TempDir, err, fill, same};
+    use crate::data::test_util::{TempDir, err, fill, same, temp_dir};
 
     #[test]
     fn synthetic_roundtrip() {
-        let tmp = TempDir::unmade("dir-roundtrip");
+        let tmp = temp_dir("dir-roundtrip");
+        // Not there yet: the writer makes it.
+        let out = tmp.path().join("ds");
         let syn = Synthetic::new(5, 5000, 300);
-        write_dataset_dir(&syn, &tmp.0).unwrap();
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        write_dataset_dir(&syn, &out).unwrap();
+        let ds = DirDataset::open(&out).unwrap();
         assert_eq!(ds.tasks(), syn.tasks());
         assert_eq!(ds.input_dim(), syn.input_dim());
         for split in [Split::Train, Split::Val] {
@@ -482,15 +466,14 @@ mod tests {
             assert!(l2.iter().any(|v| v.is_nan()));
         }
         // Never writes into a non-empty directory, and leaves it alone.
-        let msg = err(write_dataset_dir(&syn, &tmp.0));
+        let msg = err(write_dataset_dir(&syn, &out));
         assert!(msg.contains("not empty"), "{msg}");
-        assert!(DirDataset::open(&tmp.0).is_ok());
+        assert!(DirDataset::open(&out).is_ok());
     }
 
     #[test]
     fn weights_and_empty_dir() {
-        let tmp = TempDir::unmade("dir-weights");
-        std::fs::create_dir_all(&tmp.0).unwrap();
+        let tmp = temp_dir("dir-weights");
         let syn = Synthetic::new(1, 10, 4);
         let tasks: Vec<TaskSpec> = syn
             .tasks()
@@ -500,8 +483,8 @@ mod tests {
             .map(|(t, w)| TaskSpec { weight: w, ..t })
             .collect();
         let wrapped = WithTasks(syn, tasks.clone());
-        write_dataset_dir(&wrapped, &tmp.0).unwrap();
-        assert_eq!(DirDataset::open(&tmp.0).unwrap().tasks(), &tasks[..]);
+        write_dataset_dir(&wrapped, tmp.path()).unwrap();
+        assert_eq!(DirDataset::open(tmp.path()).unwrap().tasks(), &tasks[..]);
     }
 
     /// A dataset with other task weights.
@@ -535,11 +518,10 @@ mod tests {
 
     /// A small hand-written valid dataset; returns its directory.
     fn handmade(tag: &str) -> TempDir {
-        let tmp = TempDir::new(tag);
-        std::fs::create_dir_all(&tmp.0).unwrap();
-        std::fs::write(tmp.0.join(TASKS_FILE), TOML).unwrap();
+        let tmp = temp_dir(tag);
+        std::fs::write(tmp.path().join(TASKS_FILE), TOML).unwrap();
         for split in ["train", "val"] {
-            let s = tmp.0.join(split);
+            let s = tmp.path().join(split);
             std::fs::create_dir_all(&s).unwrap();
             let x: Vec<f32> = (0..N * 3).map(|i| i as f32).collect();
             npy::write_f32(s.join("x.npy"), &[N, 3], &x).unwrap();
@@ -560,7 +542,7 @@ mod tests {
     #[test]
     fn reads_handmade_dataset() {
         let tmp = handmade("read");
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        let ds = DirDataset::open(tmp.path()).unwrap();
         assert_eq!((ds.input_dim(), ds.len(Split::Val)), (3, N));
         assert_eq!(ds.tasks()[1].weight, 0.5);
         assert_eq!(ds.tasks()[0].weight, 1.0);
@@ -579,11 +561,11 @@ mod tests {
     #[test]
     fn validation_catches_bad_values() {
         let tmp = handmade("validate");
-        let s = tmp.0.join("train");
+        let s = tmp.path().join("train");
         let mut shape: Vec<i64> = vec![0; N];
         shape[12] = 7;
         npy::write_i64(s.join("shape.npy"), &[N], &shape).unwrap();
-        let ds = DirDataset::open(&tmp.0).unwrap();
+        let ds = DirDataset::open(tmp.path()).unwrap();
         ds.validate_rows(Split::Train, 0, 12).unwrap();
         let msg = err(ds.validate_rows(Split::Train, 0, N));
         assert!(msg.contains("label 7 at row 12 out of range for task 'shape' with 4 classes (use -1 for missing)"), "{msg}");
@@ -593,7 +575,7 @@ mod tests {
         let mut flag = vec![1i64; N];
         flag[4] = 2;
         npy::write_i64(s.join("flag.npy"), &[N], &flag).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -605,7 +587,7 @@ mod tests {
         let mut x = vec![0.0f32; N * 3];
         x[2 * 3 + 1] = f32::INFINITY;
         npy::write_f32(s.join("x.npy"), &[N, 3], &x).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -617,7 +599,7 @@ mod tests {
         let mut size = vec![f32::NAN; N * 2];
         size[9] = f32::NEG_INFINITY;
         npy::write_f32(s.join("size.npy"), &[N, 2], &size).unwrap();
-        let msg = err(DirDataset::open(&tmp.0)
+        let msg = err(DirDataset::open(tmp.path())
             .unwrap()
             .validate_rows(Split::Train, 0, N));
         assert!(
@@ -629,9 +611,9 @@ mod tests {
     #[test]
     fn shape_errors_name_the_file() {
         let tmp = handmade("shapes");
-        let s = tmp.0.join("val");
+        let s = tmp.path().join("val");
         npy::write_f32(s.join("size.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/size.npy"), "{msg}");
         assert!(
             msg.contains("expected shape [N, 2] for regress task 'size' with dim 2, found [20, 3]"),
@@ -639,24 +621,24 @@ mod tests {
         );
 
         npy::write_f32(s.join("size.npy"), &[N - 1, 2], &[0.0; (N - 1) * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("size.npy") && msg.contains("19 rows"), "{msg}");
 
         npy::write_f32(s.join("size.npy"), &[N, 2], &[0.0; N * 2]).unwrap();
         npy::write_f32(s.join("x.npy"), &[N, 4], &[0.0; N * 4]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(
             msg.contains("val/x.npy") && msg.contains("4 input columns"),
             "{msg}"
         );
 
         npy::write_f32(s.join("x.npy"), &[N * 3], &[0.0; N * 3]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/x.npy") && msg.contains("[N, d]"), "{msg}");
 
         npy::write_f32(s.join("x.npy"), &[N, 3], &[0.0; N * 3]).unwrap();
         npy::write_i64(s.join("shape.npy"), &[N, 2], &[0; N * 2]).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(
             msg.contains("expected shape [N] or [N, 1] for classify task 'shape', found [20, 2]"),
             "{msg}"
@@ -666,16 +648,16 @@ mod tests {
     #[test]
     fn missing_files_are_named() {
         let tmp = handmade("missing");
-        std::fs::remove_file(tmp.0.join("val/flag.npy")).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_file(tmp.path().join("val/flag.npy")).unwrap();
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val/flag.npy"), "{msg}");
-        std::fs::remove_dir_all(tmp.0.join("val")).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_dir_all(tmp.path().join("val")).unwrap();
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("val"), "{msg}");
-        std::fs::remove_file(tmp.0.join(TASKS_FILE)).unwrap();
-        let msg = err(DirDataset::open(&tmp.0));
+        std::fs::remove_file(tmp.path().join(TASKS_FILE)).unwrap();
+        let msg = err(DirDataset::open(tmp.path()));
         assert!(msg.contains("tasks.toml"), "{msg}");
-        let nowhere = tmp.0.join("nowhere");
+        let nowhere = tmp.path().join("nowhere");
         let msg = err(DirDataset::open(&nowhere));
         assert!(msg.contains("nowhere"), "{msg}");
     }
@@ -683,7 +665,7 @@ mod tests {
     #[test]
     fn tasks_toml_errors() {
         let tmp = handmade("toml");
-        let path = tmp.0.join(TASKS_FILE);
+        let path = tmp.path().join(TASKS_FILE);
         let cases = [
             (
                 "[[task]]\nname = \"a\"\nkind = \"regress\"\nclasses = 3\n",
@@ -709,7 +691,7 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
-            let msg = err(DirDataset::open(&tmp.0));
+            let msg = err(DirDataset::open(tmp.path()));
             assert!(
                 msg.contains(want) && msg.contains("tasks.toml"),
                 "{text:?}: {msg}"
@@ -721,6 +703,6 @@ mod tests {
             "[[task]]\nname = \"flag\"\nkind = \"binary\"\nweight = 2\n",
         )
         .unwrap();
-        assert_eq!(DirDataset::open(&tmp.0).unwrap().tasks()[0].weight, 2.0);
+        assert_eq!(DirDataset::open(tmp.path()).unwrap().tasks()[0].weight, 2.0);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod dir;
+pub mod labels;
 pub mod npy;
 pub mod sampler;
 pub mod synthetic;

@@ -1,36 +1,16 @@
 //! Helpers of the data modules' unit tests.
 
-use std::path::PathBuf;
-
 use super::{Dataset, Split};
 use crate::error::Result;
 
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    /// A fresh, existing, empty directory.
-    pub fn new(tag: &str) -> Self {
-        let t = Self::unmade(tag);
-        std::fs::create_dir_all(&t.0).unwrap();
-        t
-    }
-
-    /// A fresh path that does not exist yet.
-    pub fn unmade(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ringtrain-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh, empty directory under the system temp dir, removed on drop.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ringtrain-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// The inputs and labels of rows `idx` of `split`.

@@ -114,11 +114,15 @@ impl Run {
     }
 }
 
-/// A fresh empty directory for one test.
-pub fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ringtrain-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create temp dir");
+/// A fresh empty directory for one test, removed when dropped; with
+/// RINGTRAIN_KEEP_TEST_DIRS set in the environment it is kept, for a
+/// post-mortem of a failing test.
+pub fn tempdir(name: &str) -> tempfile::TempDir {
+    let mut d = tempfile::Builder::new()
+        .prefix(&format!("ringtrain-test-{name}-"))
+        .tempdir()
+        .expect("create temp dir");
+    d.disable_cleanup(std::env::var_os("RINGTRAIN_KEEP_TEST_DIRS").is_some());
     d
 }
 

@@ -12,9 +12,12 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, DriverError, ValidAsZe
 use cudarc::nccl::NcclType;
 use half::bf16;
 
-use super::{
-    Dtype, Elem, Op, Options, Row, Timing, changed_inputs, count_wrong, input, report, slowest,
-};
+use super::check::{changed_inputs, count_wrong};
+use super::elem::{Elem, input};
+use super::options::Options;
+use super::output::report;
+use super::timing::{Row, Timing, slowest};
+use crate::cli::{Datatype, ReduceOp};
 use crate::comm::Communicator;
 use crate::comm::nccl::{NcclComm, version_string};
 use crate::error::{Error, Result};
@@ -28,8 +31,8 @@ pub(super) fn run(o: &Options, world: &World, ctl: &dyn Communicator) -> Result<
     for &bytes in &o.sizes {
         let count = bytes / o.dtype.bytes();
         rows.push(match o.dtype {
-            Dtype::Float => measure::<f32>(o, count, nc, ctl)?,
-            Dtype::Bfloat16 => measure::<bf16>(o, count, nc, ctl)?,
+            Datatype::Float => measure::<f32>(o, count, nc, ctl)?,
+            Datatype::Bfloat16 => measure::<bf16>(o, count, nc, ctl)?,
         });
     }
     let version = Some(version_string(nc.version()));
@@ -65,7 +68,7 @@ fn measure<T: Elem + DeviceRepr + NcclType + ValidAsZeroBits>(
             .map_err(cuda("creating an event"))
     };
     let (start, end) = (timing_event()?, timing_event()?);
-    let avg = o.op == Op::Avg;
+    let avg = o.op == ReduceOp::Avg;
     let mut row = Row::new(count);
     for in_place in [false, true] {
         let send = if in_place { dp } else { sp };

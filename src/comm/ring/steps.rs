@@ -1,0 +1,129 @@
+//! One ring step over MPI: a segment goes to the next rank while the
+//! previous rank's arrives, cut into chunks of [`CHUNK_BYTES`] with
+//! non-blocking sends and receives, chunk j + 1 on the wire while chunk j
+//! is added (reduce-scatter) or stored (all-gather).
+
+use std::ops::Range;
+
+use mpi::datatype::Equivalence;
+use mpi::point_to_point::{Destination, Source};
+use mpi::request::{WaitGuard, scope};
+use mpi::topology::Communicator as _;
+
+use super::hops::Hops;
+use super::schedule::{chunk, split_disjoint};
+use super::{CHUNK_BYTES, Ring};
+
+/// Tag of every ring message. Messages are matched by order (MPI never
+/// lets two messages between the same pair with the same tag overtake each
+/// other) and both sides cut the same segments into the same chunks.
+const TAG: i32 = 7;
+
+/// Elements of `W` per chunk.
+pub(super) fn chunk_elems<W>() -> usize {
+    CHUNK_BYTES / size_of::<W>()
+}
+
+impl Ring<'_> {
+    /// Reduce-scatter step: `wire[tx]` (or `first[tx]`) goes to the next
+    /// rank while the previous rank's partial sums for `rx` land in `slots`
+    /// and are reduced with the own values (`src[rx]`, if given) into
+    /// `wire[rx]`, chunk j + 1 in flight while chunk j is added.
+    pub(super) fn reduce_step<H: Hops>(
+        &self,
+        wire: &mut [H::W],
+        first: Option<&[H::W]>,
+        tx: Range<usize>,
+        rx: Range<usize>,
+        src: Option<&[H::W]>,
+        slots: &mut [H::W],
+        hops: &mut H,
+    ) {
+        let c = chunk_elems::<H::W>();
+        let chunks = tx.len().max(rx.len()).div_ceil(c);
+        if chunks == 0 {
+            return;
+        }
+        let own = src.map(|s| &s[rx.clone()]);
+        let (send, recv) = match first {
+            Some(first) => (&first[tx], &mut wire[rx.clone()]),
+            None => split_disjoint(wire, tx, rx.clone()),
+        };
+        let (mut ready, mut landing) = slots.split_at_mut(c);
+        self.exchange(
+            &send[chunk(send.len(), c, 0)],
+            &mut landing[..chunk(recv.len(), c, 0).len()],
+            || (),
+        );
+        for j in 0..chunks {
+            std::mem::swap(&mut ready, &mut landing); // chunk j is in `ready`
+            let here = chunk(recv.len(), c, j);
+            let next = chunk(recv.len(), c, j + 1).len();
+            let range = rx.start + here.start..rx.start + here.end;
+            let got = &ready[..here.len()];
+            let own = own.map(|o| &o[here.clone()]);
+            let mine = &mut recv[here];
+            self.exchange(
+                &send[chunk(send.len(), c, j + 1)],
+                &mut landing[..next],
+                || hops.reduce(range, own, mine, got),
+            );
+        }
+    }
+
+    /// All-gather step: final sums `wire[tx]` go to the next rank while the
+    /// previous rank's arrive straight into `wire[rx]`, chunk j + 1 in
+    /// flight while chunk j is stored.
+    pub(super) fn gather_step<H: Hops>(
+        &self,
+        wire: &mut [H::W],
+        tx: Range<usize>,
+        rx: Range<usize>,
+        hops: &mut H,
+    ) {
+        let c = chunk_elems::<H::W>();
+        let chunks = tx.len().max(rx.len()).div_ceil(c);
+        if chunks == 0 {
+            return;
+        }
+        let (send, recv) = split_disjoint(wire, tx, rx.clone());
+        let first = chunk(recv.len(), c, 0);
+        self.exchange(&send[chunk(send.len(), c, 0)], &mut recv[first], || ());
+        for j in 0..chunks {
+            let here = chunk(recv.len(), c, j);
+            let (done, rest) = recv.split_at_mut(here.end);
+            let got = &done[here.start..];
+            let next = chunk(rest.len(), c, 0);
+            let range = rx.start + here.start..rx.start + here.end;
+            self.exchange(&send[chunk(send.len(), c, j + 1)], &mut rest[next], || {
+                hops.store(range, got)
+            });
+        }
+    }
+
+    /// Posts a receive of `rx` from the previous rank and a send of `tx` to
+    /// the next one (an empty slice posts nothing: the neighbour's matching
+    /// slice is empty too), runs `work` while they travel, waits for both.
+    fn exchange<W: Equivalence>(&self, tx: &[W], rx: &mut [W], work: impl FnOnce()) {
+        let next = ((self.rank + 1) % self.n) as i32;
+        let prev = ((self.rank + self.n - 1) % self.n) as i32;
+        scope(|sc| {
+            let _recv = (!rx.is_empty()).then(|| {
+                WaitGuard::from(
+                    self.comm
+                        .process_at_rank(prev)
+                        .immediate_receive_into_with_tag(sc, rx, TAG),
+                )
+            });
+            let _send = (!tx.is_empty()).then(|| {
+                WaitGuard::from(
+                    self.comm
+                        .process_at_rank(next)
+                        .immediate_send_with_tag(sc, tx, TAG),
+                )
+            });
+            work();
+            // The guards wait for both transfers here.
+        });
+    }
+}
