@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar, linalg::general_mat_mul};
+use ndarray::LinalgScalar;
 use num_traits::Float;
 
 use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule, clip_scale};
@@ -48,12 +48,6 @@ impl<T> Cpu<T> {
     pub fn new() -> Self {
         Cpu(PhantomData)
     }
-}
-
-fn view<T>(buf: &[T], off: usize, rows: usize, cols: usize, trans: bool) -> ArrayView2<'_, T> {
-    let v = ArrayView2::from_shape((rows, cols), &buf[off..off + rows * cols])
-        .expect("gemm operand fits its buffer");
-    if trans { v.reversed_axes() } else { v }
 }
 
 // GELU, tanh form: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
@@ -169,13 +163,7 @@ impl<T: Elem> Backend for Cpu<T> {
     }
 
     fn gemm(&self, g: Gemm, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) {
-        let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
-        let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
-        let av = view(a, g.a_off, ar, ac, g.trans_a);
-        let bv = view(b, g.b_off, br, bc, g.trans_b);
-        let mut cv = ArrayViewMut2::from_shape((g.m, g.n), &mut c[g.c_off..g.c_off + g.m * g.n])
-            .expect("gemm output fits its buffer");
-        general_mat_mul(T::of(g.alpha), &av, &bv, T::of(g.beta), &mut cv);
+        super::cpu_gemm::gemm_with(super::cpu_gemm::CHOSEN, g, a, b, c);
     }
 
     fn bias_act(

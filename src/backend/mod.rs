@@ -9,6 +9,7 @@
 //! device backend never has to stop for them; the host reads it when logging.
 
 pub mod cpu;
+pub mod cpu_gemm;
 pub mod cuda;
 pub mod device;
 pub mod gpu;

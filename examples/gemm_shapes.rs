@@ -1,0 +1,126 @@
+//! The CPU GEMM libraries side by side at the training step's real shapes.
+//!
+//!     cargo run --release --example gemm_shapes [-- REPEATS]
+//!
+//! For each model (the default 32 -> 256,256 -> 7, the wide 256 ->
+//! 1024,1024,1024 -> 7 and a tiny 32 -> 64 -> 7, 256 rows) it lists every
+//! GEMM of one step — forward NT, the weight gradients TN and the input
+//! gradients NN of backward, the skinny head GEMMs included — and times each
+//! library on it (interleaved, median of REPEATS rounds), then the sum over
+//! the step. Threads: `MATMUL_NUM_THREADS` (1 if unset).
+
+use std::time::Instant;
+
+use ringtrain::backend::Gemm;
+use ringtrain::backend::cpu_gemm::{CHOSEN, GemmLib, gemm_threads, gemm_with};
+
+/// The GEMMs of one training step (same shapes and transposes as
+/// `Model::forward`/`backward`).
+fn step_gemms(input: usize, hidden: &[usize], out: usize, rows: usize) -> Vec<Gemm> {
+    let widths: Vec<usize> = std::iter::once(input)
+        .chain(hidden.iter().copied())
+        .chain([out])
+        .collect();
+    let mut v = vec![];
+    for w in widths.windows(2) {
+        v.push(Gemm::new(rows, w[1], w[0], false, true));
+    }
+    for (i, w) in widths.windows(2).enumerate().rev() {
+        v.push(Gemm::new(w[1], w[0], rows, true, false));
+        if i > 0 {
+            v.push(Gemm::new(rows, w[0], w[1], false, false));
+        }
+    }
+    v
+}
+
+fn label(g: &Gemm) -> String {
+    let t = |b| if b { 'T' } else { 'N' };
+    format!("{}x{}x{} {}{}", g.m, g.n, g.k, t(g.trans_a), t(g.trans_b))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds per call of `lib` on `g`: enough calls for ~20 ms.
+fn time(lib: GemmLib, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
+    let flops = 2.0 * (g.m * g.n * g.k) as f64;
+    let calls = ((2e9 / flops) as usize).clamp(3, 20_000);
+    gemm_with(lib, g, a, b, c);
+    let t0 = Instant::now();
+    for _ in 0..calls {
+        gemm_with(lib, g, a, b, c);
+    }
+    t0.elapsed().as_secs_f64() / calls as f64
+}
+
+fn main() {
+    let repeats: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let libs = GemmLib::ALL;
+    println!(
+        "GEMM libraries, f32, {} thread(s), median of {repeats} interleaved rounds; chosen: {}",
+        gemm_threads(),
+        CHOSEN.name()
+    );
+    let cases: [(&str, Vec<Gemm>); 4] = [
+        (
+            "reference shapes",
+            vec![
+                Gemm::new(1024, 1024, 1024, false, false),
+                Gemm::new(7, 256, 256, false, false),
+            ],
+        ),
+        ("default model 32 -> 256,256 -> 7", step_gemms(32, &[256, 256], 7, 256)),
+        (
+            "wide model 256 -> 1024,1024,1024 -> 7",
+            step_gemms(256, &[1024, 1024, 1024], 7, 256),
+        ),
+        ("tiny model 32 -> 64 -> 7", step_gemms(32, &[64], 7, 256)),
+    ];
+    for (name, gemms) in cases {
+        println!("\n{name}");
+        print!("{:<22}", "m x n x k op");
+        for l in libs {
+            print!(" {:>16}", format!("{} GFLOP/s", l.name()));
+        }
+        println!(" {:>12}", "gemm / mm");
+        let mut total = vec![0.0; libs.len()];
+        let mut flops_total = 0.0;
+        for g in gemms {
+            let len = |r: usize, c: usize| r * c;
+            let a: Vec<f32> = (0..len(g.m, g.k)).map(|i| (i % 7) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..len(g.k, g.n)).map(|i| (i % 5) as f32 * 0.1).collect();
+            let mut c = vec![0f32; g.m * g.n];
+            let mut t = vec![vec![]; libs.len()];
+            for _ in 0..repeats {
+                for (i, &l) in libs.iter().enumerate() {
+                    t[i].push(time(l, g, &a, &b, &mut c));
+                }
+            }
+            let flops = 2.0 * (g.m * g.n * g.k) as f64;
+            flops_total += flops;
+            print!("{:<22}", label(&g));
+            let med: Vec<f64> = t.into_iter().map(median).collect();
+            for (i, s) in med.iter().enumerate() {
+                total[i] += s;
+                print!(" {:>16.1}", flops / s / 1e9);
+            }
+            println!(" {:>12.2}", med[0] / med[1]);
+        }
+        print!("{:<22}", "whole step");
+        for s in &total {
+            print!(" {:>16.1}", flops_total / s / 1e9);
+        }
+        println!(
+            " {:>12.2}   ({:.3} ms vs {:.3} ms)",
+            total[0] / total[1],
+            1e3 * total[0],
+            1e3 * total[1]
+        );
+    }
+}
