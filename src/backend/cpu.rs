@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use ndarray::LinalgScalar;
 use num_traits::Float;
 
+use super::cpu_fused as fused;
 use super::{Backend, Gemm, LossArgs, UpdateArgs, UpdateRule, clip_scale};
 use crate::model::spec::Activation;
 use crate::tasks::TaskKind;
@@ -17,6 +18,9 @@ pub trait Elem: Float + LinalgScalar + Send + Sync + std::fmt::Debug + 'static {
     fn of(x: f32) -> Self;
     fn of64(x: f64) -> Self;
     fn f32(self) -> f32;
+    /// tanh as the fused ops compute it: the library's in f64, a
+    /// branch-free vectorisable one within a few ulp in f32.
+    fn tanh_fast(self) -> Self;
 }
 impl Elem for f32 {
     fn of(x: f32) -> Self {
@@ -28,6 +32,10 @@ impl Elem for f32 {
     fn f32(self) -> f32 {
         self
     }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        super::cpu_fused::tanh_f32(self)
+    }
 }
 impl Elem for f64 {
     fn of(x: f32) -> Self {
@@ -38,6 +46,10 @@ impl Elem for f64 {
     }
     fn f32(self) -> f32 {
         self as f32
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        self.tanh()
     }
 }
 
@@ -176,24 +188,36 @@ impl<T: Elem> Backend for Cpu<T> {
         z: &mut Vec<T>,
         h: Option<&mut Vec<T>>,
     ) {
-        let b = &bias[bias_off..bias_off + cols];
-        let z = &mut z[..rows * cols];
-        for row in z.chunks_exact_mut(cols) {
-            for (v, &bb) in row.iter_mut().zip(b) {
-                *v = *v + bb;
-            }
-        }
-        if let (Some(act), Some(h)) = (act, h) {
-            for (hv, &zv) in h[..rows * cols].iter_mut().zip(z.iter()) {
-                *hv = act_fwd(act, zv);
-            }
-        }
+        let h = h.map(|h| &mut h[..rows * cols]);
+        fused::bias_act(act, cols, &bias[bias_off..bias_off + cols], &mut z[..rows * cols], h);
     }
 
     fn act_backward(&self, act: Activation, len: usize, z: &Vec<T>, h: &Vec<T>, dh: &mut Vec<T>) {
-        for ((d, &zv), &hv) in dh[..len].iter_mut().zip(&z[..len]).zip(&h[..len]) {
-            *d = *d * act_grad(act, zv, hv);
-        }
+        fused::act_backward(act, &z[..len], &h[..len], &mut dh[..len]);
+    }
+
+    fn act_backward_col_sum(
+        &self,
+        act: Activation,
+        rows: usize,
+        cols: usize,
+        z: &Vec<T>,
+        h: &Vec<T>,
+        dh: &mut Vec<T>,
+        out: &mut Vec<T>,
+        off: usize,
+        beta: f32,
+    ) {
+        let n = rows * cols;
+        fused::act_backward_col_sum(
+            act,
+            cols,
+            &z[..n],
+            &h[..n],
+            &mut dh[..n],
+            &mut out[off..off + cols],
+            T::of(beta),
+        );
     }
 
     fn col_sum(
@@ -205,22 +229,7 @@ impl<T: Elem> Backend for Cpu<T> {
         off: usize,
         beta: f32,
     ) {
-        let o = &mut out[off..off + cols];
-        // BLAS convention: beta 0 overwrites (a NaN left in `out` by an
-        // earlier step must not survive as 0 · NaN).
-        let beta = T::of(beta);
-        for v in o.iter_mut() {
-            *v = if beta == T::zero() {
-                T::zero()
-            } else {
-                *v * beta
-            };
-        }
-        for row in x[..rows * cols].chunks_exact(cols) {
-            for (v, &xv) in o.iter_mut().zip(row) {
-                *v = *v + xv;
-            }
-        }
+        reference::col_sum(rows, cols, x, &mut out[off..off + cols], beta);
     }
 
     fn task_loss(
@@ -254,7 +263,7 @@ impl<T: Elem> Backend for Cpu<T> {
     }
 
     fn sum_squares(&self, x: &Vec<T>, len: usize, stats: &mut Vec<T>, stat: usize) {
-        stats[stat] = x[..len].iter().fold(T::zero(), |s, &v| s + v * v);
+        stats[stat] = fused::sum_squares(&x[..len]);
     }
 
     fn scale(&self, x: &mut Vec<T>, len: usize, s: f32) {
@@ -313,6 +322,62 @@ impl<T: Elem> Backend for Cpu<T> {
                     let vhat = v[i] / bc2;
                     p[i] = p[i] - lr * mhat / (vhat.sqrt() + eps);
                 }
+            }
+        }
+    }
+}
+
+/// The plain, one-op-per-pass definitions of the element-wise ops, which
+/// the fused paths (`cpu_fused`) are tested against.
+pub mod reference {
+    use super::{Elem, act_fwd, act_grad};
+    use crate::model::spec::Activation;
+
+    /// z[r, :] += bias for every row; then h = act(z) (h untouched if None).
+    pub fn bias_act<T: Elem>(
+        act: Option<Activation>,
+        rows: usize,
+        cols: usize,
+        bias: &[T],
+        z: &mut [T],
+        h: Option<&mut [T]>,
+    ) {
+        let z = &mut z[..rows * cols];
+        for row in z.chunks_exact_mut(cols) {
+            for (v, &bb) in row.iter_mut().zip(bias) {
+                *v = *v + bb;
+            }
+        }
+        if let (Some(act), Some(h)) = (act, h) {
+            for (hv, &zv) in h[..rows * cols].iter_mut().zip(z.iter()) {
+                *hv = act_fwd(act, zv);
+            }
+        }
+    }
+
+    /// dh = dh ⊙ act'(z).
+    pub fn act_backward<T: Elem>(act: Activation, z: &[T], h: &[T], dh: &mut [T]) {
+        for ((d, &zv), &hv) in dh.iter_mut().zip(z).zip(h) {
+            *d = *d * act_grad(act, zv, hv);
+        }
+    }
+
+    /// out[c] = beta · out[c] + Σ_r x[r, c]; beta 0 overwrites.
+    pub fn col_sum<T: Elem>(rows: usize, cols: usize, x: &[T], out: &mut [T], beta: f32) {
+        let o = &mut out[..cols];
+        // BLAS convention: beta 0 overwrites (a NaN left in `out` by an
+        // earlier step must not survive as 0 · NaN).
+        let beta = T::of(beta);
+        for v in o.iter_mut() {
+            *v = if beta == T::zero() {
+                T::zero()
+            } else {
+                *v * beta
+            };
+        }
+        for row in x[..rows * cols].chunks_exact(cols) {
+            for (v, &xv) in o.iter_mut().zip(row) {
+                *v = *v + xv;
             }
         }
     }
