@@ -175,7 +175,7 @@ impl<T: Elem> Backend for Cpu<T> {
     }
 
     fn gemm(&self, g: Gemm, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) {
-        super::cpu_gemm::gemm_with(super::cpu_gemm::CHOSEN, g, a, b, c);
+        super::cpu_gemm::gemm_with(super::cpu_gemm::in_use(), g, a, b, c);
     }
 
     fn bias_act(
