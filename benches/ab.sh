@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two ringtrain binaries on `bench train`, interleaved (old, new,
-# old, new, ...), medians and the new/old ratio of samples/s per rank.
+# old, new, ...), medians and new/old ratios. `cpu` rows: the main thread's
+# CPU time (ms), which neighbours on shared cores disturb less than wall time;
+# `cpu s/g` = GEMM-only / step CPU time (the step's share of GEMM speed).
 # Usage: benches/ab.sh OLD_BIN NEW_BIN NP REPEAT [bench train args...]
 # e.g.   benches/ab.sh target/base-ringtrain target/release/ringtrain 1 5 --hidden 64
 set -euo pipefail
@@ -37,7 +39,10 @@ rows = [("samples/s", lambda x: x["samples_per_s_per_rank"]),
         ("update ms", lambda x: x["ms"]["update"]),
         ("comm ms", lambda x: x["ms"]["allreduce"]),
         ("gemm ms", lambda x: x["ms"]["gemm_only"]),
-        ("step/gemm", lambda x: x["step_vs_gemm_only"])]
+        ("step/gemm", lambda x: x["step_vs_gemm_only"]),
+        ("cpu step", lambda x: x["thread_cpu_ms"]["step"]),
+        ("cpu gemm", lambda x: x["thread_cpu_ms"]["gemm_only"]),
+        ("cpu s/g", lambda x: x["thread_cpu_ms"]["gemm_only"] / x["thread_cpu_ms"]["step"])]
 for name, f in rows:
     a, b = med(o, f), med(nw, f)
     print(f"{name:10}{a:12.3f}{b:12.3f}{b / a if a else float('nan'):10.3f}")

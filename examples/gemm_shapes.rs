@@ -82,6 +82,12 @@ fn cpu_time() -> bool {
 }
 
 fn main() {
+    // matrixmultiply uses every physical core when MATMUL_NUM_THREADS is
+    // unset; ringtrain sets it from --threads (1 by default): do the same.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
+    }
     let repeats: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

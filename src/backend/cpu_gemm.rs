@@ -26,37 +26,24 @@ pub enum GemmLib {
     MatrixMultiply,
     /// The `gemm` crate.
     GemmCrate,
-    /// Per shape: [`per_shape`].
-    PerShape,
 }
 
 impl GemmLib {
-    pub const ALL: [GemmLib; 3] = [GemmLib::MatrixMultiply, GemmLib::GemmCrate, GemmLib::PerShape];
+    pub const ALL: [GemmLib; 2] = [GemmLib::MatrixMultiply, GemmLib::GemmCrate];
 
     pub fn name(self) -> &'static str {
         match self {
             GemmLib::MatrixMultiply => "matrixmultiply",
             GemmLib::GemmCrate => "gemm",
-            GemmLib::PerShape => "per-shape",
         }
     }
 }
 
-/// The library `Cpu::gemm` uses (measured: see the README's Performance).
-pub const CHOSEN: GemmLib = GemmLib::PerShape;
-
-/// The library for one shape, from `examples/gemm_shapes.rs` on the Zen 5
-/// development machine: the gemm crate on small or skinny products (a
-/// dimension ≤ 16 — the heads — or m·n·k ≤ 2^20: the tiny models), where it
-/// was 1.1–2× faster; matrixmultiply's AVX-512 kernel on the large ones,
-/// where it was as fast or faster.
-pub fn per_shape(g: &Gemm) -> GemmLib {
-    if g.m.min(g.n).min(g.k) <= 16 || g.m * g.n * g.k <= 1 << 20 {
-        GemmLib::GemmCrate
-    } else {
-        GemmLib::MatrixMultiply
-    }
-}
+/// The library `Cpu::gemm` uses: the gemm crate, as fast as matrixmultiply
+/// (AVX-512) on the large products and 1.2–1.9× faster on the skinny head
+/// GEMMs and the tiny models, one thread, on the Zen 5 development machine
+/// (the README's Performance section has the table).
+pub const CHOSEN: GemmLib = GemmLib::GemmCrate;
 
 /// The library in use: [`CHOSEN`], unless `RINGTRAIN_CPU_GEMM` names the
 /// other (`matrixmultiply` or `gemm`; for side-by-side measurements).
@@ -99,7 +86,6 @@ pub fn gemm_with<T: Elem>(lib: GemmLib, g: Gemm, a: &[T], b: &[T], c: &mut [T]) 
     match lib {
         GemmLib::MatrixMultiply => matrixmultiply_gemm(g, a, b, c),
         GemmLib::GemmCrate => gemm_crate_gemm(g, a, b, c),
-        GemmLib::PerShape => gemm_with(per_shape(&g), g, a, b, c),
     }
 }
 
