@@ -9,6 +9,8 @@
 pub mod bucket;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "mpi")]
+pub mod mpi_in_place;
 pub mod nccl;
 #[cfg(feature = "mpi")]
 pub mod ring;
