@@ -112,7 +112,10 @@ fn main() {
                 Gemm::new(7, 256, 256, false, false),
             ],
         ),
-        ("default model 32 -> 256,256 -> 7", step_gemms(32, &[256, 256], 7, 256)),
+        (
+            "default model 32 -> 256,256 -> 7",
+            step_gemms(32, &[256, 256], 7, 256),
+        ),
         (
             "wide model 256 -> 1024,1024,1024 -> 7",
             step_gemms(256, &[1024, 1024, 1024], 7, 256),

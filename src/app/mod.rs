@@ -3,6 +3,7 @@
 pub mod data;
 pub mod info;
 pub mod plot;
+pub mod summary;
 pub mod train;
 
 use crate::comm::CommKind;

@@ -189,7 +189,13 @@ impl<T: Elem> Backend for Cpu<T> {
         h: Option<&mut Vec<T>>,
     ) {
         let h = h.map(|h| &mut h[..rows * cols]);
-        fused::bias_act(act, cols, &bias[bias_off..bias_off + cols], &mut z[..rows * cols], h);
+        fused::bias_act(
+            act,
+            cols,
+            &bias[bias_off..bias_off + cols],
+            &mut z[..rows * cols],
+            h,
+        );
     }
 
     fn act_backward(&self, act: Activation, len: usize, z: &Vec<T>, h: &Vec<T>, dh: &mut Vec<T>) {

@@ -42,12 +42,10 @@ pub fn exp_f32(x: f32) -> f32 {
 pub fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
-    let small = x
-        + x * z
-            * ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z
-                + 0.133_314_42)
-                * z
-                - 0.333_332_82);
+    let small = x + x
+        * z
+        * ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 0.133_314_42) * z
+            - 0.333_332_82);
     let e = exp_f32(2.0 * a);
     let big = 1.0 - 2.0 / (e + 1.0);
     // Both are odd in x: the sign of x (also that of -0.0) is the result's.
@@ -72,7 +70,8 @@ fn gelu_grad<T: Elem>(z: T) -> T {
     let k = T::of64(GELU_K);
     let t = (c * (z + k * z * z * z)).tanh_fast();
     let half = T::of64(0.5);
-    half * (T::one() + t) + half * z * (T::one() - t * t) * c * (T::one() + T::of64(3.0) * k * z * z)
+    half * (T::one() + t)
+        + half * z * (T::one() - t * t) * c * (T::one() + T::of64(3.0) * k * z * z)
 }
 
 /// act(z) with the fast tanh (the definition is `cpu::act_fwd`).
@@ -289,8 +288,14 @@ mod tests {
                 let z = i as f32 * 2.5e-3;
                 let (f, g) = (act_fwd_fast(act, z), act_grad_fast(act, z, act_fwd(act, z)));
                 let (wf, wg) = (act_fwd(act, z), act_grad(act, z, act_fwd(act, z)));
-                assert!((f - wf).abs() <= 4e-7 * (1.0 + wf.abs()), "{act:?}({z}): {f} vs {wf}");
-                assert!((g - wg).abs() <= 4e-7 * (1.0 + wg.abs()), "{act:?}'({z}): {g} vs {wg}");
+                assert!(
+                    (f - wf).abs() <= 4e-7 * (1.0 + wf.abs()),
+                    "{act:?}({z}): {f} vs {wf}"
+                );
+                assert!(
+                    (g - wg).abs() <= 4e-7 * (1.0 + wg.abs()),
+                    "{act:?}'({z}): {g} vs {wg}"
+                );
             }
             // f64 uses the library tanh: exact.
             let z = 0.37f64;
@@ -363,7 +368,10 @@ mod tests {
             let x: Vec<f64> = randn(n, 7, 1.0);
             let want = x.iter().fold(0.0, |s, v| s + v * v);
             let got = sum_squares(&x);
-            assert!((got - want).abs() <= 1e-12 * want.max(1.0), "{n}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "{n}: {got} vs {want}"
+            );
         }
     }
 }

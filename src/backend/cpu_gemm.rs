@@ -156,7 +156,9 @@ mod tests {
     use crate::rng::normal;
 
     fn randn<T: Elem>(n: usize, stream: u64) -> Vec<T> {
-        (0..n).map(|i| T::of64(normal(5, stream, i as u64))).collect()
+        (0..n)
+            .map(|i| T::of64(normal(5, stream, i as u64)))
+            .collect()
     }
 
     /// The textbook triple loop.
@@ -225,7 +227,11 @@ mod tests {
                             let inside = i >= 2 && i < 2 + m * n;
                             if !inside {
                                 let keep = T::of64(c0[i]).to_f64().unwrap();
-                                assert_eq!(got.to_bits(), keep.to_bits(), "{lib:?} wrote outside C");
+                                assert_eq!(
+                                    got.to_bits(),
+                                    keep.to_bits(),
+                                    "{lib:?} wrote outside C"
+                                );
                                 continue;
                             }
                             let err = (got - w).abs() / (1.0 + w.abs());

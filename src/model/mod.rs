@@ -157,15 +157,7 @@ impl<B: Backend> Model<B> {
             };
             // dz = dh ⊙ act'(z) and db = Σ_rows dz together, then dW.
             be.act_backward_col_sum(
-                act,
-                rows,
-                lin.out,
-                &self.z[l],
-                &self.h[l],
-                cur,
-                grads,
-                lin.b,
-                beta,
+                act, rows, lin.out, &self.z[l], &self.h[l], cur, grads, lin.b, beta,
             );
             let input = if l == 0 { &self.x } else { &self.h[l - 1] };
             Self::weight_grad(be, &lin, rows, cur, input, grads, beta);
