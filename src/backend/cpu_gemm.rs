@@ -40,9 +40,10 @@ impl GemmLib {
 }
 
 /// The library `Cpu::gemm` uses: the gemm crate, as fast as matrixmultiply
-/// (AVX-512) on the large products and 1.2–1.9× faster on the skinny head
-/// GEMMs and the tiny models, one thread, on the Zen 5 development machine
-/// (the README's Performance section has the table).
+/// on the large products and 1.2–1.9× faster on the skinny head GEMMs and
+/// the tiny models, one thread, on the development VM (AVX2/FMA; its CPU
+/// exposes no AVX-512, so neither library's AVX-512 kernel was measured;
+/// the README's Performance section has the table).
 pub const CHOSEN: GemmLib = GemmLib::GemmCrate;
 
 /// The library in use: [`CHOSEN`], unless `RINGTRAIN_CPU_GEMM` names the
