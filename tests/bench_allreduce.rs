@@ -235,3 +235,23 @@ fn datatype_aliases() {
         assert_eq!(r[0][2], name, "{c}");
     }
 }
+
+/// `--comm mpi` in place is MPI_Allreduce with MPI_IN_PLACE (no scratch
+/// buffer): exact on integer data and equal on every rank, at sizes that
+/// are and are not multiples of anything in particular.
+#[test]
+fn mpi_in_place_is_exact() {
+    let run = bench(
+        2,
+        &[
+            "--comm", "mpi", "-b", "4", "-e", "4M", "-f", "16", "-n", "2", "-w", "1",
+        ],
+    );
+    run.ok();
+    let c = ctx(&run);
+    let rows = rows(&run.stdout);
+    assert_eq!(rows.len(), 6, "{c}");
+    for r in &rows {
+        assert_eq!((r[7].as_str(), r[11].as_str()), ("0", "0"), "{c}");
+    }
+}

@@ -200,27 +200,38 @@ fn train_loop<B: Backend>(
     }
     let steps = cfg.train.steps;
     let last = cfg.checkpoint.stop_after.unwrap_or(steps);
+    let my_rows = crate::data::sampler::shard(cfg.train.global_batch, world.rank, world.size).len();
+    let mut times = super::summary::RunTimes::start();
     for step in first_step..last {
         wd.set_step(step);
         fault::before_step(fault, world.rank, step);
+        let s0 = std::time::Instant::now();
         let r = match tr.step(step, true) {
             Ok(r) => r,
             Err(e @ (Error::NonFinite(_) | Error::OtherRank(_))) => return Err(e),
             Err(e) => fatal(e),
         };
+        times.step(&r.times, my_rows, s0.elapsed().as_secs_f64());
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;
         let every = cfg.train.eval_every;
         if (every > 0 && done % every == 0) || done == steps {
+            let e0 = std::time::Instant::now();
             let m = tr.evaluate().unwrap_or_else(|e| fatal(e));
             rep.eval(done, &m).unwrap_or_else(|e| fatal(e));
+            times.eval += e0.elapsed().as_secs_f64();
         }
         let every = cfg.checkpoint.every;
         if cfg.checkpoint.dir.is_some() && ((every > 0 && done % every == 0) || done == last) {
+            let c0 = std::time::Instant::now();
             write_checkpoint(run, &tr, &rep, done)?;
+            times.checkpoint += c0.elapsed().as_secs_f64();
         }
     }
     rep.finish().unwrap_or_else(|e| fatal(e));
+    for l in times.finish(comm).unwrap_or_else(|e| fatal(e)) {
+        rep.line(&l);
+    }
     if let (Some(trace), Some(path)) = (tr.clock.trace.take(), &cfg.train.trace) {
         trace.write(comm, path).unwrap_or_else(|e| fatal(e));
         rep.line(&format!("wrote timeline to {}", path.display()));

@@ -5,9 +5,10 @@
 
 use std::marker::PhantomData;
 
-use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar, linalg::general_mat_mul};
+use ndarray::LinalgScalar;
 use num_traits::Float;
 
+use super::cpu_fused as fused;
 use super::{Backend, Gemm, LossArgs, Memory, UpdateArgs, UpdateRule, clip_scale};
 use crate::spec::Activation;
 use crate::tasks::TaskKind;
@@ -19,6 +20,9 @@ pub trait Elem: Float + LinalgScalar + Send + Sync + std::fmt::Debug + 'static {
     fn f32(self) -> f32;
     /// The buffer as f32, when it is f32 (training); f64 is for tests.
     fn as_f32(buf: &mut [Self]) -> Option<&mut [f32]>;
+    /// tanh as the fused ops compute it: the library's in f64, a
+    /// branch-free vectorisable one within a few ulp in f32.
+    fn tanh_fast(self) -> Self;
 }
 impl Elem for f32 {
     fn as_f32(buf: &mut [Self]) -> Option<&mut [f32]> {
@@ -32,6 +36,10 @@ impl Elem for f32 {
     }
     fn f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        super::cpu_fused::tanh_f32(self)
     }
 }
 impl Elem for f64 {
@@ -47,6 +55,10 @@ impl Elem for f64 {
     fn f32(self) -> f32 {
         self as f32
     }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        self.tanh()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,12 +68,6 @@ impl<T> Cpu<T> {
     pub fn new() -> Self {
         Cpu(PhantomData)
     }
-}
-
-fn view<T>(buf: &[T], off: usize, rows: usize, cols: usize, trans: bool) -> ArrayView2<'_, T> {
-    let v = ArrayView2::from_shape((rows, cols), &buf[off..off + rows * cols])
-        .expect("gemm operand fits its buffer");
-    if trans { v.reversed_axes() } else { v }
 }
 
 // GELU, tanh form: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
@@ -186,13 +192,7 @@ impl<T: Elem> Backend for Cpu<T> {
     }
 
     fn gemm(&self, g: Gemm, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) {
-        let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
-        let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
-        let av = view(a, g.a_off, ar, ac, g.trans_a);
-        let bv = view(b, g.b_off, br, bc, g.trans_b);
-        let mut cv = ArrayViewMut2::from_shape((g.m, g.n), &mut c[g.c_off..g.c_off + g.m * g.n])
-            .expect("gemm output fits its buffer");
-        general_mat_mul(T::of(g.alpha), &av, &bv, T::of(g.beta), &mut cv);
+        super::cpu_gemm::gemm_with(super::cpu_gemm::in_use(), g, a, b, c);
     }
 
     fn bias_act(
@@ -205,24 +205,42 @@ impl<T: Elem> Backend for Cpu<T> {
         z: &mut Vec<T>,
         h: Option<&mut Vec<T>>,
     ) {
-        let b = &bias[bias_off..bias_off + cols];
-        let z = &mut z[..rows * cols];
-        for row in z.chunks_exact_mut(cols) {
-            for (v, &bb) in row.iter_mut().zip(b) {
-                *v = *v + bb;
-            }
-        }
-        if let (Some(act), Some(h)) = (act, h) {
-            for (hv, &zv) in h[..rows * cols].iter_mut().zip(z.iter()) {
-                *hv = act_fwd(act, zv);
-            }
-        }
+        let h = h.map(|h| &mut h[..rows * cols]);
+        fused::bias_act(
+            act,
+            cols,
+            &bias[bias_off..bias_off + cols],
+            &mut z[..rows * cols],
+            h,
+        );
     }
 
     fn act_backward(&self, act: Activation, len: usize, z: &Vec<T>, h: &Vec<T>, dh: &mut Vec<T>) {
-        for ((d, &zv), &hv) in dh[..len].iter_mut().zip(&z[..len]).zip(&h[..len]) {
-            *d = *d * act_grad(act, zv, hv);
-        }
+        fused::act_backward(act, &z[..len], &h[..len], &mut dh[..len]);
+    }
+
+    fn act_backward_col_sum(
+        &self,
+        act: Activation,
+        rows: usize,
+        cols: usize,
+        z: &Vec<T>,
+        h: &Vec<T>,
+        dh: &mut Vec<T>,
+        out: &mut Vec<T>,
+        off: usize,
+        beta: f32,
+    ) {
+        let n = rows * cols;
+        fused::act_backward_col_sum(
+            act,
+            cols,
+            &z[..n],
+            &h[..n],
+            &mut dh[..n],
+            &mut out[off..off + cols],
+            T::of(beta),
+        );
     }
 
     fn col_sum(
@@ -234,22 +252,7 @@ impl<T: Elem> Backend for Cpu<T> {
         off: usize,
         beta: f32,
     ) {
-        let o = &mut out[off..off + cols];
-        // BLAS convention: beta 0 overwrites (a NaN left in `out` by an
-        // earlier step must not survive as 0 · NaN).
-        let beta = T::of(beta);
-        for v in o.iter_mut() {
-            *v = if beta == T::zero() {
-                T::zero()
-            } else {
-                *v * beta
-            };
-        }
-        for row in x[..rows * cols].chunks_exact(cols) {
-            for (v, &xv) in o.iter_mut().zip(row) {
-                *v = *v + xv;
-            }
-        }
+        reference::col_sum(rows, cols, x, &mut out[off..off + cols], beta);
     }
 
     fn task_loss(
@@ -283,7 +286,7 @@ impl<T: Elem> Backend for Cpu<T> {
     }
 
     fn sum_squares(&self, x: &Vec<T>, len: usize, stats: &mut Vec<T>, stat: usize) {
-        stats[stat] = x[..len].iter().fold(T::zero(), |s, &v| s + v * v);
+        stats[stat] = fused::sum_squares(&x[..len]);
     }
 
     fn scale(&self, x: &mut Vec<T>, len: usize, s: f32) {
@@ -342,6 +345,62 @@ impl<T: Elem> Backend for Cpu<T> {
                     let vhat = v[i] / bc2;
                     p[i] = p[i] - lr * mhat / (vhat.sqrt() + eps);
                 }
+            }
+        }
+    }
+}
+
+/// The plain, one-op-per-pass definitions of the element-wise ops, which
+/// the fused paths (`cpu_fused`) are tested against.
+pub mod reference {
+    use super::{Elem, act_fwd, act_grad};
+    use crate::spec::Activation;
+
+    /// z[r, :] += bias for every row; then h = act(z) (h untouched if None).
+    pub fn bias_act<T: Elem>(
+        act: Option<Activation>,
+        rows: usize,
+        cols: usize,
+        bias: &[T],
+        z: &mut [T],
+        h: Option<&mut [T]>,
+    ) {
+        let z = &mut z[..rows * cols];
+        for row in z.chunks_exact_mut(cols) {
+            for (v, &bb) in row.iter_mut().zip(bias) {
+                *v = *v + bb;
+            }
+        }
+        if let (Some(act), Some(h)) = (act, h) {
+            for (hv, &zv) in h[..rows * cols].iter_mut().zip(z.iter()) {
+                *hv = act_fwd(act, zv);
+            }
+        }
+    }
+
+    /// dh = dh ⊙ act'(z).
+    pub fn act_backward<T: Elem>(act: Activation, z: &[T], h: &[T], dh: &mut [T]) {
+        for ((d, &zv), &hv) in dh.iter_mut().zip(z).zip(h) {
+            *d = *d * act_grad(act, zv, hv);
+        }
+    }
+
+    /// out[c] = beta · out[c] + Σ_r x[r, c]; beta 0 overwrites.
+    pub fn col_sum<T: Elem>(rows: usize, cols: usize, x: &[T], out: &mut [T], beta: f32) {
+        let o = &mut out[..cols];
+        // BLAS convention: beta 0 overwrites (a NaN left in `out` by an
+        // earlier step must not survive as 0 · NaN).
+        let beta = T::of(beta);
+        for v in o.iter_mut() {
+            *v = if beta == T::zero() {
+                T::zero()
+            } else {
+                *v * beta
+            };
+        }
+        for row in x[..rows * cols].chunks_exact(cols) {
+            for (v, &xv) in o.iter_mut().zip(row) {
+                *v = *v + xv;
             }
         }
     }

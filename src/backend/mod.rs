@@ -9,6 +9,8 @@
 //! device backend never has to stop for them; the host reads it when logging.
 
 pub mod cpu;
+pub mod cpu_fused;
+pub mod cpu_gemm;
 pub mod cuda;
 pub mod device;
 pub mod gpu;
@@ -192,6 +194,25 @@ pub trait Backend {
         h: &Self::Buf,
         dh: &mut Self::Buf,
     );
+    /// [`Backend::act_backward`] on a [rows, cols] matrix, then
+    /// [`Backend::col_sum`] of the result into `out[off..]` (the bias
+    /// gradient): the CPU backend does both in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn act_backward_col_sum(
+        &self,
+        act: Activation,
+        rows: usize,
+        cols: usize,
+        z: &Self::Buf,
+        h: &Self::Buf,
+        dh: &mut Self::Buf,
+        out: &mut Self::Buf,
+        off: usize,
+        beta: f32,
+    ) {
+        self.act_backward(act, rows * cols, z, h, dh);
+        self.col_sum(rows, cols, dh, out, off, beta);
+    }
     /// out[off + c] = beta · out[off + c] + Σ_r x[r, c] (bias gradients);
     /// beta 0 overwrites `out` without reading it, as in BLAS (and `gemm`).
     fn col_sum(

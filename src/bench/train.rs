@@ -91,16 +91,22 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         rss_start,
     } = *ctx;
     let mut sum = StepTimes::default();
+    let mut step_cpu = 0.0;
     for step in 0..a.warmup + a.iters {
         wd.set_step(step);
+        let c0 = thread_cpu_seconds();
         let t = tr.step(step, false)?.times;
         if step >= a.warmup {
             add(&mut sum, &t, 1.0);
+            step_cpu += thread_cpu_seconds() - c0;
         }
     }
     let mut mean = StepTimes::default();
     add(&mut mean, &sum, 1.0 / a.iters as f64);
+    step_cpu /= a.iters as f64;
+    let c0 = thread_cpu_seconds();
     let gemm_s = gemm_only_seconds(&tr.be, spec, a.batch_per_rank, a.warmup, a.iters);
+    let gemm_cpu = (thread_cpu_seconds() - c0) / (a.warmup + a.iters) as f64;
 
     // Average each figure over ranks; the slowest rank's step sets the pace.
     let mut v = vec![
@@ -113,6 +119,8 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         gemm_s,
         mean.grad_comm,
         mean.grad_exposed,
+        step_cpu,
+        gemm_cpu,
     ];
     comm.all_reduce_sum_f64(&mut v)?;
     let n = comm.size() as f64;
@@ -127,9 +135,11 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         gemm_s,
         grad_comm,
         grad_exposed,
+        step_cpu,
+        gemm_cpu,
     ] = v[..]
     else {
-        unreachable!("nine figures")
+        unreachable!("eleven figures")
     };
     let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
     let peak = peak_rss_bytes();
@@ -159,6 +169,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                         "grad_allreduce_total": 1e3 * grad_comm,
                         "grad_allreduce_exposed": 1e3 * grad_exposed,
                         "gemm_only": 1e3 * gemm_s },
+                "thread_cpu_ms": { "step": 1e3 * step_cpu, "gemm_only": 1e3 * gemm_cpu },
                 "samples_per_s_per_rank": sps_rank,
                 "samples_per_s": sps_rank * n,
                 "gflops": gflops,
@@ -223,6 +234,11 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         "GFLOP/s per rank: step {gflops:.2} | GEMM-only baseline {gemm_gflops:.2} ({:.3} ms) | ratio {:.3}",
         1e3 * gemm_s,
         gflops / gemm_gflops
+    );
+    println!(
+        "CPU time of the rank's main thread: step {:.3} ms, GEMM-only {:.3} ms (what the step cost where other processes share the cores; the GEMM threads of --threads > 1 are not in it)",
+        1e3 * step_cpu,
+        1e3 * gemm_cpu
     );
     match (peak, rss_start) {
         (Some(p), Some(s)) => println!(
@@ -339,6 +355,20 @@ fn gemm_only_seconds<B: Backend>(
     }
     wait(&params);
     t0.elapsed().as_secs_f64() / iters as f64
+}
+
+/// CPU time of the calling thread, in seconds (0 where unavailable).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out-pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// Peak resident set size of this process (VmHWM), where /proc has it.

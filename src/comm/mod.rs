@@ -8,6 +8,8 @@
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "mpi")]
+pub mod mpi_in_place;
 pub mod nccl;
 #[cfg(feature = "mpi")]
 pub mod ring;

@@ -12,7 +12,8 @@ use crate::error::Result;
 
 pub struct MpiComm {
     world: SimpleCommunicator,
-    /// rsmpi has no MPI_IN_PLACE: a receive buffer, grown once and reused.
+    /// For an MPI whose MPI_IN_PLACE is unknown (see `mpi_in_place`): a
+    /// receive buffer, grown once and reused.
     scratch: RefCell<Vec<f32>>,
 }
 
@@ -37,6 +38,9 @@ impl Communicator for MpiComm {
         "mpi"
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        if super::mpi_in_place::all_reduce_sum_in_place(&self.world, buf) {
+            return Ok(());
+        }
         let mut scratch = self.scratch.borrow_mut();
         if scratch.len() < buf.len() {
             scratch.resize(buf.len(), 0.0);
@@ -64,6 +68,9 @@ impl Communicator for MpiComm {
         Ok(())
     }
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        if super::mpi_in_place::all_reduce_sum_in_place(&self.world, buf) {
+            return Ok(());
+        }
         let mut out = vec![0f64; buf.len()];
         self.world
             .all_reduce_into(&*buf, &mut out[..], SystemOperation::sum());

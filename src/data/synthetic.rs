@@ -65,6 +65,21 @@ impl Rng {
         let branch = if k % 2 == 0 { angle.cos() } else { angle.sin() };
         (-2.0 * u1.ln()).sqrt() * branch
     }
+
+    /// Normals 0..N, the same values as `normal(k)` for each k, each
+    /// uniform pair drawn once for both of its branches (N even).
+    fn normals<const N: usize>(self) -> [f64; N] {
+        let mut out = [0.0; N];
+        for (m, pair) in out.chunks_exact_mut(2).enumerate() {
+            let m = m as u64;
+            let (u1, u2) = (self.uniform(2 * m), self.uniform(2 * m + 1));
+            let angle = std::f64::consts::TAU * u2;
+            let r = (-2.0 * u1.ln()).sqrt();
+            pair[0] = r * angle.cos();
+            pair[1] = r * angle.sin();
+        }
+        out
+    }
 }
 
 type Vec8 = [f64; LATENT];
@@ -126,24 +141,24 @@ impl Synthetic {
         };
         let rng = |s: Stream| Rng::new(&[self.seed, split_id, index, s as u64]);
         let latent = rng(Stream::Latent);
-        let z: Vec8 = std::array::from_fn(|j| latent.normal(j as u64));
+        let z: Vec8 = latent.normals();
 
-        let noise = rng(Stream::InputNoise);
-        for (i, (xi, ai)) in x.iter_mut().zip(&self.a).enumerate() {
-            *xi = (dot(ai, &z).tanh() + 0.1 * noise.normal(i as u64)) as f32;
+        let noise: [f64; INPUT] = rng(Stream::InputNoise).normals();
+        for ((xi, ai), e) in x.iter_mut().zip(&self.a).zip(noise) {
+            *xi = (dot(ai, &z).tanh() + 0.1 * e) as f32;
         }
 
-        let noise = rng(Stream::ShapeNoise);
+        let noise: [f64; CLASSES] = rng(Stream::ShapeNoise).normals();
         let scores = self
             .c
             .iter()
-            .enumerate()
-            .map(|(k, ck)| dot(ck, &z) + 0.3 * noise.normal(k as u64));
+            .zip(noise)
+            .map(|(ck, e)| dot(ck, &z) + 0.3 * e);
         let class = argmax(scores);
 
-        let noise = rng(Stream::SizeNoise);
-        let size0 = dot(&self.w[0], &z).sin() + 0.1 * noise.normal(0);
-        let size1 = dot(&self.w[1], &z).powi(2) / 2.0 - 0.5 + 0.1 * noise.normal(1);
+        let [e0, e1]: [f64; 2] = rng(Stream::SizeNoise).normals();
+        let size0 = dot(&self.w[0], &z).sin() + 0.1 * e0;
+        let size1 = dot(&self.w[1], &z).powi(2) / 2.0 - 0.5 + 0.1 * e1;
 
         let noise = rng(Stream::FlagNoise);
         let score = dot(&self.w[2], &z) + 0.5 * dot(&self.w[3], &z).tanh() + 0.3 * noise.normal(0);
@@ -237,6 +252,17 @@ mod tests {
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    #[test]
+    fn paired_normals_are_the_single_normals_bit_for_bit() {
+        for key in 0..200u64 {
+            let rng = Rng::new(&[key, 3]);
+            let v: [f64; INPUT] = rng.normals();
+            for (k, x) in v.iter().enumerate() {
+                assert_eq!(x.to_bits(), rng.normal(k as u64).to_bits());
+            }
+        }
     }
 
     #[test]

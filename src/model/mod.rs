@@ -153,9 +153,12 @@ impl<B: Backend> Model<B> {
             } else {
                 (next, cur)
             };
-            be.act_backward(act, rows * lin.out, &self.z[l], &self.h[l], cur);
+            // dz = dh ⊙ act'(z) and db = Σ_rows dz together, then dW.
+            be.act_backward_col_sum(
+                act, rows, lin.out, &self.z[l], &self.h[l], cur, grads, lin.b, beta,
+            );
             let input = if l == 0 { &self.x } else { &self.h[l - 1] };
-            Self::linear_grads(be, &lin, rows, cur, input, grads, beta);
+            Self::weight_grad(be, &lin, rows, cur, input, grads, beta);
             if l > 0 {
                 be.gemm(
                     Gemm {
@@ -181,6 +184,20 @@ impl<B: Backend> Model<B> {
         grads: &mut B::Buf,
         beta: f32,
     ) {
+        Self::weight_grad(be, lin, rows, dz, input, grads, beta);
+        be.col_sum(rows, lin.out, dz, grads, lin.b, beta);
+    }
+
+    /// dW = dz^T · input for one Linear.
+    fn weight_grad(
+        be: &B,
+        lin: &LinearAt,
+        rows: usize,
+        dz: &B::Buf,
+        input: &B::Buf,
+        grads: &mut B::Buf,
+        beta: f32,
+    ) {
         be.gemm(
             Gemm {
                 c_off: lin.w,
@@ -191,7 +208,6 @@ impl<B: Backend> Model<B> {
             input,
             grads,
         );
-        be.col_sum(rows, lin.out, dz, grads, lin.b, beta);
     }
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# 2-rank all-reduce busbw (GB/s), interleaved rounds, medians: an older
+# ringtrain's --comm mpi (OLD_BIN, optional), this one's --comm mpi
+# (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, and the ring.
+# Usage: OLD_BIN=target/base-ringtrain benches/mpi_vs_mpi4py.sh [REPEAT]
+# Needs target/py (python3 -m venv target/py && target/py/bin/pip install mpi4py numpy).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+repeat=${1:-3}
+bin="$ROOT/target/release/ringtrain"
+py="$ROOT/target/py/bin/python"
+m=(mpirun -np 2)
+[ "$(id -u)" = 0 ] && m+=(--allow-run-as-root)
+out=$(mktemp -d)
+ar=(bench allreduce -b 1M -e 64M -f 4 -n 20 --json)
+for r in $(seq "$repeat"); do
+    [ -n "${OLD_BIN:-}" ] && "${m[@]}" "$OLD_BIN" "${ar[@]}" --comm mpi >"$out/old.$r"
+    "${m[@]}" "$bin" "${ar[@]}" --comm mpi >"$out/mpi.$r"
+    "${m[@]}" "$py" "$ROOT/benches/mpi4py_allreduce.py" 1M 64M 4 20 >"$out/py.$r"
+    "${m[@]}" "$bin" "${ar[@]}" --comm ring >"$out/ring.$r"
+done
+python3 - "$out" "$repeat" <<'PY'
+import json, os, statistics as st, sys
+d, n = sys.argv[1], int(sys.argv[2])
+def rows(name, r):
+    p = f"{d}/{name}.{r}"
+    if not os.path.exists(p):
+        return None
+    t = open(p).read().strip().splitlines()
+    if name == "py":
+        return {x["size"]: x for x in map(json.loads, t)}
+    return {x["size"]: x for x in json.loads(t[-1])["rows"]}
+names = [x for x in ("old", "mpi", "py", "ring") if rows(x, 1)]
+label = {"old": "mpi (scratch+copy)", "mpi": "mpi (IN_PLACE)", "py": "mpi4py", "ring": "ring"}
+print(f"2 ranks, busbw GB/s, medians of {n} interleaved rounds; in-place / out-of-place")
+print(f"{'size':>10} " + " ".join(f"{label[x]:>22}" for x in names))
+for size in sorted(rows(names[0], 1)):
+    cells = []
+    for x in names:
+        ip = st.median(rows(x, r)[size]["in_place"]["busbw"] for r in range(1, n + 1))
+        oop = st.median(rows(x, r)[size]["out_of_place"]["busbw"] for r in range(1, n + 1))
+        cells.append(f"{ip:10.2f} / {oop:9.2f}")
+    print(f"{size:>10} " + " ".join(f"{c:>22}" for c in cells))
+PY
