@@ -100,14 +100,6 @@ pub fn load_params(path: &Path, spec: &ModelSpec, layout: &ParamLayout) -> Resul
             size - 8 - header_len
         )));
     }
-    if data_len < 4 * layout.total as u64 {
-        return Err(bad(format!(
-            "holds {} bytes of tensors, but this model's {} parameters need {}",
-            data_len,
-            layout.total,
-            4 * layout.total
-        )));
-    }
     // SAFETY: the map is read only while `file` is open; a file changed
     // underneath would give wrong values, which the checks below (shapes,
     // the spec in the metadata) and the start-up checksum across ranks

@@ -16,12 +16,11 @@ use std::time::Duration;
 use common::Run;
 use tempfile::TempDir;
 
-/// A user error is found before any training step, and a run that ends
-/// with one takes about a second (MPI start-up included); one that takes
-/// this long has hung or trained, so it fails.
-const QUICK: Duration = Duration::from_secs(30);
-
-/// A run still going after this is killed and its test fails as "hung"
+/// A user error is found before any training step: a run that ends with
+/// one takes about a second of its own work (2–4 s with MPI start-up on
+/// a loaded 2-core machine). Whether it trained is checked by what it
+/// printed and wrote, not by the clock, which a busy machine stretches; a
+/// run still going after this is killed and its test fails as "hung"
 /// (sooner than `common::mpirun`'s 300 s, which is meant for training).
 const HANG: Duration = Duration::from_secs(90);
 
@@ -82,9 +81,8 @@ fn expect_user_error(name: &str, args: &[&str], kind: Msg, fragment: &str) -> Ru
 
     assert_eq!(run.code, Some(2), "exit code must be 2\n{ctx}");
     assert!(
-        run.elapsed < QUICK,
-        "took {:?} (>= {QUICK:?}): a user error must end the job at once\n{ctx}",
-        run.elapsed
+        !run.stdout.contains("step "),
+        "a training step ran before the error\n{ctx}"
     );
     for bad in [
         "panicked",
