@@ -181,8 +181,20 @@ impl Reporter {
 /// some), continued from there.
 fn open_metrics(p: &Path, resumed_at: Option<u64>) -> Result<File> {
     let io = |e| Error::io(p, e);
+    // Appended to for the whole run, so not written in one go: the file
+    // is first made (atomically, a symbolic link there replaced, not
+    // followed), then opened without following links.
+    let append = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)
+            .map_err(io)
+    };
     let Some(at) = resumed_at.filter(|_| p.exists()) else {
-        return File::create(p).map_err(io);
+        crate::fsutil::write_atomic(p, b"")?;
+        return append();
     };
     let old = std::fs::read_to_string(p).map_err(io)?;
     let kept: String = old
@@ -196,7 +208,7 @@ fn open_metrics(p: &Path, resumed_at: Option<u64>) -> Result<File> {
         .map(|l| format!("{l}\n"))
         .collect();
     crate::fsutil::write_atomic(p, kept.as_bytes())?;
-    std::fs::OpenOptions::new().append(true).open(p).map_err(io)
+    append()
 }
 
 /// "shape acc 0.912 (base 0.301) loss 0.25" and the like.

@@ -186,3 +186,29 @@ fn a_npy_header_of_nested_brackets_is_one_error_not_a_crash() {
     std::fs::write(Path::new(data).join("train/x.npy"), bytes).unwrap();
     capped(&args(&["--data", data])).one_error(2, "deeper than 8 levels");
 }
+
+#[test]
+fn outputs_replace_a_symbolic_link_and_never_write_through_it() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let save = d.path().join("model.safetensors");
+    let metrics = d.path().join("metrics.jsonl");
+    for link in [&save, &metrics] {
+        std::os::unix::fs::symlink(&victim, link).unwrap();
+    }
+    common::single(&args(&[
+        "--save",
+        save.to_str().unwrap(),
+        "--metrics-out",
+        metrics.to_str().unwrap(),
+    ]))
+    .ok();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    for out in [&save, &metrics] {
+        let m = std::fs::symlink_metadata(out).unwrap();
+        assert!(m.file_type().is_file(), "{out:?} is still a link");
+    }
+    // Nothing else was left beside them (no temporaries, no probes).
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+}
