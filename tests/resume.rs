@@ -139,6 +139,7 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
     let mut names: Vec<String> = std::fs::read_dir(&ck)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock") // the run's lock file (see docs/files.md)
         .collect();
     names.sort();
     // Every 3 steps and at the end (16); the newest two stay.

@@ -327,12 +327,27 @@ impl Shared {
         for w in lock(&self.out).iter().flatten() {
             let _ = w.shutdown(std::net::Shutdown::Write);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Until each rank has closed its end (it read the line and exited),
+        // or 2 s: a close of ours with its reports unread would reset the
+        // connection, and a reset can discard the line before it is read.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2)
+            && lock(&self.views)
+                .iter()
+                .skip(1)
+                .any(|v| v.link == Link::Open)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         exit_now(EXIT_CODE)
     }
 
     /// A rank other than 0: rank 0 went away without a goodbye.
     fn lost_root(&self, quiet: bool) -> ! {
+        // When the launcher is tearing the job down (rank 0 ended it, or
+        // another rank died), this rank is stopped in a moment anyway:
+        // wait for that before claiming rank 0 was lost.
+        std::thread::sleep(Duration::from_millis(500));
         if !quiet {
             let step = self.marker.get().map_or(0, |m| m.step);
             eprintln!(
