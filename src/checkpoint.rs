@@ -15,6 +15,7 @@ use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
 use crate::spec::ModelSpec;
 
+pub mod local;
 pub mod training;
 
 pub const SPEC_KEY: &str = "ringtrain.spec";

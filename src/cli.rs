@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::spec::Activation;
 use crate::world::{BootstrapMode, BootstrapOptions};
 
+mod sync;
+pub use sync::SyncArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ringtrain",
@@ -231,6 +234,8 @@ pub struct BenchTrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub comm: CommArgs,
+    #[command(flatten)]
+    pub sync: SyncArgs,
 }
 
 #[derive(Args, Debug)]
@@ -327,6 +332,8 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub comm: CommArgs,
+    #[command(flatten)]
+    pub sync: SyncArgs,
 }
 
 #[derive(Args, Debug)]
@@ -460,6 +467,7 @@ impl TrainArgs {
         set!(on_nonfinite => train.on_nonfinite);
         set!(max_skips => train.max_skips);
         self.comm.apply(&mut c);
+        self.sync.apply(&mut c);
         self.checkpoint.apply(&mut c);
         if self.trace.is_some() {
             c.train.trace = self.trace.clone();

@@ -10,6 +10,9 @@ use crate::comm::{CommKind, Wire};
 use crate::error::{Error, Result};
 use crate::spec::Activation;
 
+pub mod sync;
+pub use sync::{SyncConfig, SyncMode};
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -19,6 +22,8 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     pub comm: CommConfig,
     pub checkpoint: CheckpointConfig,
+    /// Gradients every step, or local steps and an outer update.
+    pub sync: SyncConfig,
     /// Per-task loss weights λ_t overriding the dataset's defaults.
     pub task_weights: BTreeMap<String, f32>,
 }
@@ -274,6 +279,10 @@ impl TrainConfig {
         }
         if self.comm.wire == Wire::Bf16 && self.comm.kind == CommKind::Nccl {
             return bad("--wire bf16 needs --comm ring (NCCL all-reduces f32 gradients)".into());
+        }
+        self.sync.validate()?;
+        if self.sync.is_local() && self.sync.outer_wire == Wire::Bf16 && self.comm.kind != CommKind::Ring && self.comm.kind != CommKind::Auto {
+            return bad("--outer-wire bf16 needs --comm ring (MPI and NCCL reduce f32)".into());
         }
         if self.model.hidden.contains(&0) {
             return bad("--hidden: every layer width must be at least 1".into());

@@ -21,6 +21,8 @@ pub struct Reporter {
     steps: u64,
     log_every: u64,
     global_batch: usize,
+    /// When this process started reporting (`wall_s` in the records).
+    start: std::time::Instant,
 }
 
 impl Reporter {
@@ -62,6 +64,7 @@ impl Reporter {
             steps,
             log_every: log_every.max(1),
             global_batch,
+            start: std::time::Instant::now(),
         })
     }
 
@@ -140,6 +143,13 @@ impl Reporter {
             "update_time_s": t.update,
             "samples_per_s": sps,
             "skipped": r.skipped.is_some(),
+            // The ring all-reduce's count (sent = received per rank).
+            "bytes_sent": r.bytes_sent,
+            "bytes_received": r.bytes_sent,
+            "bytes_sent_total": r.bytes_sent_total,
+            "bytes_received_total": r.bytes_sent_total,
+            "outer_step": r.outer_step,
+            "wall_s": self.start.elapsed().as_secs_f64(),
         }))
     }
 
@@ -162,7 +172,8 @@ impl Reporter {
                 )
             })
             .collect();
-        self.record(json!({ "type": "eval", "step": step, "tasks": tasks }))
+        let wall = self.start.elapsed().as_secs_f64();
+        self.record(json!({ "type": "eval", "step": step, "wall_s": wall, "tasks": tasks }))
     }
 
     pub fn finish(&mut self) -> Result<()> {

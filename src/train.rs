@@ -29,6 +29,7 @@ use crate::spec::ModelSpec;
 use crate::watchdog::Watchdog;
 
 pub mod clock;
+pub mod local;
 pub mod prefetch;
 
 pub use clock::StepTimes;
@@ -44,6 +45,13 @@ pub struct StepReport {
     pub loss: f64,
     pub task_losses: Vec<f64>,
     pub grad_norm: f32,
+    /// Bytes this rank sent (= received) in this step's gradient or
+    /// parameter all-reduce, and in all steps of the run up to this one
+    /// (the ring's count, [`local::ring_bytes`]).
+    pub bytes_sent: u64,
+    pub bytes_sent_total: u64,
+    /// `--sync local`: an outer update followed this step.
+    pub outer_step: bool,
     /// Why the update was skipped (a NaN/Inf loss or gradient), if it was.
     pub skipped: Option<String>,
     pub times: StepTimes,
@@ -78,6 +86,9 @@ pub struct Trainer<'a, B: Backend> {
     pub updates: u64,
     /// Updates skipped in a row because of NaN/Inf values.
     pub skips_in_a_row: u64,
+    /// `--sync local`: the shared θ, the outer momentum and the parameter
+    /// all-reduce (None: gradients are averaged every step).
+    outer: Option<local::Outer<B>>,
     /// Test-only fault injection (`RINGTRAIN_FAULT`), normally None.
     pub fault: Option<crate::fault::Fault>,
     /// Read the next step's batch during the current one (see
@@ -116,8 +127,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // dropped (its communication thread joined) before the buffer is
         // freed; the buffer never moves; and only backward below `lo` and
         // the update after `finish` write it.
-        let sync = unsafe { gradsync::create(comm, &opts, be.memory(&mut grads), &layers) };
+        let sync = match cfg.sync.is_local() {
+            // Local mode: the gradients stay this rank's own.
+            true => Box::new(gradsync::NoSync),
+            false => unsafe { gradsync::create(comm, &opts, be.memory(&mut grads), &layers) },
+        };
         let sync = wd.watch_grads(sync);
+        let outer = cfg
+            .sync
+            .is_local()
+            .then(|| local::Outer::new(cfg, &be, comm, wd, &model.layout, init));
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
@@ -149,6 +168,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             clock: PhaseClock::new(),
             updates: 0,
             skips_in_a_row: 0,
+            outer,
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
         }
@@ -179,8 +199,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
             step: steps_done,
             updates: self.updates,
             skips_in_a_row: self.skips_in_a_row,
-            params: self.params_to_host(),
+            params: match &self.outer {
+                Some(o) => o.theta.clone(),
+                None => self.params_to_host(),
+            },
             opt_state,
+            local: None,
         }
     }
 
@@ -190,6 +214,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.be.upload(&st.opt_state, &mut self.opt_state, 0);
         self.updates = st.updates;
         self.skips_in_a_row = st.skips_in_a_row;
+        if let Some(l) = &st.local {
+            self.restore_local(&st.params, l);
+        }
     }
 
     /// One synchronous data-parallel SGD step. The global per-task losses
@@ -241,8 +268,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // Each task's loss is the mean over the labels present in the whole
         // global batch, so every rank needs the global counts N_t.
         let t = Instant::now();
+        // (In local mode the ranks' own counts: no gradient average.)
         let mut counts = self.local_label_counts(rows);
-        self.comm.all_reduce_sum_f64(&mut counts)?;
+        if self.outer.is_none() {
+            self.comm.all_reduce_sum_f64(&mut counts)?;
+        }
         self.clock.record(Phase::Control, t);
 
         // Forward and backward per micro-batch, gradients accumulating in
@@ -261,7 +291,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // Global per-task losses and the gradient norm: the same numbers on
         // every rank, so every rank takes the same branch below.
         let t = Instant::now();
-        let (task_losses, grad_norm, nonfinite) = self.global_losses(&counts, want_losses)?;
+        let (task_losses, grad_norm, nonfinite) = match self.outer {
+            None => self.global_losses(&counts, want_losses)?,
+            Some(_) => self.local_losses(&counts)?,
+        };
         self.clock.record(Phase::Control, t);
 
         // The identical update on every rank, unless something is NaN/Inf.
@@ -276,6 +309,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         };
         self.clock.record(Phase::Update, t);
 
+        // Local mode, every H steps: merge the ranks' parameters.
+        let outer_step = self.outer_step(step)?;
+        let (bytes_sent, bytes_sent_total) = self.step_bytes(step);
+
         let loss = task_losses
             .iter()
             .zip(&self.spec.tasks)
@@ -288,6 +325,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             loss,
             task_losses,
             grad_norm,
+            bytes_sent,
+            bytes_sent_total,
+            outer_step,
             skipped,
             times: self.clock.finish(),
         })
@@ -452,13 +492,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     fn loss_args(&self, rows: usize, global_counts: &[f64], accumulate: bool) -> Vec<LossArgs> {
         let cols = &self.model.cols;
-        let n = self.comm.size() as f64;
+        let n = self.grad_ranks();
         self.spec
             .tasks
             .iter()
             .enumerate()
             .map(|(t, task)| {
-                // ×n because the all-reduce averages over ranks.
+                // ×n because the all-reduce averages over ranks (n = 1
+                // in local mode: the counts are this rank's own).
                 let scale = if global_counts[t] > 0.0 {
                     (task.weight as f64 * n / global_counts[t]) as f32
                 } else {

@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
+use crate::checkpoint::local;
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params};
 use crate::cli::TrainArgs;
@@ -214,8 +215,7 @@ fn train_loop<B: Backend>(
         times.step(&r.times, my_rows, s0.elapsed().as_secs_f64());
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;
-        let every = cfg.train.eval_every;
-        if (every > 0 && done % every == 0) || done == steps {
+        if crate::train::local::eval_due(cfg, done) {
             let e0 = std::time::Instant::now();
             let m = tr.evaluate().unwrap_or_else(|e| fatal(e));
             rep.eval(done, &m).unwrap_or_else(|e| fatal(e));
@@ -268,10 +268,15 @@ fn write_checkpoint<B: Backend>(r: &Run, tr: &Trainer<B>, rep: &Reporter, done: 
     };
     // The checkpoint is step-<done>: the watchdog names that step.
     r.wd.set_step(done);
+    // --sync local: every rank's own state, gathered to all (collective).
+    let local = tr.local_state()?;
     let written = if world.is_root() {
         let busy = r.wd.marker().busy("writing a checkpoint");
         let progress = || busy.progress();
-        let state = tr.snapshot(done);
+        let state = TrainState {
+            local,
+            ..tr.snapshot(done)
+        };
         let snap = Snapshot {
             spec: &tr.spec,
             layout: &tr.model.layout,
@@ -329,10 +334,13 @@ fn resume_point(
             skips_in_a_row: head[3],
             params: vec![0.0; layout.total],
             opt_state: vec![0.0; opt_state_len(layout, cfg.optim.optimizer)],
+            local: None,
         },
     });
     broadcast_f32(comm, &mut r.state.params)?;
     broadcast_f32(comm, &mut r.state.opt_state)?;
+    let opt_len = r.state.opt_state.len();
+    r.state.local = local::broadcast(comm, r.state.local.take(), layout.total, opt_len)?;
     check_same(
         comm,
         "checksum of the resumed parameters",
@@ -502,6 +510,7 @@ fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ah
         c.bucket_kib,
         if c.overlap { "on" } else { "off" }
     ));
+    rep.line(&cfg.sync.describe());
 }
 
 /// A config enum as the user spells it ("adamw", "cosine", "ring").

@@ -265,6 +265,7 @@ fn bench_config(a: &BenchTrainArgs, world: usize) -> Result<TrainConfig> {
     let mut cfg = TrainConfig::default();
     a.model.apply(&mut cfg);
     a.comm.apply(&mut cfg);
+    a.sync.apply(&mut cfg);
     cfg.train.accum_steps = a.accum_steps;
     cfg.train.global_batch = a.batch_per_rank * world;
     cfg.train.steps = a.warmup + a.iters;

@@ -30,6 +30,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::checkpoint::local::{self, LOCAL_FILE, LocalState};
 use crate::checkpoint::{params_from_bytes, params_to_bytes};
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::error::{Error, Result};
@@ -56,6 +57,9 @@ pub struct TrainState {
     pub params: Vec<f32>,
     /// Momentum (SGD), or first then second moments (AdamW).
     pub opt_state: Vec<f32>,
+    /// `--sync local`: the outer momentum and every rank's own state
+    /// (`params` is then the shared θ, `opt_state` rank 0's).
+    pub local: Option<LocalState>,
 }
 
 /// The contents of state.json.
@@ -261,6 +265,16 @@ pub fn save(
     progress();
     write_synced(&tmp.join(OPTIM_FILE), &optim, progress).map_err(|e| full(e, written))?;
     written += optim.len();
+    let mut files = BTreeMap::from([
+        (MODEL_FILE.to_string(), file_sum(&model)),
+        (OPTIM_FILE.to_string(), file_sum(&optim)),
+    ]);
+    if let Some(l) = &st.local {
+        let bytes = local::to_bytes(l)?;
+        write_synced(&tmp.join(LOCAL_FILE), &bytes, progress).map_err(|e| full(e, written))?;
+        written += bytes.len();
+        files.insert(LOCAL_FILE.to_string(), file_sum(&bytes));
+    }
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -274,10 +288,7 @@ pub fn save(
         },
         world_size: snap.world_size,
         config: snap.config.clone(),
-        files: BTreeMap::from([
-            (MODEL_FILE.to_string(), file_sum(&model)),
-            (OPTIM_FILE.to_string(), file_sum(&optim)),
-        ]),
+        files,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
@@ -438,7 +449,11 @@ pub fn load(
         )));
     }
     let mut files = BTreeMap::new();
-    for name in [MODEL_FILE, OPTIM_FILE] {
+    let has_local = m.files.contains_key(LOCAL_FILE);
+    for name in [MODEL_FILE, OPTIM_FILE, LOCAL_FILE] {
+        if name == LOCAL_FILE && !has_local {
+            continue;
+        }
         let bytes =
             std::fs::read(path.join(name)).map_err(|e| bad(format!("cannot read {name} ({e})")))?;
         let want = m
@@ -462,6 +477,12 @@ pub fn load(
     }
     let params = params_from_bytes(&files[MODEL_FILE], &path.join(MODEL_FILE), spec, layout)?;
     let opt_state = optim_from_bytes(&files[OPTIM_FILE], path, layout, opt)?;
+    let local = match files.get(LOCAL_FILE) {
+        Some(b) => Some(
+            local::from_bytes(b, layout.total, opt_state.len()).map_err(|m| bad(m))?,
+        ),
+        None => None,
+    };
     Ok(Loaded {
         state: TrainState {
             step: m.step,
@@ -469,6 +490,7 @@ pub fn load(
             skips_in_a_row: m.skips_in_a_row,
             params,
             opt_state,
+            local,
         },
         config: m.config,
         world_size: m.world_size,
@@ -560,6 +582,7 @@ mod tests {
             skips_in_a_row: 1,
             params: (0..n).map(|i| i as f32 * 0.5 + step as f32).collect(),
             opt_state: (0..2 * n).map(|i| -(i as f32) * 0.25).collect(),
+            local: None,
         }
     }
 

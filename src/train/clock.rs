@@ -117,6 +117,23 @@ impl PhaseClock {
         }
     }
 
+    /// The outer all-reduce of the parameters (`--sync local`), from
+    /// `start` to now: its time counts as communication on the critical
+    /// path, and it is one event, "outer all-reduce", on the
+    /// communication track.
+    pub fn record_outer(&mut self, start: Instant, sync: &SyncReport, bytes: u64) {
+        let end = Instant::now();
+        let t = &mut self.times;
+        let s = (end - start).as_secs_f64();
+        t.comm += s;
+        t.grad_comm += sync.comm_s;
+        t.grad_exposed += s;
+        if let Some(tr) = &mut self.trace {
+            let args = json!({ "step": self.step, "bytes_sent": bytes });
+            tr.span("outer all-reduce", COMM, start, end, args);
+        }
+    }
+
     /// The step's times, its total up to now.
     pub fn finish(&mut self) -> StepTimes {
         self.times.total = self.start.elapsed().as_secs_f64();

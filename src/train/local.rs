@@ -1,0 +1,328 @@
+//! `--sync local`: each rank trains alone for H steps, then the ranks
+//! merge (DiLoCo-style local SGD with an outer update).
+//!
+//! ```text
+//! every step:   θ_r ← inner_optimizer(θ_r, g_r)     g_r: this rank's own
+//!                                                   slice, no all-reduce
+//! every H steps (and after the last step):
+//!     avg = (1/n) Σ_r θ_r                           one all-reduce of the
+//!                                                   parameters (f32 or bf16)
+//!     Δ   = θ − avg                                 θ: the shared parameters
+//!     v   ← μ·v + Δ                                 of the last outer step
+//!     θ   ← θ − α·(μ > 0 ? Δ + μ·v : v)             (Nesterov when μ > 0)
+//!     θ_r ← θ
+//! ```
+//!
+//! α = 1, μ = 0 is plain model averaging. θ and v live on the host (the
+//! outer update is an axpy every H steps) and are the same on every rank;
+//! each rank keeps its own inner optimizer state across outer steps. The
+//! all-reduce is a [`GradBuckets`] of the run's kind (ring, MPI, NCCL on
+//! device buffers) over a second buffer of the backend, so the GPU path
+//! runs the same code.
+//!
+//! Within a round the loss scales are over this rank's own labels (a
+//! per-rank mean: no all-reduce averages afterwards), and one small
+//! all-reduce per step carries the losses, the label counts and whether
+//! any rank's gradient is not finite, so that every rank takes the same
+//! NaN/Inf branch.
+
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::checkpoint::local::{self, LocalState};
+use crate::checkpoint::training::opt_state_len;
+use crate::comm::{Communicator, Wire};
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::gradsync::{self, GradBuckets, SyncOptions};
+use crate::model::layout::ParamLayout;
+use crate::watchdog::Watchdog;
+
+use super::Trainer;
+use super::clock::Phase;
+
+/// The outer state and the parameter all-reduce of a local-mode run.
+pub struct Outer<B: Backend> {
+    /// H, α, μ.
+    pub local_steps: u64,
+    pub alpha: f32,
+    pub mu: f32,
+    /// θ: the shared parameters after the last outer step.
+    pub theta: Vec<f32>,
+    /// v: the outer momentum.
+    pub v: Vec<f32>,
+    /// (1/n) Σ θ_r over the ranks; declared before `avg`, so dropped first
+    /// (it may hold a pointer into that buffer).
+    sync: Box<dyn GradBuckets>,
+    /// θ_r, then the average (a buffer of the backend, for NCCL).
+    avg: B::Buf,
+    scratch: Vec<f32>,
+    /// Bytes one parameter all-reduce sends (and receives) per rank.
+    pub bytes_per_outer: u64,
+}
+
+impl<B: Backend> Outer<B> {
+    /// The outer state of a run starting from `init` (θ = init, v = 0).
+    pub fn new(
+        cfg: &TrainConfig,
+        be: &B,
+        comm: &dyn Communicator,
+        wd: &Watchdog,
+        layout: &ParamLayout,
+        init: &[f32],
+    ) -> Self {
+        let n = layout.total;
+        let mut avg = be.alloc(n);
+        let opts = SyncOptions {
+            kind: cfg.comm.kind,
+            wire: cfg.sync.outer_wire,
+            overlap: false,
+            bucket_floats: (cfg.comm.bucket_kib * 1024 / 4).max(1),
+        };
+        // SAFETY: `sync` is declared before `avg` in `Outer`, so it is
+        // dropped first; the buffer never moves (moving `B::Buf` moves its
+        // handle, not the memory); and it is written only before `ready`
+        // and after `finish`.
+        let sync = unsafe {
+            gradsync::create(comm, &opts, be.memory(&mut avg), &layout.layer_ranges())
+        };
+        let wire = wire_bytes(comm, cfg.sync.outer_wire);
+        Outer {
+            local_steps: cfg.sync.local_steps,
+            alpha: cfg.sync.outer_lr,
+            mu: cfg.sync.outer_momentum,
+            theta: init.to_vec(),
+            v: vec![0.0; n],
+            sync: wd.watch_grads(sync),
+            avg,
+            scratch: vec![0.0; n],
+            bytes_per_outer: ring_bytes(n, wire, comm.size()),
+        }
+    }
+}
+
+/// The outer update, in place: Δ = θ − avg; v ← μ·v + Δ;
+/// θ ← θ − α·(μ > 0 ? Δ + μ·v : v).
+pub fn outer_update(theta: &mut [f32], v: &mut [f32], avg: &[f32], alpha: f32, mu: f32) {
+    for ((t, m), &a) in theta.iter_mut().zip(v.iter_mut()).zip(avg) {
+        let delta = *t - a;
+        *m = mu * *m + delta;
+        let step = if mu > 0.0 { delta + mu * *m } else { *m };
+        *t -= alpha * step;
+    }
+}
+
+/// Whether an outer step follows step `done` (1-based count of steps
+/// done): every H steps, and after the last step of the run, so that the
+/// saved and evaluated parameters are the shared θ.
+pub fn is_outer_boundary(done: u64, h: u64, steps: u64) -> bool {
+    done % h.max(1) == 0 || done == steps
+}
+
+/// Outer steps among the first `done` steps.
+pub fn outer_steps_through(done: u64, h: u64, steps: u64) -> u64 {
+    let h = h.max(1);
+    done / h + u64::from(done == steps && done % h != 0)
+}
+
+/// Whether to evaluate after step `done`: every `eval_every` steps and at
+/// the end; in local mode at the first outer boundary at or after each
+/// such step (evaluation is on the shared θ).
+pub fn eval_due(cfg: &TrainConfig, done: u64) -> bool {
+    let (every, steps) = (cfg.train.eval_every, cfg.train.steps);
+    if done == steps {
+        return true;
+    }
+    if every == 0 {
+        return false;
+    }
+    if !cfg.sync.is_local() {
+        return done % every == 0;
+    }
+    let h = cfg.sync.local_steps.max(1);
+    if !is_outer_boundary(done, h, steps) {
+        return false;
+    }
+    let prev = done.saturating_sub(h);
+    done / every > prev / every
+}
+
+/// Bytes one rank sends (and receives) in a ring all-reduce of `floats`
+/// elements of `elem` bytes over `n` ranks: 2(n−1)/n of the buffer.
+/// MPI and NCCL choose their own algorithms; this is the ring's count.
+pub fn ring_bytes(floats: usize, elem: usize, n: usize) -> u64 {
+    if n <= 1 {
+        return 0;
+    }
+    (2 * (n - 1) as u64 * floats as u64 * elem as u64) / n as u64
+}
+
+/// Bytes per element on the wire: NCCL all-reduces f32 whatever `wire`.
+pub fn wire_bytes(comm: &dyn Communicator, wire: Wire) -> usize {
+    match (wire, comm.nccl().is_some()) {
+        (Wire::Bf16, false) => 2,
+        _ => 4,
+    }
+}
+
+impl<B: Backend> Trainer<'_, B> {
+    /// Ranks the gradient average divides by: n when the gradients are
+    /// all-reduced every step, 1 in local mode (a per-rank mean).
+    pub(super) fn grad_ranks(&self) -> f64 {
+        match self.outer {
+            Some(_) => 1.0,
+            None => self.comm.size() as f64,
+        }
+    }
+
+    /// Bytes this rank sends (= receives) in step `step` (0-based) and in
+    /// all steps up to and including it: the gradient all-reduce every
+    /// step, or the parameter all-reduce at outer boundaries.
+    pub(super) fn step_bytes(&self, step: u64) -> (u64, u64) {
+        let done = step + 1;
+        match &self.outer {
+            None => {
+                let wire = wire_bytes(self.comm, self.cfg.comm.wire);
+                let per = ring_bytes(self.num_params(), wire, self.comm.size());
+                (per, per * done)
+            }
+            Some(o) => {
+                let (h, steps) = (o.local_steps, self.cfg.train.steps);
+                let now = u64::from(is_outer_boundary(done, h, steps));
+                let total = outer_steps_through(done, h, steps);
+                (now * o.bytes_per_outer, total * o.bytes_per_outer)
+            }
+        }
+    }
+
+    /// Local mode's losses and NaN/Inf check: this rank's gradient norm
+    /// (for clipping, into `stats` like the every-step path), and one
+    /// all-reduce of the loss sums, the label counts and a flag per rank
+    /// whose gradient is not finite, so every rank takes the same branch.
+    pub(super) fn local_losses(
+        &mut self,
+        counts: &[f64],
+    ) -> Result<(Vec<f64>, f32, Option<String>)> {
+        let ntask = self.spec.tasks.len();
+        self.be
+            .sum_squares(&self.grads, self.num_params(), &mut self.stats, ntask);
+        let mut stats = vec![0f32; ntask + 1];
+        self.be.download(&self.stats, 0, &mut stats);
+        let norm = stats[ntask].sqrt();
+        let mut v: Vec<f64> = stats[..ntask].iter().map(|&s| s as f64).collect();
+        v.extend_from_slice(counts);
+        v.push(f64::from(u8::from(!norm.is_finite())));
+        self.comm.all_reduce_sum_f64(&mut v)?;
+        let losses: Vec<f64> = (0..ntask)
+            .map(|t| match v[ntask + t] > 0.0 {
+                true => v[t] / v[ntask + t],
+                false => f64::NAN,
+            })
+            .collect();
+        let bad: Vec<String> = (0..ntask)
+            .filter(|&t| !v[t].is_finite())
+            .map(|t| format!("{} is {}", self.spec.tasks[t].name, v[t]))
+            .collect();
+        let bad_ranks = v[2 * ntask];
+        let nonfinite = if !bad.is_empty() {
+            Some(format!("the loss of task {}", bad.join(", task ")))
+        } else if bad_ranks > 0.0 {
+            Some(format!(
+                "the local gradient of {bad_ranks} rank(s) is not finite"
+            ))
+        } else {
+            None
+        };
+        Ok((losses, norm, nonfinite))
+    }
+
+    /// After step `step`'s update: at an outer boundary, all-reduce the
+    /// ranks' parameters and apply the outer update (see the module
+    /// comment). Returns whether it ran.
+    pub(super) fn outer_step(&mut self, step: u64) -> Result<bool> {
+        let steps = self.cfg.train.steps;
+        let Some(o) = &mut self.outer else {
+            return Ok(false);
+        };
+        if !is_outer_boundary(step + 1, o.local_steps, steps) {
+            return Ok(false);
+        }
+        let t = Instant::now();
+        self.be.download(&self.params, 0, &mut o.scratch);
+        self.be.upload(&o.scratch, &mut o.avg, 0);
+        o.sync.ready(0);
+        let report = o.sync.finish()?;
+        self.clock.record_outer(t, &report, o.bytes_per_outer);
+
+        let t = Instant::now();
+        self.be.download(&o.avg, 0, &mut o.scratch);
+        outer_update(&mut o.theta, &mut o.v, &o.scratch, o.alpha, o.mu);
+        self.be.upload(&o.theta, &mut self.params, 0);
+        self.clock.record(Phase::Update, t);
+        Ok(true)
+    }
+
+    /// Every rank's own state, gathered for a checkpoint (collective; None
+    /// in every-step mode).
+    pub fn local_state(&self) -> Result<Option<LocalState>> {
+        let Some(o) = &self.outer else {
+            return Ok(None);
+        };
+        let params = self.params_to_host();
+        let mut opt = vec![0.0; opt_state_len(&self.model.layout, self.cfg.optim.optimizer)];
+        self.be.download(&self.opt_state, 0, &mut opt);
+        local::gather(self.comm, &o.v, &params, &opt).map(Some)
+    }
+
+    /// Continues from a checkpoint's local state: θ is the checkpoint's
+    /// parameters (`theta`), this rank's own parameters and inner state
+    /// come from `l`.
+    pub(super) fn restore_local(&mut self, theta: &[f32], l: &LocalState) {
+        let me = &l.ranks[self.comm.rank()];
+        self.be.upload(&me.params, &mut self.params, 0);
+        self.be.upload(&me.opt_state, &mut self.opt_state, 0);
+        if let Some(o) = &mut self.outer {
+            o.theta.copy_from_slice(theta);
+            o.v.copy_from_slice(&l.momentum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_and_counts() {
+        assert!(is_outer_boundary(8, 8, 20));
+        assert!(!is_outer_boundary(9, 8, 20));
+        assert!(is_outer_boundary(20, 8, 20));
+        assert_eq!(outer_steps_through(7, 8, 20), 0);
+        assert_eq!(outer_steps_through(16, 8, 20), 2);
+        assert_eq!(outer_steps_through(20, 8, 20), 3);
+        assert_eq!(outer_steps_through(24, 8, 24), 3);
+        assert_eq!(ring_bytes(1000, 4, 1), 0);
+        assert_eq!(ring_bytes(1000, 4, 4), 6000);
+    }
+
+    #[test]
+    fn eval_at_boundaries() {
+        let mut c = TrainConfig::default();
+        (c.train.steps, c.train.eval_every) = (100, 10);
+        c.sync.mode = crate::config::SyncMode::Local;
+        c.sync.local_steps = 8;
+        let due: Vec<u64> = (1..=100).filter(|&d| eval_due(&c, d)).collect();
+        assert_eq!(due, vec![16, 24, 32, 40, 56, 64, 72, 80, 96, 100]);
+    }
+
+    #[test]
+    fn averaging_and_nesterov() {
+        let (mut t, mut v) = (vec![1.0f32, 2.0], vec![0.0f32; 2]);
+        outer_update(&mut t, &mut v, &[0.5, 3.0], 1.0, 0.0);
+        assert_eq!(t, vec![0.5, 3.0]);
+        let (mut t, mut v) = (vec![1.0f32], vec![0.5f32]);
+        outer_update(&mut t, &mut v, &[0.0], 0.5, 0.5);
+        // Δ = 1, v = 0.25 + 1 = 1.25, θ = 1 − 0.5·(1 + 0.625) = 0.1875
+        assert_eq!((t[0], v[0]), (0.1875, 1.25));
+    }
+}
