@@ -76,7 +76,7 @@ impl<B: Backend> Outer<B> {
         let opts = SyncOptions {
             kind: cfg.comm.kind,
             wire: cfg.sync.outer_wire,
-            overlap: false,
+            overlap: true,
             bucket_floats: (cfg.comm.bucket_kib * 1024 / 4).max(1),
         };
         // SAFETY: `sync` is declared before `avg` in `Outer`, so it is
