@@ -281,7 +281,11 @@ impl TrainConfig {
             return bad("--wire bf16 needs --comm ring (NCCL all-reduces f32 gradients)".into());
         }
         self.sync.validate()?;
-        if self.sync.is_local() && self.sync.outer_wire == Wire::Bf16 && self.comm.kind != CommKind::Ring && self.comm.kind != CommKind::Auto {
+        if self.sync.is_local()
+            && self.sync.outer_wire == Wire::Bf16
+            && self.comm.kind != CommKind::Ring
+            && self.comm.kind != CommKind::Auto
+        {
             return bad("--outer-wire bf16 needs --comm ring (MPI and NCCL reduce f32)".into());
         }
         if self.model.hidden.contains(&0) {

@@ -86,11 +86,7 @@ pub fn from_bytes(
         Ok(from_le(t.data()))
     };
     let momentum = get("outer.momentum", params)?;
-    let n = st
-        .names()
-        .iter()
-        .filter(|n| n.ends_with(".params"))
-        .count();
+    let n = st.names().iter().filter(|n| n.ends_with(".params")).count();
     let mut ranks = vec![];
     for r in 0..n {
         ranks.push(RankState {
@@ -148,6 +144,9 @@ pub fn broadcast(
         return Ok(None);
     }
     let ranks = u64::from_le_bytes(head[8..].try_into().expect("8 bytes")) as usize;
+    if ranks != comm.size() && comm.rank() != 0 {
+        return Err(Error::OtherRank(0));
+    }
     if ranks != comm.size() {
         return Err(Error::config(format!(
             "the checkpoint is of a --sync local run on {ranks} rank(s), which holds each \
@@ -201,6 +200,10 @@ mod tests {
         };
         let b = to_bytes(&s).unwrap();
         assert_eq!(from_bytes(&b, 3, 6).unwrap(), s);
-        assert!(from_bytes(&b, 4, 6).unwrap_err().contains("expected F32 [4]"));
+        assert!(
+            from_bytes(&b, 4, 6)
+                .unwrap_err()
+                .contains("expected F32 [4]")
+        );
     }
 }

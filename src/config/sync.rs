@@ -97,7 +97,12 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         SyncConfig::default().validate().unwrap();
-        for (h, a, m) in [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, f32::NAN, 0.0), (1, 1.0, 1.0)] {
+        for (h, a, m) in [
+            (0, 1.0, 0.0),
+            (1, 0.0, 0.0),
+            (1, f32::NAN, 0.0),
+            (1, 1.0, 1.0),
+        ] {
             let c = SyncConfig {
                 local_steps: h,
                 outer_lr: a,

@@ -83,9 +83,8 @@ impl<B: Backend> Outer<B> {
         // dropped first; the buffer never moves (moving `B::Buf` moves its
         // handle, not the memory); and it is written only before `ready`
         // and after `finish`.
-        let sync = unsafe {
-            gradsync::create(comm, &opts, be.memory(&mut avg), &layout.layer_ranges())
-        };
+        let sync =
+            unsafe { gradsync::create(comm, &opts, be.memory(&mut avg), &layout.layer_ranges()) };
         let wire = wire_bytes(comm, cfg.sync.outer_wire);
         Outer {
             local_steps: cfg.sync.local_steps,
