@@ -433,8 +433,7 @@ fn final_metrics(p: &Path) -> Vec<(String, f64)> {
     let text = std::fs::read_to_string(p).unwrap();
     let last = text
         .lines()
-        .filter(|l| l.contains("\"type\":\"eval\""))
-        .last()
+        .rfind(|l| l.contains("\"type\":\"eval\""))
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     let mut out = vec![];

@@ -478,7 +478,7 @@ pub fn load(
     let params = params_from_bytes(&files[MODEL_FILE], &path.join(MODEL_FILE), spec, layout)?;
     let opt_state = optim_from_bytes(&files[OPTIM_FILE], path, layout, opt)?;
     let local = match files.get(LOCAL_FILE) {
-        Some(b) => Some(local::from_bytes(b, layout.total, opt_state.len()).map_err(|m| bad(m))?),
+        Some(b) => Some(local::from_bytes(b, layout.total, opt_state.len()).map_err(bad)?),
         None => None,
     };
     Ok(Loaded {
