@@ -144,6 +144,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
     let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
     let peak = peak_rss_bytes();
     let estimate = tr.memory_estimate_bytes() as f64;
+    let (bytes_step, bytes_every) = tr.bytes_per_step();
     if !world.is_root() {
         return Ok(());
     }
@@ -159,6 +160,10 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                 "comm": { "kind": cfg.comm.kind, "wire": cfg.comm.wire,
                           "bucket_kib": cfg.comm.bucket_kib, "overlap": cfg.comm.overlap },
                 "accum_steps": cfg.train.accum_steps,
+                "sync": { "mode": cfg.sync.mode, "local_steps": cfg.sync.local_steps,
+                          "outer_wire": cfg.sync.outer_wire,
+                          "bytes_per_step": bytes_step,
+                          "every_step_bytes_per_step": bytes_every },
                 "threads": std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "1".into()),
                 "model": { "input": spec.input_dim, "hidden": spec.hidden, "out": spec.columns().out_cols,
                            "params": tr.num_params() },
@@ -225,6 +230,16 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
             0.0
         }
     );
+    if cfg.sync.is_local() {
+        println!(
+            "sync local, H = {}: comm (with the parameter all-reduce every H steps) {:.3} ms/step amortised; {:.0} bytes/step sent per rank vs {} with every-step sync ({:.1}x fewer)",
+            cfg.sync.local_steps,
+            1e3 * ar,
+            bytes_step,
+            bytes_every,
+            bytes_every as f64 / bytes_step.max(1.0)
+        );
+    }
     println!(
         "samples/s: {:.0} per rank, {:.0} total",
         sps_rank,

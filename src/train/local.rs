@@ -194,6 +194,18 @@ impl<B: Backend> Trainer<'_, B> {
         }
     }
 
+    /// Bytes per step this rank sends (= receives): this run's mode
+    /// amortised (local: one parameter all-reduce per H steps), and what
+    /// every-step sync would send (one gradient all-reduce per step).
+    pub fn bytes_per_step(&self) -> (f64, u64) {
+        let wire = wire_bytes(self.comm, self.cfg.comm.wire);
+        let every = ring_bytes(self.num_params(), wire, self.comm.size());
+        match &self.outer {
+            None => (every as f64, every),
+            Some(o) => (o.bytes_per_outer as f64 / o.local_steps as f64, every),
+        }
+    }
+
     /// Local mode's losses and NaN/Inf check: this rank's gradient norm
     /// (for clipping, into `stats` like the every-step path), and one
     /// all-reduce of the loss sums, the label counts and a flag per rank
