@@ -412,15 +412,25 @@ pub fn train_both<R: GpuRuntime>(
     cfg.train.steps = steps;
     cfg.train.accum_steps = 2;
     cfg.data.synthetic_train = 4096;
+    train_both_with(be, &cfg, loss_tol)
+}
+
+/// [`train_both`] under any configuration (`cfg.train.steps` steps).
+pub fn train_both_with<R: GpuRuntime>(
+    be: GpuBackend<R>,
+    cfg: &TrainConfig,
+    loss_tol: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let steps = cfg.train.steps;
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 64);
-    let spec = model_spec(&cfg, &data).expect("spec");
+    let spec = model_spec(cfg, &data).expect("spec");
     let init = init_params(&ParamLayout::new(&spec), 3);
     let comm = Single;
 
     let wd = Watchdog::off();
     let cpu_be = Cpu::<f32>::new();
-    let mut cpu = Trainer::new(&cfg, spec.clone(), &comm, &wd, &data, cpu_be, &init);
-    let mut gpu_tr = Trainer::new(&cfg, spec.clone(), &comm, &wd, &data, be, &init);
+    let mut cpu = Trainer::new(cfg, spec.clone(), &comm, &wd, &data, cpu_be, &init);
+    let mut gpu_tr = Trainer::new(cfg, spec.clone(), &comm, &wd, &data, be, &init);
     for step in 0..steps {
         let a = cpu.step(step, true).expect("cpu step");
         let b = gpu_tr.step(step, true).expect("gpu step");
@@ -447,6 +457,29 @@ pub fn twenty_training_steps_match_cpu_adamw<R: GpuRuntime>(be: GpuBackend<R>) {
     // ≈ 2·lr: a looser bound than SGD's, still far below 20 steps' change.
     let r = rel(&g, &c);
     assert!(r <= 1e-3, "params after 20 AdamW steps: {r:e}");
+}
+
+/// `--sync local` (H = 4, α = 0.7, Nesterov μ = 0.9): the parameter
+/// average and the outer update every 4 steps go through the backend's
+/// buffers (upload, download) and match the CPU backend.
+pub fn twenty_local_steps_match_cpu_sgd<R: GpuRuntime>(be: GpuBackend<R>) {
+    let mut cfg = TrainConfig::default();
+    cfg.model.hidden = vec![64, 48];
+    cfg.optim.optimizer = OptimizerKind::Sgd;
+    cfg.optim.lr = 0.05;
+    cfg.train.global_batch = 96;
+    cfg.train.steps = 20;
+    cfg.data.synthetic_train = 4096;
+    cfg.sync.mode = ringtrain::config::SyncMode::Local;
+    cfg.sync.local_steps = 4;
+    cfg.sync.outer_lr = 0.7;
+    cfg.sync.outer_momentum = 0.9;
+    let (g, c) = train_both_with(be, &cfg, 1e-4);
+    close(
+        "params after 20 local SGD steps with 5 outer updates",
+        &g,
+        &c,
+    );
 }
 
 /// With bf16 GEMM operands (`be` made with `bf16: true`).
