@@ -466,3 +466,49 @@ fn local_h8_learns_as_well_as_every_step_sync() {
         assert!((e - l).abs() <= 0.01, "{name}: every-step {e}, local {l}");
     }
 }
+
+#[test]
+fn one_ranks_nan_is_seen_by_every_rank_in_local_mode() {
+    let tmp = tempdir("local-nan");
+    let dir = tmp.path();
+    let save = dir.join("p.safetensors");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "train",
+            "--steps",
+            "12",
+            "--global-batch",
+            "16",
+            "--hidden",
+            "16",
+            "--eval-every",
+            "0",
+            "--log-every",
+            "1",
+            "--sync",
+            "local",
+            "--local-steps",
+            "4",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    // Rank 1's input is NaN at step 5: its own loss only, yet both stop.
+    let mut a = args(&[]);
+    a.extend(["--save", s(&save)]);
+    let r = common::mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "nan@1:4")]);
+    r.one_error(4, "step 5: the loss of task");
+    assert!(!save.exists());
+    // Under skip both ranks leave that update out and carry on.
+    let mut a = args(&["--on-nonfinite", "skip"]);
+    a.extend(["--save", s(&save)]);
+    let r = common::mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "nan@1:4")]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout.matches("update skipped").count(),
+        1,
+        "{}",
+        r.stdout
+    );
+    assert!(read_params(&save).iter().all(|v| v.is_finite()));
+}

@@ -6,6 +6,7 @@
 //! ([`metrics`], [`allreduce`]) → pixels and PNG bytes ([`draw`]).
 
 pub mod allreduce;
+pub mod curves;
 pub mod draw;
 pub mod metrics;
 
@@ -37,6 +38,8 @@ pub enum Kind {
     Metrics,
     /// `bench allreduce --json`: one object per run (`"bench": "allreduce"`).
     Allreduce,
+    /// Named curves, one object each (`"curve": NAME`, benches/local_sgd.sh).
+    Curves,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
         match self {
             Kind::Metrics => "training metrics",
             Kind::Allreduce => "all-reduce bandwidth",
+            Kind::Curves => "curves",
         }
     }
 }
@@ -216,6 +220,9 @@ fn kind_of(r: &Record) -> std::result::Result<Kind, String> {
             )),
         };
     }
+    if r.fields.contains_key("curve") {
+        return Ok(Kind::Curves);
+    }
     if let Some(b) = r.fields.get("bench") {
         return match b.as_str() {
             Some("allreduce") => Ok(Kind::Allreduce),
@@ -261,6 +268,7 @@ pub fn figure(
     let fig = match kind {
         Kind::Metrics => metrics::figure(records, name, title)?,
         Kind::Allreduce => allreduce::figure(records, name, title)?,
+        Kind::Curves => curves::figure(records, name, title)?,
     };
     if !fig.panels.iter().any(Panel::has_points) {
         return Err(format!(
