@@ -5,15 +5,18 @@
 //! every step:   θ_r ← inner_optimizer(θ_r, g_r)     g_r: this rank's own
 //!                                                   slice, no all-reduce
 //! every H steps (and after the last step):
-//!     avg = (1/n) Σ_r θ_r                           one all-reduce of the
-//!                                                   parameters (f32 or bf16)
-//!     Δ   = θ − avg                                 θ: the shared parameters
-//!     v   ← μ·v + Δ                                 of the last outer step
+//!     Δ   = (1/n) Σ_r (θ − θ_r)                     one all-reduce of the
+//!         = θ − (1/n) Σ_r θ_r                       ranks' parameter changes
+//!                                                   (f32 or bf16)
+//!     v   ← μ·v + Δ                                 θ: the shared parameters
+//!                                                   of the last outer step
 //!     θ   ← θ − α·(μ > 0 ? Δ + μ·v : v)             (Nesterov when μ > 0)
 //!     θ_r ← θ
 //! ```
 //!
-//! α = 1, μ = 0 is plain model averaging. θ and v live on the host (the
+//! α = 1, μ = 0 is plain model averaging. The ranks send their change
+//! θ − θ_r rather than θ_r (the same sum): with `--outer-wire bf16` the
+//! rounding is then relative to the change, not to the parameters. θ and v live on the host (the
 //! outer update is an axpy every H steps) and are the same on every rank;
 //! each rank keeps its own inner optimizer state across outer steps. The
 //! all-reduce is a [`GradBuckets`] of the run's kind (ring, MPI, NCCL on
@@ -51,11 +54,11 @@ pub struct Outer<B: Backend> {
     pub theta: Vec<f32>,
     /// v: the outer momentum.
     pub v: Vec<f32>,
-    /// (1/n) Σ θ_r over the ranks; declared before `avg`, so dropped first
-    /// (it may hold a pointer into that buffer).
+    /// (1/n) Σ (θ − θ_r) over the ranks; declared before `delta`, so
+    /// dropped first (it may hold a pointer into that buffer).
     sync: Box<dyn GradBuckets>,
-    /// θ_r, then the average (a buffer of the backend, for NCCL).
-    avg: B::Buf,
+    /// θ − θ_r, then Δ (a buffer of the backend, for NCCL).
+    delta: B::Buf,
     scratch: Vec<f32>,
     /// Bytes one parameter all-reduce sends (and receives) per rank.
     pub bytes_per_outer: u64,
@@ -72,19 +75,19 @@ impl<B: Backend> Outer<B> {
         init: &[f32],
     ) -> Self {
         let n = layout.total;
-        let mut avg = be.alloc(n);
+        let mut delta = be.alloc(n);
         let opts = SyncOptions {
             kind: cfg.comm.kind,
             wire: cfg.sync.outer_wire,
             overlap: true,
             bucket_floats: (cfg.comm.bucket_kib * 1024 / 4).max(1),
         };
-        // SAFETY: `sync` is declared before `avg` in `Outer`, so it is
+        // SAFETY: `sync` is declared before `delta` in `Outer`, so it is
         // dropped first; the buffer never moves (moving `B::Buf` moves its
         // handle, not the memory); and it is written only before `ready`
         // and after `finish`.
         let sync =
-            unsafe { gradsync::create(comm, &opts, be.memory(&mut avg), &layout.layer_ranges()) };
+            unsafe { gradsync::create(comm, &opts, be.memory(&mut delta), &layout.layer_ranges()) };
         let wire = wire_bytes(comm, cfg.sync.outer_wire);
         Outer {
             local_steps: cfg.sync.local_steps,
@@ -93,18 +96,17 @@ impl<B: Backend> Outer<B> {
             theta: init.to_vec(),
             v: vec![0.0; n],
             sync: wd.watch_grads(sync),
-            avg,
+            delta,
             scratch: vec![0.0; n],
             bytes_per_outer: ring_bytes(n, wire, comm.size()),
         }
     }
 }
 
-/// The outer update, in place: Δ = θ − avg; v ← μ·v + Δ;
-/// θ ← θ − α·(μ > 0 ? Δ + μ·v : v).
-pub fn outer_update(theta: &mut [f32], v: &mut [f32], avg: &[f32], alpha: f32, mu: f32) {
-    for ((t, m), &a) in theta.iter_mut().zip(v.iter_mut()).zip(avg) {
-        let delta = *t - a;
+/// The outer update, in place, from Δ = θ − (1/n) Σ_r θ_r:
+/// v ← μ·v + Δ; θ ← θ − α·(μ > 0 ? Δ + μ·v : v).
+pub fn outer_update(theta: &mut [f32], v: &mut [f32], delta: &[f32], alpha: f32, mu: f32) {
+    for ((t, m), &delta) in theta.iter_mut().zip(v.iter_mut()).zip(delta) {
         *m = mu * *m + delta;
         let step = if mu > 0.0 { delta + mu * *m } else { *m };
         *t -= alpha * step;
@@ -260,13 +262,16 @@ impl<B: Backend> Trainer<'_, B> {
         }
         let t = Instant::now();
         self.be.download(&self.params, 0, &mut o.scratch);
-        self.be.upload(&o.scratch, &mut o.avg, 0);
+        for (d, &t) in o.scratch.iter_mut().zip(&o.theta) {
+            *d = t - *d;
+        }
+        self.be.upload(&o.scratch, &mut o.delta, 0);
         o.sync.ready(0);
         let report = o.sync.finish()?;
         self.clock.record_outer(t, &report, o.bytes_per_outer);
 
         let t = Instant::now();
-        self.be.download(&o.avg, 0, &mut o.scratch);
+        self.be.download(&o.delta, 0, &mut o.scratch);
         outer_update(&mut o.theta, &mut o.v, &o.scratch, o.alpha, o.mu);
         self.be.upload(&o.theta, &mut self.params, 0);
         self.clock.record(Phase::Update, t);
@@ -329,10 +334,10 @@ mod tests {
     #[test]
     fn averaging_and_nesterov() {
         let (mut t, mut v) = (vec![1.0f32, 2.0], vec![0.0f32; 2]);
-        outer_update(&mut t, &mut v, &[0.5, 3.0], 1.0, 0.0);
+        outer_update(&mut t, &mut v, &[0.5, -1.0], 1.0, 0.0);
         assert_eq!(t, vec![0.5, 3.0]);
         let (mut t, mut v) = (vec![1.0f32], vec![0.5f32]);
-        outer_update(&mut t, &mut v, &[0.0], 0.5, 0.5);
+        outer_update(&mut t, &mut v, &[1.0], 0.5, 0.5);
         // Δ = 1, v = 0.25 + 1 = 1.25, θ = 1 − 0.5·(1 + 0.625) = 0.1875
         assert_eq!((t[0], v[0]), (0.1875, 1.25));
     }
