@@ -56,6 +56,8 @@ pub struct TrainState {
     pub params: Vec<f32>,
     /// Momentum (SGD), or first then second moments (AdamW).
     pub opt_state: Vec<f32>,
+    /// The task weighting's state (src/train/weighting.rs), if it has one.
+    pub weighting: Option<Value>,
 }
 
 /// The contents of state.json.
@@ -71,6 +73,9 @@ struct Manifest {
     world_size: usize,
     config: TrainConfig,
     files: BTreeMap<String, FileSum>,
+    /// Learned task weights, loss windows (`[tasks] weighting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_weighting: Option<Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -278,6 +283,7 @@ pub fn save(
             (MODEL_FILE.to_string(), file_sum(&model)),
             (OPTIM_FILE.to_string(), file_sum(&optim)),
         ]),
+        task_weighting: st.weighting.clone(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
@@ -469,6 +475,7 @@ pub fn load(
             skips_in_a_row: m.skips_in_a_row,
             params,
             opt_state,
+            weighting: m.task_weighting,
         },
         config: m.config,
         world_size: m.world_size,
@@ -494,6 +501,7 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
     t.data.prefetch = d.data.prefetch;
+    t.tasks.stats_every = d.tasks.stats_every;
     // Through text, so that f32 values read as written (0.002, not
     // 0.0020000000949949026).
     let text = serde_json::to_string(&t).expect("config serialises");
