@@ -568,6 +568,7 @@ mod tests {
             skips_in_a_row: 1,
             params: (0..n).map(|i| i as f32 * 0.5 + step as f32).collect(),
             opt_state: (0..2 * n).map(|i| -(i as f32) * 0.25).collect(),
+            weighting: Some(serde_json::json!({ "learned": [0.1, -2.5e-7] })),
         }
     }
 

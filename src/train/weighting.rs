@@ -503,6 +503,100 @@ mod tests {
         assert!((l.iter().sum::<f64>() - 3.0).abs() < 1e-12);
     }
 
+    /// J(θ, s) = Σ_t c_t·e^(−s_t)·L_t(θ) + s_t/2 of a small model in f64,
+    /// with labels missing, through `total_loss`; its gradient from the
+    /// backward with scales `lambdas()`/N_t and from `uncertainty_grad`.
+    fn objective(
+        w: &TaskWeights,
+        m: &mut crate::model::Model<crate::backend::cpu::Cpu<f64>>,
+        params: &Vec<f64>,
+        rows: usize,
+        counts: &[f64],
+    ) -> (f64, Vec<f64>, Vec<f64>) {
+        use crate::backend::{Backend, LossArgs};
+        let be = crate::backend::cpu::Cpu::<f64>::new();
+        let cols = m.cols.clone();
+        let lambdas = w.lambdas();
+        let args: Vec<LossArgs> = (0..counts.len())
+            .map(|t| {
+                let scale = (lambdas[t] / counts[t]) as f32;
+                LossArgs::for_task(w.kinds[t], &cols, t, rows, scale, false)
+            })
+            .collect();
+        let mut grads = be.alloc(m.layout.total);
+        let mut stats = be.alloc(counts.len());
+        m.forward(&be, params, rows);
+        m.backward(&be, params, &mut grads, &mut stats, &args, rows, false, &mut |_| {});
+        let losses: Vec<f64> = (0..counts.len()).map(|t| stats[t] / counts[t]).collect();
+        (w.total_loss(&losses), grads, w.uncertainty_grad(&losses))
+    }
+
+    #[test]
+    fn uncertainty_objective_matches_finite_differences_in_params_and_s() {
+        use crate::backend::Backend;
+        use crate::backend::cpu::Cpu;
+        use crate::model::{Model, layout};
+        use crate::spec::{Activation, ModelSpec};
+        let spec = ModelSpec {
+            input_dim: 4,
+            hidden: vec![5],
+            activation: Activation::Tanh,
+            tasks: tasks(),
+        };
+        let be = Cpu::<f64>::new();
+        let rows = 8;
+        let mut m = Model::new(&be, spec, rows);
+        let x: Vec<f32> = (0..rows * 4)
+            .map(|i| crate::rng::normal(9, 1, i as u64) as f32)
+            .collect();
+        let mut labels = vec![];
+        for r in 0..rows {
+            let gone = |k: usize| (r + k) % 4 == 0;
+            labels.push(if gone(0) { f32::NAN } else { (r % 3) as f32 });
+            for d in 0..2 {
+                let y = crate::rng::normal(9, 2, (2 * r + d) as u64) as f32;
+                labels.push(if gone(1 + d) { f32::NAN } else { y });
+            }
+            labels.push(if gone(3) { f32::NAN } else { (r % 2) as f32 });
+        }
+        let present = |col: usize| (0..rows).filter(|r| !labels[r * 4 + col].is_nan()).count();
+        let counts = [
+            present(0) as f64,
+            (present(1) + present(2)) as f64,
+            present(3) as f64,
+        ];
+        be.upload(&x, &mut m.x, 0);
+        be.upload(&labels, &mut m.labels, 0);
+        let mut params = be.alloc(m.layout.total);
+        be.upload(&layout::init_params(&m.layout, 3), &mut params, 0);
+        let mut w = weights(TaskWeighting::Uncertainty, 1);
+        w.state.learned = vec![0.3, -0.7, 1.1];
+
+        let (_, g_params, g_s) = objective(&w, &mut m, &params, rows, &counts);
+        let eps = 1e-6;
+        let rel = |fd: f64, g: f64| (fd - g).abs() / (1e-6 + fd.abs().max(g.abs()));
+        for i in 0..params.len() {
+            let keep = params[i];
+            params[i] = keep + eps;
+            let (jp, _, _) = objective(&w, &mut m, &params, rows, &counts);
+            params[i] = keep - eps;
+            let (jm, _, _) = objective(&w, &mut m, &params, rows, &counts);
+            params[i] = keep;
+            let fd = (jp - jm) / (2.0 * eps);
+            assert!(rel(fd, g_params[i]) < 1e-5, "param {i}: {fd} vs {}", g_params[i]);
+        }
+        for t in 0..3 {
+            let keep = w.state.learned[t];
+            w.state.learned[t] = keep + eps;
+            let (jp, _, _) = objective(&w, &mut m, &params, rows, &counts);
+            w.state.learned[t] = keep - eps;
+            let (jm, _, _) = objective(&w, &mut m, &params, rows, &counts);
+            w.state.learned[t] = keep;
+            let fd = (jp - jm) / (2.0 * eps);
+            assert!(rel(fd, g_s[t]) < 1e-6, "s_{t}: {fd} vs {}", g_s[t]);
+        }
+    }
+
     #[test]
     fn cosines_of_equal_and_opposite_gradients() {
         let g = [1.0f32, 2.0, 1.0, 2.0, -1.0, -2.0];
