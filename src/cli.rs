@@ -541,6 +541,10 @@ pub struct TaskArgs {
     /// [default: 0]
     #[arg(long, value_name = "N")]
     pub task_stats_every: Option<u64>,
+    /// Learning rate of the learned task weights (uncertainty's s_t,
+    /// GradNorm's w_t), constant [default: the model's --lr schedule]
+    #[arg(long, value_name = "LR")]
+    pub task_weight_lr: Option<f32>,
 }
 
 impl TaskArgs {
@@ -560,6 +564,9 @@ impl TaskArgs {
         }
         if let Some(v) = self.task_stats_every {
             k.stats_every = v;
+        }
+        if self.task_weight_lr.is_some() {
+            k.weight_lr = self.task_weight_lr;
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct TasksConfig {
     pub gradnorm_alpha: f64,
     /// Per-task gradient norms and cosines every N steps (0: off).
     pub stats_every: u64,
+    /// Learning rate of the learned weights (s_t, w_t), constant; None:
+    /// the model's learning rate at each step.
+    pub weight_lr: Option<f32>,
 }
 
 impl Default for TasksConfig {
@@ -49,6 +52,7 @@ impl Default for TasksConfig {
             dwa_temperature: 2.0,
             gradnorm_alpha: 1.5,
             stats_every: 0,
+            weight_lr: None,
         }
     }
 }
@@ -386,6 +390,11 @@ impl TrainConfig {
                 "--gradnorm-alpha must be >= 0, got {}",
                 k.gradnorm_alpha
             ));
+        }
+        if let Some(lr) = k.weight_lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(format!("--task-weight-lr must be > 0, got {lr}"));
+            }
         }
         let probes = k.weighting == TaskWeighting::Gradnorm || k.stats_every > 0;
         if probes && self.model.hidden.is_empty() {

@@ -296,7 +296,7 @@ impl TaskWeights {
     /// One step of the model's update rule on the learned values.
     fn step_learned(&mut self, grad: &[f64], lr: f32, o: &OptimConfig) {
         let st = &mut self.state;
-        let lr = lr as f64;
+        let lr = self.cfg.weight_lr.unwrap_or(lr) as f64;
         let n = st.learned.len();
         match o.optimizer {
             OptimizerKind::Sgd => {
