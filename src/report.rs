@@ -161,7 +161,11 @@ impl Reporter {
 
     /// The task diagnostics record (`--task-stats-every`): λ_t, each task's
     /// gradient norm at the last shared layer, and the pairwise cosines.
-    fn task_stats(&mut self, r: &StepReport, g: &crate::train::weighting::TaskGradStats) -> Result<()> {
+    fn task_stats(
+        &mut self,
+        r: &StepReport,
+        g: &crate::train::weighting::TaskGradStats,
+    ) -> Result<()> {
         let cosines: Map<String, Value> = g
             .cosines
             .iter()

@@ -30,13 +30,13 @@ use crate::spec::ModelSpec;
 use crate::watchdog::Watchdog;
 
 pub mod clock;
-pub mod weighting;
 pub mod prefetch;
+pub mod weighting;
 
 pub use clock::StepTimes;
-use weighting::{TaskGradStats, TaskWeights};
 use clock::{Phase, PhaseClock};
 use prefetch::{Ahead, HostBatch, Loader};
+use weighting::{TaskGradStats, TaskWeights};
 
 /// What one step measured, for logs and metrics.
 #[derive(Clone, Debug, Default)]
@@ -304,7 +304,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             None => {
                 self.update(lr);
                 let o = &self.cfg.optim;
-                self.weights.update(&task_losses, task_grads.as_ref(), lr, o);
+                self.weights
+                    .update(&task_losses, task_grads.as_ref(), lr, o);
                 None
             }
             Some(what) => Some(self.skip_nonfinite(step, what)?),

@@ -67,7 +67,11 @@ impl<B: Backend> Model<B> {
         let beta = if accumulate { 1.0 } else { 0.0 };
         let heads = self.layout.heads;
         let last = self.layout.trunk.len() - 1;
-        let input = if last == 0 { &self.x } else { &self.h[last - 1] };
+        let input = if last == 0 {
+            &self.x
+        } else {
+            &self.h[last - 1]
+        };
         for t in 0..losses.len() {
             // dout of task t alone: the other tasks' columns scaled by 0.
             for (u, &a) in losses.iter().enumerate() {
@@ -77,7 +81,13 @@ impl<B: Backend> Model<B> {
                     accumulate: false,
                     ..a
                 };
-                be.task_loss(a, &self.out, &self.labels, &mut probe.dout, &mut probe.stats);
+                be.task_loss(
+                    a,
+                    &self.out,
+                    &self.labels,
+                    &mut probe.dout,
+                    &mut probe.stats,
+                );
             }
             be.gemm(
                 Gemm {
@@ -141,10 +151,14 @@ mod tests {
         let rows = 9;
         let mut m = Model::new(&be, spec.clone(), rows);
         let n = ParamLayout::new(&spec).total;
-        let init: Vec<f32> = (0..n).map(|i| 0.3 * rng::normal(5, 1, i as u64) as f32).collect();
+        let init: Vec<f32> = (0..n)
+            .map(|i| 0.3 * rng::normal(5, 1, i as u64) as f32)
+            .collect();
         let mut params = be.alloc(n);
         be.upload(&init, &mut params, 0);
-        let x: Vec<f32> = (0..rows * 4).map(|i| rng::normal(5, 2, i as u64) as f32).collect();
+        let x: Vec<f32> = (0..rows * 4)
+            .map(|i| rng::normal(5, 2, i as u64) as f32)
+            .collect();
         let mut labels = vec![];
         for r in 0..rows {
             labels.push((r % 3) as f32);
@@ -162,7 +176,14 @@ mod tests {
                 .collect()
         };
         let mut probe = TaskGradProbe::new(&be, &m).unwrap();
-        m.task_grads(&be, &params, &mut probe, &args([0.7, 1.3, 0.4]), rows, false);
+        m.task_grads(
+            &be,
+            &params,
+            &mut probe,
+            &args([0.7, 1.3, 0.4]),
+            rows,
+            false,
+        );
         let mut got = vec![0f32; 3 * probe.stride()];
         be.download(&probe.grads, 0, &mut got);
 
@@ -173,7 +194,16 @@ mod tests {
             let mut grads = be.alloc(n);
             let mut stats = be.alloc(4);
             m.forward(&be, &params, rows);
-            m.backward(&be, &params, &mut grads, &mut stats, &args(s), rows, false, &mut |_| {});
+            m.backward(
+                &be,
+                &params,
+                &mut grads,
+                &mut stats,
+                &args(s),
+                rows,
+                false,
+                &mut |_| {},
+            );
             let mut want = vec![0f32; n];
             be.download(&grads, 0, &mut want);
             let want_w = &want[top.w..top.w + top.out * top.inp];
@@ -181,7 +211,10 @@ mod tests {
             let slot = &got[t * probe.stride()..(t + 1) * probe.stride()];
             let (got_w, got_b) = slot.split_at(top.out * top.inp);
             for (g, w) in got_w.iter().chain(got_b).zip(want_w.iter().chain(want_b)) {
-                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "task {t}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "task {t}: {g} vs {w}"
+                );
             }
         }
     }

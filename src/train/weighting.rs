@@ -401,7 +401,7 @@ pub fn dwa_weights(last: &[Option<f64>], before: &[Option<f64>], tau: f64) -> Ve
 /// GradNorm's renormalisation Σ w_t = T, each w_t kept positive (a weight
 /// pushed to or below zero by a large step is set to 1e-3 first).
 fn renormalise(w: &mut [f64]) {
-    let floor = 1e-3;
+    let floor = 1e-6;
     for x in w.iter_mut() {
         if !(*x > floor) {
             *x = floor;
@@ -526,7 +526,16 @@ mod tests {
         let mut grads = be.alloc(m.layout.total);
         let mut stats = be.alloc(counts.len());
         m.forward(&be, params, rows);
-        m.backward(&be, params, &mut grads, &mut stats, &args, rows, false, &mut |_| {});
+        m.backward(
+            &be,
+            params,
+            &mut grads,
+            &mut stats,
+            &args,
+            rows,
+            false,
+            &mut |_| {},
+        );
         let losses: Vec<f64> = (0..counts.len()).map(|t| stats[t] / counts[t]).collect();
         (w.total_loss(&losses), grads, w.uncertainty_grad(&losses))
     }
@@ -583,7 +592,11 @@ mod tests {
             let (jm, _, _) = objective(&w, &mut m, &params, rows, &counts);
             params[i] = keep;
             let fd = (jp - jm) / (2.0 * eps);
-            assert!(rel(fd, g_params[i]) < 1e-5, "param {i}: {fd} vs {}", g_params[i]);
+            assert!(
+                rel(fd, g_params[i]) < 1e-5,
+                "param {i}: {fd} vs {}",
+                g_params[i]
+            );
         }
         for t in 0..3 {
             let keep = w.state.learned[t];
