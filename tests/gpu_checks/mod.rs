@@ -399,6 +399,20 @@ pub fn train_both<R: GpuRuntime>(
     steps: u64,
     loss_tol: f64,
 ) -> (Vec<f32>, Vec<f32>) {
+    let (g, c, ..) = train_both_with(be, optimizer, activation, steps, loss_tol, |_| {});
+    (g, c)
+}
+
+/// [`train_both`] with `edit` applied to the config; also returns the
+/// final task weights λ_t on `be` and on the CPU.
+pub fn train_both_with<R: GpuRuntime>(
+    be: GpuBackend<R>,
+    optimizer: OptimizerKind,
+    activation: Activation,
+    steps: u64,
+    loss_tol: f64,
+    edit: impl Fn(&mut TrainConfig),
+) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<f64>) {
     let mut cfg = TrainConfig::default();
     cfg.model.hidden = vec![64, 48];
     cfg.model.activation = activation;
@@ -412,6 +426,7 @@ pub fn train_both<R: GpuRuntime>(
     cfg.train.steps = steps;
     cfg.train.accum_steps = 2;
     cfg.data.synthetic_train = 4096;
+    edit(&mut cfg);
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 64);
     let spec = model_spec(&cfg, &data).expect("spec");
     let init = init_params(&ParamLayout::new(&spec), 3);
@@ -432,7 +447,48 @@ pub fn train_both<R: GpuRuntime>(
             b.loss
         );
     }
-    (gpu_tr.params_to_host(), cpu.params_to_host())
+    (
+        gpu_tr.params_to_host(),
+        cpu.params_to_host(),
+        gpu_tr.weights.lambdas(),
+        cpu.weights.lambdas(),
+    )
+}
+
+/// GradNorm (each task's gradient at the last shared layer, every step)
+/// and the task diagnostics: the same weights and parameters as the CPU.
+pub fn twenty_steps_with_gradnorm_and_task_stats_match_cpu<R: GpuRuntime>(be: GpuBackend<R>) {
+    let (g, c, lg, lc) = train_both_with(be, OptimizerKind::Sgd, Activation::Gelu, 20, 1e-4, |c| {
+        c.tasks.weighting = ringtrain::config::TaskWeighting::Gradnorm;
+        c.tasks.weight_lr = Some(0.05);
+        c.tasks.stats_every = 5;
+    });
+    close("params after 20 GradNorm steps", &g, &c);
+    assert!(
+        lc.iter().any(|l| (l - 1.0).abs() > 1e-3),
+        "λ never moved: {lc:?}"
+    );
+    for (a, b) in lg.iter().zip(&lc) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "λ gpu {lg:?} vs cpu {lc:?}"
+        );
+    }
+}
+
+/// Uncertainty weighting: the learned s_t move the same way.
+pub fn twenty_steps_with_uncertainty_weighting_match_cpu<R: GpuRuntime>(be: GpuBackend<R>) {
+    let (g, c, lg, lc) = train_both_with(be, OptimizerKind::Sgd, Activation::Relu, 20, 1e-4, |c| {
+        c.tasks.weighting = ringtrain::config::TaskWeighting::Uncertainty;
+        c.tasks.weight_lr = Some(0.05);
+    });
+    close("params after 20 uncertainty-weighted steps", &g, &c);
+    for (a, b) in lg.iter().zip(&lc) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "λ gpu {lg:?} vs cpu {lc:?}"
+        );
+    }
 }
 
 pub fn twenty_training_steps_match_cpu_sgd<R: GpuRuntime>(be: GpuBackend<R>) {
