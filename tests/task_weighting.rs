@@ -480,6 +480,7 @@ fn weighting_rescues_a_task_drowned_by_a_scaled_regression() {
         &data,
         &["--task-weighting", "uncertainty", "--task-weight-lr", "0.1"],
     );
+    final_metrics(dir, "dwa", &data, &["--task-weighting", "dwa"]);
     let gn = final_metrics(
         dir,
         "gradnorm",

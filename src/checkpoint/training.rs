@@ -8,7 +8,9 @@
 //!                         exp_avg.<param>, exp_avg_sq.<param> (AdamW) or
 //!                         momentum_buffer.<param> (SGD)
 //!     state.json          steps done, updates applied, sampler position,
-//!                         the config, the world size, and the size and
+//!                         the config, the world size, the task weighting's
+//!                         state (learned s_t/w_t, loss windows; absent
+//!                         under static weights), and the size and
 //!                         SHA-256 of both safetensors files
 //!     COMPLETE            the SHA-256 of state.json; written last
 //! ```

@@ -301,14 +301,10 @@ impl TaskWeights {
         match o.optimizer {
             OptimizerKind::Sgd => {
                 let mu = o.momentum as f64;
-                for i in 0..n {
-                    let v = &mut st.moments[i];
-                    *v = if mu == 0.0 || st.updates == 0 {
-                        grad[i]
-                    } else {
-                        mu * *v + grad[i]
-                    };
-                    st.learned[i] -= lr * *v;
+                let first = mu == 0.0 || st.updates == 0;
+                for ((p, v), &g) in st.learned.iter_mut().zip(&mut st.moments).zip(grad) {
+                    *v = if first { g } else { mu * *v + g };
+                    *p -= lr * *v;
                 }
             }
             OptimizerKind::Adamw => {
@@ -403,7 +399,7 @@ pub fn dwa_weights(last: &[Option<f64>], before: &[Option<f64>], tau: f64) -> Ve
 fn renormalise(w: &mut [f64]) {
     let floor = 1e-6;
     for x in w.iter_mut() {
-        if !(*x > floor) {
+        if x.is_nan() || *x <= floor {
             *x = floor;
         }
     }
@@ -598,7 +594,7 @@ mod tests {
                 g_params[i]
             );
         }
-        for t in 0..3 {
+        for (t, &want) in g_s.iter().enumerate() {
             let keep = w.state.learned[t];
             w.state.learned[t] = keep + eps;
             let (jp, _, _) = objective(&w, &mut m, &params, rows, &counts);
@@ -606,7 +602,7 @@ mod tests {
             let (jm, _, _) = objective(&w, &mut m, &params, rows, &counts);
             w.state.learned[t] = keep;
             let fd = (jp - jm) / (2.0 * eps);
-            assert!(rel(fd, g_s[t]) < 1e-6, "s_{t}: {fd} vs {}", g_s[t]);
+            assert!(rel(fd, want) < 1e-6, "s_{t}: {fd} vs {want}");
         }
     }
 
