@@ -378,13 +378,14 @@ fn broadcast_json(
     let mut len = (text.len() as u64).to_le_bytes();
     comm.broadcast(0, &mut len)?;
     text.resize(u64::from_le_bytes(len) as usize, 0);
-    comm.broadcast(0, &mut text)?;
-    match text.is_empty() {
-        true => Ok(None),
-        false => Ok(Some(
-            serde_json::from_slice(&text).expect("rank 0 sent valid JSON"),
-        )),
+    // Every rank knows the length now; MPI refuses an empty broadcast.
+    if text.is_empty() {
+        return Ok(None);
     }
+    comm.broadcast(0, &mut text)?;
+    Ok(Some(
+        serde_json::from_slice(&text).expect("rank 0 sent valid JSON"),
+    ))
 }
 
 struct Resumed {
