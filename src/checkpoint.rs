@@ -54,7 +54,18 @@ pub fn save_params(
     layout: &ParamLayout,
     params: &[f32],
 ) -> Result<()> {
-    write_atomic(path, &params_to_bytes(spec, layout, params, &[])?)
+    save_params_with(path, spec, layout, params, &[])
+}
+
+/// [`save_params`] with more metadata entries (key, value).
+pub fn save_params_with(
+    path: &Path,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+    params: &[f32],
+    extra: &[(&str, String)],
+) -> Result<()> {
+    write_atomic(path, &params_to_bytes(spec, layout, params, extra)?)
 }
 
 /// Reads parameters for `spec` from a safetensors file. Every tensor of the

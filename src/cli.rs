@@ -334,6 +334,8 @@ pub struct TrainArgs {
     pub comm: CommArgs,
     #[command(flatten)]
     pub sync: SyncArgs,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
 }
 
 #[derive(Args, Debug)]
@@ -469,6 +471,7 @@ impl TrainArgs {
         self.comm.apply(&mut c);
         self.sync.apply(&mut c);
         self.checkpoint.apply(&mut c);
+        self.tasks.apply(&mut c);
         if self.trace.is_some() {
             c.train.trace = self.trace.clone();
         }
@@ -519,5 +522,59 @@ pub fn set_gemm_threads_from_args() {
     {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads) };
+    }
+}
+
+/// Task weighting and diagnostics (`[tasks]`, src/train/weighting.rs).
+#[derive(Args, Debug)]
+pub struct TaskArgs {
+    /// How the loss weights λ_t move: static (as given), uncertainty
+    /// (learned log-variances), dwa (dynamic weight average), gradnorm
+    /// (learned weights balancing gradient norms) [default: static]
+    #[arg(long, value_enum)]
+    pub task_weighting: Option<crate::config::TaskWeighting>,
+    /// DWA: steps per loss window; the weights change once per window
+    /// [default: 50]
+    #[arg(long, value_name = "W")]
+    pub dwa_window: Option<u64>,
+    /// DWA: softmax temperature τ [default: 2]
+    #[arg(long, value_name = "T")]
+    pub dwa_temperature: Option<f64>,
+    /// GradNorm: asymmetry α, how hard tasks that train slower are pulled
+    /// up [default: 1.5]
+    #[arg(long, value_name = "ALPHA")]
+    pub gradnorm_alpha: Option<f64>,
+    /// Every N steps: per-task gradient norms at the last shared layer,
+    /// their pairwise cosines and λ_t, into --metrics-out (0: never)
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    pub task_stats_every: Option<u64>,
+    /// Learning rate of the learned task weights (uncertainty's s_t,
+    /// GradNorm's w_t), constant [default: the model's --lr schedule]
+    #[arg(long, value_name = "LR")]
+    pub task_weight_lr: Option<f32>,
+}
+
+impl TaskArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        let k = &mut c.tasks;
+        if let Some(v) = self.task_weighting {
+            k.weighting = v;
+        }
+        if let Some(v) = self.dwa_window {
+            k.dwa_window = v;
+        }
+        if let Some(v) = self.dwa_temperature {
+            k.dwa_temperature = v;
+        }
+        if let Some(v) = self.gradnorm_alpha {
+            k.gradnorm_alpha = v;
+        }
+        if let Some(v) = self.task_stats_every {
+            k.stats_every = v;
+        }
+        if self.task_weight_lr.is_some() {
+            k.weight_lr = self.task_weight_lr;
+        }
     }
 }

@@ -26,6 +26,65 @@ pub struct TrainConfig {
     pub sync: SyncConfig,
     /// Per-task loss weights λ_t overriding the dataset's defaults.
     pub task_weights: BTreeMap<String, f32>,
+    /// How the task weights move during training, and task diagnostics.
+    pub tasks: TasksConfig,
+}
+
+/// `[tasks]`: dynamic task weighting (src/train/weighting.rs) and the
+/// per-task gradient diagnostics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    pub weighting: TaskWeighting,
+    /// DWA: steps per loss window W (the paper's epoch).
+    pub dwa_window: u64,
+    /// DWA: softmax temperature τ.
+    pub dwa_temperature: f64,
+    /// GradNorm: the asymmetry α.
+    pub gradnorm_alpha: f64,
+    /// Per-task gradient norms and cosines every N steps (0: off).
+    pub stats_every: u64,
+    /// Learning rate of the learned weights (s_t, w_t), constant; None:
+    /// the model's learning rate at each step.
+    pub weight_lr: Option<f32>,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            weighting: TaskWeighting::Static,
+            dwa_window: 50,
+            dwa_temperature: 2.0,
+            gradnorm_alpha: 1.5,
+            stats_every: 0,
+            weight_lr: None,
+        }
+    }
+}
+
+/// How the loss weights λ_t are set (see src/train/weighting.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskWeighting {
+    /// λ_t as given (tasks.toml, [task_weights], --task-weight).
+    Static,
+    /// Kendall, Gal & Cipolla 2018: learned log-variances s_t.
+    Uncertainty,
+    /// Liu, Johns & Davison 2019: dynamic weight average.
+    Dwa,
+    /// Chen et al. 2018: learned weights balancing gradient norms.
+    Gradnorm,
+}
+
+impl TaskWeighting {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskWeighting::Static => "static",
+            TaskWeighting::Uncertainty => "uncertainty",
+            TaskWeighting::Dwa => "dwa",
+            TaskWeighting::Gradnorm => "gradnorm",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -281,6 +340,20 @@ impl TrainConfig {
             return bad("--wire bf16 needs --comm ring (NCCL all-reduces f32 gradients)".into());
         }
         self.sync.validate()?;
+        // The weights move with global losses and gradients, which local
+        // steps do not have.
+        let k = &self.tasks;
+        if self.sync.is_local() && (k.weighting != TaskWeighting::Static || k.stats_every > 0) {
+            return bad(format!(
+                "--sync local works with static task weights only (got --task-weighting {}{}): the weights follow global losses and gradients, which ranks training alone do not share",
+                k.weighting.name(),
+                if k.stats_every > 0 {
+                    ", --task-stats-every"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.sync.is_local()
             && self.sync.outer_wire == Wire::Bf16
             && self.comm.kind != CommKind::Ring
@@ -328,6 +401,34 @@ impl TrainConfig {
             if !(w.is_finite() && *w >= 0.0) {
                 return bad(format!("weight of task {task} must be >= 0, got {w}"));
             }
+        }
+        let k = &self.tasks;
+        if k.dwa_window == 0 {
+            return bad("--dwa-window must be at least 1".into());
+        }
+        if !(k.dwa_temperature.is_finite() && k.dwa_temperature > 0.0) {
+            return bad(format!(
+                "--dwa-temperature must be > 0, got {}",
+                k.dwa_temperature
+            ));
+        }
+        if !(k.gradnorm_alpha.is_finite() && k.gradnorm_alpha >= 0.0) {
+            return bad(format!(
+                "--gradnorm-alpha must be >= 0, got {}",
+                k.gradnorm_alpha
+            ));
+        }
+        if let Some(lr) = k.weight_lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(format!("--task-weight-lr must be > 0, got {lr}"));
+            }
+        }
+        let probes = k.weighting == TaskWeighting::Gradnorm || k.stats_every > 0;
+        if probes && self.model.hidden.is_empty() {
+            return bad(
+                "--task-weighting gradnorm and --task-stats-every need a shared layer (--hidden is empty)"
+                    .into(),
+            );
         }
         if self.data.path.is_none()
             && (self.data.synthetic_train == 0 || self.data.synthetic_val == 0)

@@ -150,6 +150,46 @@ impl Reporter {
             "bytes_received_total": r.bytes_sent_total,
             "outer_step": r.outer_step,
             "wall_s": self.start.elapsed().as_secs_f64(),
+            "task_weights": self.per_task(&r.lambdas),
+        }))?;
+        match &r.task_grads {
+            Some(g) => self.task_stats(r, g),
+            None => Ok(()),
+        }
+    }
+
+    /// One value per task, keyed by task name.
+    fn per_task(&self, values: &[f64]) -> Value {
+        let m: Map<String, Value> = self
+            .tasks
+            .iter()
+            .zip(values)
+            .map(|(t, &v)| (t.name.clone(), json!(v)))
+            .collect();
+        Value::Object(m)
+    }
+
+    /// The task diagnostics record (`--task-stats-every`): λ_t, each task's
+    /// gradient norm at the last shared layer, and the pairwise cosines.
+    fn task_stats(
+        &mut self,
+        r: &StepReport,
+        g: &crate::train::weighting::TaskGradStats,
+    ) -> Result<()> {
+        let cosines: Map<String, Value> = g
+            .cosines
+            .iter()
+            .map(|&(a, b, c)| {
+                let key = format!("{}|{}", self.tasks[a].name, self.tasks[b].name);
+                (key, json!(c))
+            })
+            .collect();
+        self.record(json!({
+            "type": "tasks",
+            "step": r.step + 1,
+            "task_weights": self.per_task(&r.lambdas),
+            "grad_norms": self.per_task(&g.norms),
+            "cosines": cosines,
         }))
     }
 

@@ -25,16 +25,19 @@ use crate::error::{Error, Result};
 use crate::gradsync::{self, GradBuckets, SyncOptions};
 use crate::metrics::{EvalStats, TaskMetrics};
 use crate::model::Model;
+use crate::model::probe::TaskGradProbe;
 use crate::spec::ModelSpec;
 use crate::watchdog::Watchdog;
 
 pub mod clock;
 pub mod local;
 pub mod prefetch;
+pub mod weighting;
 
 pub use clock::StepTimes;
 use clock::{Phase, PhaseClock};
 use prefetch::{Ahead, HostBatch, Loader};
+use weighting::{TaskGradStats, TaskWeights};
 
 /// What one step measured, for logs and metrics.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +55,10 @@ pub struct StepReport {
     pub bytes_sent_total: u64,
     /// `--sync local`: an outer update followed this step.
     pub outer_step: bool,
+    /// The task weights λ_t of this step's loss.
+    pub lambdas: Vec<f64>,
+    /// Per-task gradients at the last shared layer, when measured.
+    pub task_grads: Option<TaskGradStats>,
     /// Why the update was skipped (a NaN/Inf loss or gradient), if it was.
     pub skipped: Option<String>,
     pub times: StepTimes,
@@ -72,6 +79,11 @@ pub struct Trainer<'a, B: Backend> {
     opt_state: B::Buf,
     /// Per-task loss sums, then the squared gradient norm.
     stats: B::Buf,
+    /// The task weights λ_t and how they move (`[tasks] weighting`).
+    pub weights: TaskWeights,
+    /// Each task's own gradient at the last shared layer (GradNorm and
+    /// `--task-stats-every`); None when neither is on.
+    probe: Option<TaskGradProbe<B>>,
     /// The batch of the current step (also scratch for `evaluate`).
     host: HostBatch,
     /// The next step's batch, read during the current one; and a buffer
@@ -140,6 +152,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
+        let weights = TaskWeights::new(&cfg.tasks, &spec.tasks, cfg.optim.optimizer);
+        let probe = (0..cfg.train.steps)
+            .any(|s| weights.needs_task_grads(s))
+            .then(|| TaskGradProbe::new(&be, &model))
+            .flatten();
         let slice = shard.len().max(max_rows);
         let loader = Loader {
             data,
@@ -158,6 +175,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             grads,
             opt_state: be.alloc(state_len),
             stats: be.alloc(spec.tasks.len() + 1),
+            weights,
+            probe,
             params,
             model,
             spec,
@@ -205,11 +224,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             },
             opt_state,
             local: None,
+            weighting: self.weights.to_json(),
         }
     }
 
-    /// Continues from a checkpoint's state.
-    pub fn restore(&mut self, st: &TrainState) {
+    /// Continues from a checkpoint's state; an error says what in it does
+    /// not fit this run.
+    pub fn restore(&mut self, st: &TrainState) -> std::result::Result<(), String> {
+        self.weights.restore(st.weighting.as_ref())?;
         self.be.upload(&st.params, &mut self.params, 0);
         self.be.upload(&st.opt_state, &mut self.opt_state, 0);
         self.updates = st.updates;
@@ -217,6 +239,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if let Some(l) = &st.local {
             self.restore_local(&st.params, l);
         }
+        Ok(())
     }
 
     /// One synchronous data-parallel SGD step. The global per-task losses
@@ -275,12 +298,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         self.clock.record(Phase::Control, t);
 
+        // The task weights λ_t of this step; GradNorm and the diagnostics
+        // also take each task's own gradient at the last shared layer.
+        let lambdas = self.weights.lambdas();
+        let probe = self.probe.is_some() && self.weights.needs_task_grads(step);
+        let want_losses = want_losses || self.weights.needs_losses();
+
         // Forward and backward per micro-batch, gradients accumulating in
         // one buffer; in the last backward, finished buckets start their
         // all-reduce while the layers below are still being computed.
         let k = self.cfg.train.accum_steps;
         for j in 0..k {
-            self.forward_backward(sampler::shard(rows, j, k), &counts, j);
+            self.forward_backward(sampler::shard(rows, j, k), &counts, &lambdas, j, probe);
         }
 
         // g = (1/n) Σ g_i once the buckets still in flight are done.
@@ -295,6 +324,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             None => self.global_losses(&counts, want_losses)?,
             Some(_) => self.local_losses(&counts)?,
         };
+        let task_grads = match probe {
+            true => Some(self.global_task_grads()?),
+            false => None,
+        };
         self.clock.record(Phase::Control, t);
 
         // The identical update on every rank, unless something is NaN/Inf.
@@ -303,6 +336,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let skipped = match nonfinite {
             None => {
                 self.update(lr);
+                let o = &self.cfg.optim;
+                self.weights
+                    .update(&task_losses, task_grads.as_ref(), lr, o);
                 None
             }
             Some(what) => Some(self.skip_nonfinite(step, what)?),
@@ -313,12 +349,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let outer_step = self.outer_step(step)?;
         let (bytes_sent, bytes_sent_total) = self.step_bytes(step);
 
-        let loss = task_losses
-            .iter()
-            .zip(&self.spec.tasks)
-            .filter(|(l, _)| !l.is_nan())
-            .map(|(l, task)| task.weight as f64 * l)
-            .sum();
+        let loss = self.weights.total_loss(&task_losses);
         Ok(StepReport {
             step,
             lr,
@@ -328,6 +359,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             bytes_sent,
             bytes_sent_total,
             outer_step,
+            lambdas,
+            task_grads: task_grads.filter(|_| self.weights.stats_due(step)),
             skipped,
             times: self.clock.finish(),
         })
@@ -335,7 +368,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
     /// adding to the gradients of the earlier micro-batches.
-    fn forward_backward(&mut self, mb: Range<usize>, counts: &[f64], j: usize) {
+    /// With `probe`, each task's gradient at the last shared layer too.
+    fn forward_backward(
+        &mut self,
+        mb: Range<usize>,
+        counts: &[f64],
+        lambdas: &[f64],
+        j: usize,
+        probe: bool,
+    ) {
         let (d, lc) = (self.spec.input_dim, self.model.cols.label_cols);
         let (n, first, last) = (mb.len(), j == 0, j + 1 == self.cfg.train.accum_steps);
         self.be
@@ -351,7 +392,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.clock.record(Phase::Forward, t);
 
         let t = Instant::now();
-        let losses = self.loss_args(n, counts, !first);
+        let losses = self.loss_args(n, counts, lambdas, !first);
         let sync = &mut self.sync;
         self.model.backward(
             &self.be,
@@ -367,7 +408,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             },
         );
+        if probe {
+            // Unweighted and not ×n: the sum over ranks is ∇_W L_t.
+            let ones = vec![1.0 / self.comm.size() as f64; lambdas.len()];
+            let args = self.loss_args(n, counts, &ones, !first);
+            let p = self.probe.as_mut().expect("probe allocated");
+            self.model
+                .task_grads(&self.be, &self.params, p, &args, n, !first);
+        }
         self.clock.record(Phase::Backward, t);
+    }
+
+    /// Each task's gradient at the last shared layer over the global batch
+    /// (one all-reduce of tasks × the layer's weights), as norms and cosines.
+    fn global_task_grads(&mut self) -> Result<TaskGradStats> {
+        let p = self.probe.as_ref().expect("probe allocated");
+        let mut all = vec![0f32; p.tasks * p.stride()];
+        self.be.download(&p.grads, 0, &mut all);
+        let mut w: Vec<f32> = (0..p.tasks)
+            .flat_map(|t| all[p.weight_range(t)].to_vec())
+            .collect();
+        self.comm.all_reduce_sum(&mut w)?;
+        Ok(TaskGradStats::from_grads(&w, p.tasks))
     }
 
     /// Clipping and the optimizer update, from the averaged gradients (the
@@ -490,7 +552,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .collect()
     }
 
-    fn loss_args(&self, rows: usize, global_counts: &[f64], accumulate: bool) -> Vec<LossArgs> {
+    /// Each task's loss with gradient scale λ_t·n/N_t.
+    fn loss_args(
+        &self,
+        rows: usize,
+        global_counts: &[f64],
+        lambdas: &[f64],
+        accumulate: bool,
+    ) -> Vec<LossArgs> {
         let cols = &self.model.cols;
         let n = self.grad_ranks();
         self.spec
@@ -501,7 +570,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 // ×n because the all-reduce averages over ranks (n = 1
                 // in local mode: the counts are this rank's own).
                 let scale = if global_counts[t] > 0.0 {
-                    (task.weight as f64 * n / global_counts[t]) as f32
+                    (lambdas[t] * n / global_counts[t]) as f32
                 } else {
                     0.0
                 };

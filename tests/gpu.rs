@@ -63,6 +63,8 @@ on_gpu!(
     twenty_training_steps_match_cpu_sgd(gpu, own),
     twenty_training_steps_match_cpu_adamw(gpu, own),
     twenty_local_steps_match_cpu_sgd(gpu, own),
+    twenty_steps_with_gradnorm_and_task_stats_match_cpu(gpu, own),
+    twenty_steps_with_uncertainty_weighting_match_cpu(gpu, own),
     twenty_training_steps_bf16_stay_close_to_cpu(bf16, own),
 );
 

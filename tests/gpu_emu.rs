@@ -319,6 +319,8 @@ on_emu!(
     twenty_training_steps_match_cpu_sgd(emu, own),
     twenty_training_steps_match_cpu_adamw(emu, own),
     twenty_local_steps_match_cpu_sgd(emu, own),
+    twenty_steps_with_gradnorm_and_task_stats_match_cpu(emu, own),
+    twenty_steps_with_uncertainty_weighting_match_cpu(emu, own),
     twenty_training_steps_bf16_stay_close_to_cpu(bf16, own),
 );
 

@@ -11,10 +11,10 @@ use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::device::{Choice, choose};
 use crate::checkpoint::local;
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
-use crate::checkpoint::{load_params, save_params};
+use crate::checkpoint::{load_params, save_params_with};
 use crate::cli::TrainArgs;
 use crate::comm::{Communicator, agree, check_same};
-use crate::config::{Prefetch, TrainConfig};
+use crate::config::{Prefetch, TaskWeighting, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -22,6 +22,7 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::report::Reporter;
 use crate::spec::ModelSpec;
 use crate::trace::Trace;
+use crate::train::weighting::TaskWeights;
 use crate::train::{Trainer, prefetch};
 use crate::watchdog::Watchdog;
 use crate::world::World;
@@ -178,7 +179,8 @@ fn train_loop<B: Backend>(
     print_header(&rep, run, tr.num_params(), backend, read_ahead);
     let first_step = resumed.map_or(0, |r| r.state.step);
     if let Some(r) = resumed {
-        tr.restore(&r.state);
+        tr.restore(&r.state)
+            .map_err(|m| Error::checkpoint(&r.path, m))?;
         rep.line(&format!(
             "resumed from {} at step {first_step}/{} (written by {} rank(s))",
             r.path.display(),
@@ -244,11 +246,32 @@ fn train_loop<B: Backend>(
     }
 
     let saved = match (&cfg.train.save, world.is_root()) {
-        (Some(path), true) => save_params(path, spec, &tr.model.layout, &tr.params_to_host())
-            .map(|()| rep.line(&format!("saved parameters to {}", path.display()))),
+        (Some(path), true) => {
+            let meta = task_weight_metadata(spec, &tr.weights);
+            save_params_with(path, spec, &tr.model.layout, &tr.params_to_host(), &meta)
+                .map(|()| rep.line(&format!("saved parameters to {}", path.display())))
+        }
         _ => Ok(()),
     };
     agree(comm, saved)
+}
+
+/// The `--save` metadata of the task weights: the method and the final
+/// λ_t per task (JSON).
+fn task_weight_metadata(spec: &ModelSpec, w: &TaskWeights) -> Vec<(&'static str, String)> {
+    let lambdas: serde_json::Map<String, serde_json::Value> = spec
+        .tasks
+        .iter()
+        .zip(w.lambdas())
+        .map(|(t, l)| (t.name.clone(), serde_json::json!(l)))
+        .collect();
+    vec![
+        ("ringtrain.task_weighting", w.method().name().to_string()),
+        (
+            "ringtrain.task_weights",
+            serde_json::Value::Object(lambdas).to_string(),
+        ),
+    ]
 }
 
 /// A stable hash of the whole configuration, compared across ranks before
@@ -335,18 +358,42 @@ fn resume_point(
             params: vec![0.0; layout.total],
             opt_state: vec![0.0; opt_state_len(layout, cfg.optim.optimizer)],
             local: None,
+            weighting: None,
         },
     });
     broadcast_f32(comm, &mut r.state.params)?;
     broadcast_f32(comm, &mut r.state.opt_state)?;
     let opt_len = r.state.opt_state.len();
     r.state.local = local::broadcast(comm, r.state.local.take(), layout.total, opt_len)?;
+    r.state.weighting = broadcast_json(comm, r.state.weighting.take())?;
     check_same(
         comm,
         "checksum of the resumed parameters",
         checksum(&r.state.params),
     )?;
     Ok(Some(r))
+}
+
+/// Rank 0's JSON value (or None) on every rank.
+fn broadcast_json(
+    comm: &dyn Communicator,
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>> {
+    let mut text = match (comm.rank(), &value) {
+        (0, Some(v)) => serde_json::to_vec(v).expect("JSON serialises"),
+        _ => vec![],
+    };
+    let mut len = (text.len() as u64).to_le_bytes();
+    comm.broadcast(0, &mut len)?;
+    text.resize(u64::from_le_bytes(len) as usize, 0);
+    // Every rank knows the length now; MPI refuses an empty broadcast.
+    if text.is_empty() {
+        return Ok(None);
+    }
+    comm.broadcast(0, &mut text)?;
+    Ok(Some(
+        serde_json::from_slice(&text).expect("rank 0 sent valid JSON"),
+    ))
 }
 
 struct Resumed {
@@ -502,6 +549,31 @@ fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ah
         cfg.optim.lr,
         lower(cfg.optim.schedule)
     ));
+    let w = &cfg.tasks;
+    let weighting = match w.weighting {
+        TaskWeighting::Static => None,
+        TaskWeighting::Uncertainty => {
+            Some("uncertainty (learned s_t = log σ_t², λ_t = c_t·e^(−s_t), from s_t = 0)".into())
+        }
+        TaskWeighting::Dwa => Some(format!(
+            "dwa (windows of {} steps, τ {}; λ_t = 1 for the first two)",
+            w.dwa_window, w.dwa_temperature
+        )),
+        TaskWeighting::Gradnorm => Some(format!(
+            "gradnorm (α {}, learned w_t from 1, Σ w_t = {})",
+            w.gradnorm_alpha,
+            spec.tasks.len()
+        )),
+    };
+    if let Some(how) = weighting {
+        rep.line(&format!("task weights: {how}; the λ above are not used"));
+    }
+    if w.stats_every > 0 {
+        rep.line(&format!(
+            "task stats: gradient norms and cosines at the last shared layer every {} steps",
+            w.stats_every
+        ));
+    }
     let c = &cfg.comm;
     rep.line(&format!(
         "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",

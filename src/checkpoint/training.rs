@@ -8,7 +8,9 @@
 //!                         exp_avg.<param>, exp_avg_sq.<param> (AdamW) or
 //!                         momentum_buffer.<param> (SGD)
 //!     state.json          steps done, updates applied, sampler position,
-//!                         the config, the world size, and the size and
+//!                         the config, the world size, the task weighting's
+//!                         state (learned s_t/w_t, loss windows; absent
+//!                         under static weights), and the size and
 //!                         SHA-256 of both safetensors files
 //!     COMPLETE            the SHA-256 of state.json; written last
 //! ```
@@ -60,6 +62,8 @@ pub struct TrainState {
     /// `--sync local`: the outer momentum and every rank's own state
     /// (`params` is then the shared θ, `opt_state` rank 0's).
     pub local: Option<LocalState>,
+    /// The task weighting's state (src/train/weighting.rs), if it has one.
+    pub weighting: Option<Value>,
 }
 
 /// The contents of state.json.
@@ -75,6 +79,9 @@ struct Manifest {
     world_size: usize,
     config: TrainConfig,
     files: BTreeMap<String, FileSum>,
+    /// Learned task weights, loss windows (`[tasks] weighting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_weighting: Option<Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -289,6 +296,7 @@ pub fn save(
         world_size: snap.world_size,
         config: snap.config.clone(),
         files,
+        task_weighting: st.weighting.clone(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
@@ -489,6 +497,7 @@ pub fn load(
             params,
             opt_state,
             local,
+            weighting: m.task_weighting,
         },
         config: m.config,
         world_size: m.world_size,
@@ -514,6 +523,7 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
     t.data.prefetch = d.data.prefetch;
+    t.tasks.stats_every = d.tasks.stats_every;
     // Through text, so that f32 values read as written (0.002, not
     // 0.0020000000949949026).
     let text = serde_json::to_string(&t).expect("config serialises");
@@ -581,6 +591,7 @@ mod tests {
             params: (0..n).map(|i| i as f32 * 0.5 + step as f32).collect(),
             opt_state: (0..2 * n).map(|i| -(i as f32) * 0.25).collect(),
             local: None,
+            weighting: Some(serde_json::json!({ "learned": [0.1, -2.5e-7] })),
         }
     }
 

@@ -4,6 +4,7 @@
 //! reverse, one GEMM pair per Linear.
 
 pub mod layout;
+pub mod probe;
 
 use crate::backend::{Backend, Gemm, LossArgs};
 use crate::spec::ModelSpec;

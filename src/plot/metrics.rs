@@ -1,6 +1,8 @@
 //! The figure of a `--metrics-out` file: training losses per step (total
 //! and per task), then one panel per kind of validation value the eval
-//! records hold (loss, accuracy, AUC, RMSE, R²), one line per task.
+//! records hold (loss, accuracy, AUC, RMSE, R²), one line per task; with
+//! moving task weights their λ_t, and with task diagnostics ("tasks"
+//! records) the gradient cosine of each pair of tasks.
 
 use plotters::style::BLACK;
 use serde_json::Value;
@@ -81,10 +83,20 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
         names: vec![],
         points: vec![],
     };
+    let mut lambdas = Pairs::default();
+    let mut cosines = Pairs::default();
     for r in records {
         let x = step(r)?;
         match r.fields.get("type").and_then(Value::as_str) {
+            Some("tasks") => {
+                for (pair, c) in object(r, "cosines")?.into_iter().flatten() {
+                    cosines.push(pair, x, c.as_f64());
+                }
+            }
             Some("train") => {
+                for (task, l) in object(r, "task_weights")?.into_iter().flatten() {
+                    lambdas.push(task, x, l.as_f64());
+                }
                 if let Some(l) = r.num("loss") {
                     total.push((x, l));
                 }
@@ -137,12 +149,79 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
         let may_log = matches!(v, 0 | 3);
         panels.push(panel(title, y, legend, tasks.series(1 + v), may_log));
     }
+    // λ_t only when they move (a static run has flat lines at its λ).
+    if lambdas.moves() {
+        let series = lambdas.series(|name| tasks.names.iter().position(|n| n == name));
+        panels.push(panel(
+            "task weights λ",
+            "λ",
+            Legend::UpperRight,
+            series,
+            false,
+        ));
+    }
+    let series = cosines.series(|_| None);
+    panels.push(panel(
+        "gradient cosine, last shared layer",
+        "cosine",
+        Legend::LowerRight,
+        series,
+        false,
+    ));
     panels.retain(Panel::has_points);
     Ok(Figure {
         title: title.map_or_else(|| format!("training: {name}"), str::to_string),
         wide_first: true,
         panels,
     })
+}
+
+/// Named series collected in order of first appearance (task weights per
+/// task, cosines per pair "a|b").
+#[derive(Default)]
+struct Pairs {
+    names: Vec<String>,
+    points: Vec<Vec<(f64, f64)>>,
+}
+
+impl Pairs {
+    fn push(&mut self, name: &str, x: f64, y: Option<f64>) {
+        let i = match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.points.push(vec![]);
+                self.names.len() - 1
+            }
+        };
+        // A cosine is null when a task had no gradient: a gap, no point.
+        if let Some(y) = y {
+            self.points[i].push((x, y));
+        }
+    }
+
+    fn moves(&self) -> bool {
+        self.points.iter().any(|p| {
+            p.first()
+                .is_some_and(|&(_, y0)| p.iter().any(|&(_, y)| y != y0))
+        })
+    }
+
+    /// One series per name; `task_color` keeps a task's colour of the
+    /// other panels (None: colours after the tasks').
+    fn series(&self, task_color: impl Fn(&str) -> Option<usize>) -> Vec<Series> {
+        self.names
+            .iter()
+            .zip(&self.points)
+            .enumerate()
+            .map(|(i, (n, p))| Series {
+                name: n.replace('|', " · "),
+                color: color(task_color(n).unwrap_or(i + 5)),
+                dashed: false,
+                points: p.clone(),
+            })
+            .collect()
+    }
 }
 
 fn panel(title: &str, y: &str, legend: Legend, series: Vec<Series>, may_log: bool) -> Panel {
@@ -201,6 +280,35 @@ mod tests {
         assert_eq!(fig.panels[2].series[0].points, [(2.0, 0.9)]);
         // Task b keeps its colour in every panel.
         assert_eq!(fig.panels[3].series[0].color, train.series[2].color);
+    }
+
+    #[test]
+    fn moving_task_weights_and_cosines_get_panels_of_their_own() {
+        let run = r#"{"type":"train","step":1,"loss":3.0,"losses":{"a":2.0,"b":1.0},"task_weights":{"a":1.0,"b":1.0}}
+{"type":"tasks","step":1,"task_weights":{"a":1.0,"b":1.0},"grad_norms":{"a":0.5,"b":0.2},"cosines":{"a|b":-0.4}}
+{"type":"train","step":2,"loss":2.0,"losses":{"a":1.0,"b":1.0},"task_weights":{"a":1.2,"b":0.8}}
+{"type":"tasks","step":2,"task_weights":{"a":1.2,"b":0.8},"grad_norms":{"a":0.5,"b":0.0},"cosines":{"a|b":null}}
+"#;
+        let fig = figure(&parse_records(run).unwrap(), "r", None).unwrap();
+        let titles: Vec<&str> = fig.panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "training loss",
+                "task weights λ",
+                "gradient cosine, last shared layer"
+            ]
+        );
+        let lambda = &fig.panels[1];
+        assert_eq!(lambda.series[1].points, [(1.0, 1.0), (2.0, 0.8)]);
+        // Task b keeps its colour; the null cosine is a gap.
+        assert_eq!(lambda.series[1].color, fig.panels[0].series[2].color);
+        assert_eq!(fig.panels[2].series[0].name, "a · b");
+        assert_eq!(fig.panels[2].series[0].points, [(1.0, -0.4)]);
+        // Static weights draw no λ panel.
+        let flat = run.replace("1.2", "1.0").replace("0.8", "1.0");
+        let fig = figure(&parse_records(&flat).unwrap(), "r", None).unwrap();
+        assert!(fig.panels.iter().all(|p| p.title != "task weights λ"));
     }
 
     #[test]

@@ -399,6 +399,11 @@ pub fn train_both<R: GpuRuntime>(
     steps: u64,
     loss_tol: f64,
 ) -> (Vec<f32>, Vec<f32>) {
+    train_both_with(be, &base_config(optimizer, activation, steps), loss_tol)
+}
+
+/// The config of [`train_both`].
+pub fn base_config(optimizer: OptimizerKind, activation: Activation, steps: u64) -> TrainConfig {
     let mut cfg = TrainConfig::default();
     cfg.model.hidden = vec![64, 48];
     cfg.model.activation = activation;
@@ -412,7 +417,7 @@ pub fn train_both<R: GpuRuntime>(
     cfg.train.steps = steps;
     cfg.train.accum_steps = 2;
     cfg.data.synthetic_train = 4096;
-    train_both_with(be, &cfg, loss_tol)
+    cfg
 }
 
 /// [`train_both`] under any configuration (`cfg.train.steps` steps).
@@ -421,6 +426,17 @@ pub fn train_both_with<R: GpuRuntime>(
     cfg: &TrainConfig,
     loss_tol: f64,
 ) -> (Vec<f32>, Vec<f32>) {
+    let (g, c, ..) = train_both_weights(be, cfg, loss_tol);
+    (g, c)
+}
+
+/// [`train_both_with`], also returning the final task weights λ_t on `be`
+/// and on the CPU.
+pub fn train_both_weights<R: GpuRuntime>(
+    be: GpuBackend<R>,
+    cfg: &TrainConfig,
+    loss_tol: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<f64>) {
     let steps = cfg.train.steps;
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 64);
     let spec = model_spec(cfg, &data).expect("spec");
@@ -442,7 +458,48 @@ pub fn train_both_with<R: GpuRuntime>(
             b.loss
         );
     }
-    (gpu_tr.params_to_host(), cpu.params_to_host())
+    (
+        gpu_tr.params_to_host(),
+        cpu.params_to_host(),
+        gpu_tr.weights.lambdas(),
+        cpu.weights.lambdas(),
+    )
+}
+
+/// GradNorm (each task's gradient at the last shared layer, every step)
+/// and the task diagnostics: the same weights and parameters as the CPU.
+pub fn twenty_steps_with_gradnorm_and_task_stats_match_cpu<R: GpuRuntime>(be: GpuBackend<R>) {
+    let mut cfg = base_config(OptimizerKind::Sgd, Activation::Gelu, 20);
+    cfg.tasks.weighting = ringtrain::config::TaskWeighting::Gradnorm;
+    cfg.tasks.weight_lr = Some(0.05);
+    cfg.tasks.stats_every = 5;
+    let (g, c, lg, lc) = train_both_weights(be, &cfg, 1e-4);
+    close("params after 20 GradNorm steps", &g, &c);
+    assert!(
+        lc.iter().any(|l| (l - 1.0).abs() > 1e-3),
+        "λ never moved: {lc:?}"
+    );
+    for (a, b) in lg.iter().zip(&lc) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "λ gpu {lg:?} vs cpu {lc:?}"
+        );
+    }
+}
+
+/// Uncertainty weighting: the learned s_t move the same way.
+pub fn twenty_steps_with_uncertainty_weighting_match_cpu<R: GpuRuntime>(be: GpuBackend<R>) {
+    let mut cfg = base_config(OptimizerKind::Sgd, Activation::Relu, 20);
+    cfg.tasks.weighting = ringtrain::config::TaskWeighting::Uncertainty;
+    cfg.tasks.weight_lr = Some(0.05);
+    let (g, c, lg, lc) = train_both_weights(be, &cfg, 1e-4);
+    close("params after 20 uncertainty-weighted steps", &g, &c);
+    for (a, b) in lg.iter().zip(&lc) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "λ gpu {lg:?} vs cpu {lc:?}"
+        );
+    }
 }
 
 pub fn twenty_training_steps_match_cpu_sgd<R: GpuRuntime>(be: GpuBackend<R>) {
