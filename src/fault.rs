@@ -18,6 +18,9 @@
 //!   SECS seconds more, reporting progress every 0.1 s (a slow file system)
 //! - `stall-in-checkpoint@S`  rank 0's checkpoint write after step S stops
 //!   for ever without progress (a hung file system)
+//! - `slow@R:FACTOR`  rank R's compute (forward + backward) takes FACTOR
+//!   times as long: it sleeps (FACTOR-1) × the time measured (a slower
+//!   node, for `--balance auto`)
 //!
 //! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
 //! FILE, and no fault is configured while FILE exists: a job that is
@@ -27,15 +30,45 @@
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    PanicAt { rank: usize, step: u64 },
-    StallAt { rank: usize, step: u64 },
-    KillAt { rank: usize, step: u64 },
-    PerturbInit { rank: usize },
-    NanInput { rank: usize, first: u64, last: u64 },
-    CrashInCheckpoint { step: u64 },
-    SlowCheckpoint { step: u64, secs: u64 },
-    StallInCheckpoint { step: u64 },
-    SlowStart { rank: usize, ms: u64 },
+    PanicAt {
+        rank: usize,
+        step: u64,
+    },
+    StallAt {
+        rank: usize,
+        step: u64,
+    },
+    KillAt {
+        rank: usize,
+        step: u64,
+    },
+    PerturbInit {
+        rank: usize,
+    },
+    NanInput {
+        rank: usize,
+        first: u64,
+        last: u64,
+    },
+    CrashInCheckpoint {
+        step: u64,
+    },
+    SlowCheckpoint {
+        step: u64,
+        secs: u64,
+    },
+    StallInCheckpoint {
+        step: u64,
+    },
+    SlowStart {
+        rank: usize,
+        ms: u64,
+    },
+    /// FACTOR in thousandths (so that the fault stays `Eq`).
+    Slow {
+        rank: usize,
+        factor_milli: u64,
+    },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -77,6 +110,15 @@ fn parse(v: &str) -> Option<Fault> {
             Some(Fault::SlowStart {
                 rank: r.parse().ok()?,
                 ms: ms.parse().ok()?,
+            })
+        }
+        "slow" => {
+            let (r, f) = at.split_once(':')?;
+            let f: f64 = f.parse().ok()?;
+            (f.is_finite() && f >= 1.0).then_some(())?;
+            Some(Fault::Slow {
+                rank: r.parse().ok()?,
+                factor_milli: (f * 1000.0).round() as u64,
             })
         }
         "perturb-init" => Some(Fault::PerturbInit {
@@ -148,6 +190,20 @@ pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
     if fault == Some(Fault::PerturbInit { rank }) {
         if let Some(p) = params.first_mut() {
             *p += 1.0;
+        }
+    }
+}
+
+/// Called after each forward + backward that took `took`: `slow@R:F`
+/// stretches rank R's to F times as long.
+pub fn stretch_compute(fault: Option<Fault>, rank: usize, took: std::time::Duration) {
+    if let Some(Fault::Slow {
+        rank: r,
+        factor_milli,
+    }) = fault
+    {
+        if r == rank && factor_milli > 1000 {
+            std::thread::sleep(took * (factor_milli - 1000) as u32 / 1000);
         }
     }
 }
@@ -236,6 +292,21 @@ mod tests {
             parse("stall-in-checkpoint@4"),
             Some(Fault::StallInCheckpoint { step: 4 })
         );
+        assert_eq!(
+            parse("slow@2:2"),
+            Some(Fault::Slow {
+                rank: 2,
+                factor_milli: 2000
+            })
+        );
+        assert_eq!(
+            parse("slow@0:1.5"),
+            Some(Fault::Slow {
+                rank: 0,
+                factor_milli: 1500
+            })
+        );
+        assert_eq!(parse("slow@0:0.5"), None);
         assert_eq!(parse("kill@2"), None);
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);

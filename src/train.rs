@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! batch  = the global batch of (seed, step); this rank takes its slice
-//!          (read on a helper thread during the previous step)
+//!          (read on a helper thread during the previous step; its size
+//!          set by the partition, see train/balance.rs)
 //! counts = Σ_ranks present labels per task   -> loss scales λ_t·n/N_t
 //! for each micro-batch of the slice:
 //!     out   = model.forward(x)
@@ -11,6 +12,7 @@
 //!                                            starts its all-reduce at once
 //! grads  = (1/n) Σ_ranks grads               wait for the buckets in flight
 //! params = optimizer(params, grads)          identical on every rank
+//! every K steps (--balance auto): a new partition from the ranks' speeds
 //! ```
 
 use std::ops::Range;
@@ -28,9 +30,11 @@ use crate::model::Model;
 use crate::spec::ModelSpec;
 use crate::watchdog::Watchdog;
 
+pub mod balance;
 pub mod clock;
 pub mod prefetch;
 
+use balance::{Balancer, Replan};
 pub use clock::StepTimes;
 use clock::{Phase, PhaseClock};
 use prefetch::{Ahead, HostBatch, Loader};
@@ -47,6 +51,10 @@ pub struct StepReport {
     /// Why the update was skipped (a NaN/Inf loss or gradient), if it was.
     pub skipped: Option<String>,
     pub times: StepTimes,
+    /// Samples this rank computed.
+    pub rows: usize,
+    /// The partition chosen after this step (`--balance auto`), if it changed.
+    pub replan: Option<Replan>,
 }
 
 pub struct Trainer<'a, B: Backend> {
@@ -84,6 +92,8 @@ pub struct Trainer<'a, B: Backend> {
     /// [`prefetch::auto`]; `new` sets it from `[data] prefetch`, auto
     /// counting as on).
     pub prefetch: bool,
+    /// How many samples of each global batch every rank takes.
+    pub balance: Balancer,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -99,9 +109,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         be: B,
         init: &[f32],
     ) -> Self {
-        let shard = sampler::shard(cfg.train.global_batch, comm.rank(), comm.size());
-        // The workspace holds one micro-batch.
-        let max_rows = shard.len().div_ceil(cfg.train.accum_steps).max(1);
+        let balance = Balancer::new(&cfg.train, comm.rank(), comm.size());
+        let shard = balance.range();
+        // The workspace holds one micro-batch of the largest slice.
+        let max_rows = balance.max_slice().div_ceil(cfg.train.accum_steps).max(1);
         let model = Model::new(&be, spec.clone(), max_rows);
         let n = model.layout.total;
         let mut grads = be.alloc(n);
@@ -121,7 +132,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut params = be.alloc(n);
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
-        let slice = shard.len().max(max_rows);
+        let slice = balance.max_slice().max(max_rows);
         let loader = Loader {
             data,
             seed: cfg.train.seed,
@@ -151,6 +162,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             skips_in_a_row: 0,
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
+            balance,
         }
     }
 
@@ -181,6 +193,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             skips_in_a_row: self.skips_in_a_row,
             params: self.params_to_host(),
             opt_state,
+            balance: self.balance.state(),
         }
     }
 
@@ -190,6 +203,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.be.upload(&st.opt_state, &mut self.opt_state, 0);
         self.updates = st.updates;
         self.skips_in_a_row = st.skips_in_a_row;
+        if let Some(b) = &st.balance {
+            if self.balance.restore(b) {
+                self.loader.shard = self.balance.range();
+            }
+        }
     }
 
     /// One synchronous data-parallel SGD step. The global per-task losses
@@ -211,12 +229,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             Some(b) => b,
             None => self.host.same_size(),
         };
+        let shard = loader.shard.clone();
         std::thread::scope(|s| {
             let next = s.spawn(move || loader.load(step + 1, fault, &mut spare).map(|()| spare));
             let report = self.compute(step, rows, want_losses);
             let batch = next.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             self.ahead = Some(Ahead {
                 step: step + 1,
+                shard,
                 batch,
             });
             report
@@ -224,10 +244,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// This rank's slice of the global batch of (seed, step) into
-    /// `self.host`: the one read ahead, or read now; returns its rows.
+    /// `self.host`: the one read ahead (unless the partition changed
+    /// since), or read now; returns its rows.
     fn take_batch(&mut self, step: u64) -> Result<usize> {
         match self.ahead.take() {
-            Some(Ahead { step: s, batch }) if s == step => {
+            Some(Ahead {
+                step: s,
+                shard,
+                batch,
+            }) if s == step && shard == self.loader.shard => {
                 let read = std::mem::replace(&mut self.host, batch?);
                 self.spare = Some(read);
             }
@@ -249,9 +274,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // one buffer; in the last backward, finished buckets start their
         // all-reduce while the layers below are still being computed.
         let k = self.cfg.train.accum_steps;
+        let t = Instant::now();
         for j in 0..k {
             self.forward_backward(sampler::shard(rows, j, k), &counts, j);
         }
+        self.balance.record(rows, t.elapsed().as_secs_f64());
 
         // g = (1/n) Σ g_i once the buckets still in flight are done.
         let t = Instant::now();
@@ -276,6 +303,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         };
         self.clock.record(Phase::Update, t);
 
+        // Every --balance-every steps (auto) the ranks share their speeds
+        // and all move to the same new partition.
+        let replan = self.rebalance(step)?;
+
         let loss = task_losses
             .iter()
             .zip(&self.spec.tasks)
@@ -290,7 +321,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
             grad_norm,
             skipped,
             times: self.clock.finish(),
+            rows,
+            replan,
         })
+    }
+
+    /// Under `--balance auto`, after every K-th step: the new partition
+    /// of the global batch (the same on every rank), if it changed.
+    fn rebalance(&mut self, step: u64) -> Result<Option<Replan>> {
+        if !self.balance.due(step) {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let replan = self.balance.replan(self.comm)?;
+        self.loader.shard = self.balance.range();
+        self.clock.record(Phase::Control, t);
+        Ok(replan)
     }
 
     /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
@@ -306,9 +352,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             0,
         );
 
-        let t = Instant::now();
+        let start = Instant::now();
         self.model.forward(&self.be, &self.params, n);
-        self.clock.record(Phase::Forward, t);
+        self.clock.record(Phase::Forward, start);
 
         let t = Instant::now();
         let losses = self.loss_args(n, counts, !first);
@@ -327,6 +373,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             },
         );
+        crate::fault::stretch_compute(self.fault, self.comm.rank(), start.elapsed());
         self.clock.record(Phase::Backward, t);
     }
 

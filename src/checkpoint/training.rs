@@ -21,7 +21,8 @@
 //!
 //! There is no other random state to save: the sampler draws the global
 //! batch of step k from (seed, k) alone, so the seed and the step are the
-//! data position.
+//! data position. Under `--balance auto` the partition of the global batch
+//! and the smoothed speeds it came from are kept too (`balance`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use serde_json::Value;
 
 use crate::checkpoint::{params_from_bytes, params_to_bytes};
 use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::partition::BalanceState;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
@@ -56,6 +58,8 @@ pub struct TrainState {
     pub params: Vec<f32>,
     /// Momentum (SGD), or first then second moments (AdamW).
     pub opt_state: Vec<f32>,
+    /// `--balance auto`: the partition in use and the smoothed speeds.
+    pub balance: Option<BalanceState>,
 }
 
 /// The contents of state.json.
@@ -71,6 +75,9 @@ struct Manifest {
     world_size: usize,
     config: TrainConfig,
     files: BTreeMap<String, FileSum>,
+    /// Absent in checkpoints of runs without `--balance auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    balance: Option<BalanceState>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -278,6 +285,7 @@ pub fn save(
             (MODEL_FILE.to_string(), file_sum(&model)),
             (OPTIM_FILE.to_string(), file_sum(&optim)),
         ]),
+        balance: st.balance.clone(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
@@ -469,6 +477,7 @@ pub fn load(
             skips_in_a_row: m.skips_in_a_row,
             params,
             opt_state,
+            balance: m.balance,
         },
         config: m.config,
         world_size: m.world_size,
@@ -493,6 +502,9 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.accum_steps = d.train.accum_steps;
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
+    t.train.balance = d.train.balance;
+    t.train.balance_weights = d.train.balance_weights.clone();
+    t.train.balance_every = d.train.balance_every;
     t.data.prefetch = d.data.prefetch;
     // Through text, so that f32 values read as written (0.002, not
     // 0.0020000000949949026).
@@ -536,6 +548,7 @@ fn diff_values(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::partition::Partition;
     use crate::spec::Activation;
     use crate::tasks::{TaskKind, TaskSpec};
 
@@ -560,6 +573,12 @@ mod tests {
             skips_in_a_row: 1,
             params: (0..n).map(|i| i as f32 * 0.5 + step as f32).collect(),
             opt_state: (0..2 * n).map(|i| -(i as f32) * 0.25).collect(),
+            balance: Some(BalanceState {
+                partition: Partition {
+                    sizes: vec![12, 12, 6],
+                },
+                secs_per_sample: vec![1e-4, 1.1e-4, 2.3e-4],
+            }),
         }
     }
 
