@@ -20,7 +20,11 @@
 //!   for ever without progress (a hung file system)
 //! - `slow@R:FACTOR`  rank R's compute (forward + backward) takes FACTOR
 //!   times as long: it sleeps (FACTOR-1) × the time measured (a slower
-//!   node, for `--balance auto`)
+//!   node, for `--balance auto`). `slow@R:FACTOR:ALL`: every rank's compute
+//!   takes ALL times as long, rank R's FACTOR × ALL (mostly sleeping, so
+//!   that ranks sharing few cores hardly compete for them: a benchmark of
+//!   the balancer on a small machine). Held as `milli`: [FACTOR, ALL] in
+//!   thousandths, so that the fault stays `Eq`.
 //!
 //! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
 //! FILE, and no fault is configured while FILE exists: a job that is
@@ -30,45 +34,16 @@
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    PanicAt {
-        rank: usize,
-        step: u64,
-    },
-    StallAt {
-        rank: usize,
-        step: u64,
-    },
-    KillAt {
-        rank: usize,
-        step: u64,
-    },
-    PerturbInit {
-        rank: usize,
-    },
-    NanInput {
-        rank: usize,
-        first: u64,
-        last: u64,
-    },
-    CrashInCheckpoint {
-        step: u64,
-    },
-    SlowCheckpoint {
-        step: u64,
-        secs: u64,
-    },
-    StallInCheckpoint {
-        step: u64,
-    },
-    SlowStart {
-        rank: usize,
-        ms: u64,
-    },
-    /// FACTOR in thousandths (so that the fault stays `Eq`).
-    Slow {
-        rank: usize,
-        factor_milli: u64,
-    },
+    PanicAt { rank: usize, step: u64 },
+    StallAt { rank: usize, step: u64 },
+    KillAt { rank: usize, step: u64 },
+    PerturbInit { rank: usize },
+    NanInput { rank: usize, first: u64, last: u64 },
+    CrashInCheckpoint { step: u64 },
+    SlowCheckpoint { step: u64, secs: u64 },
+    StallInCheckpoint { step: u64 },
+    SlowStart { rank: usize, ms: u64 },
+    Slow { rank: usize, milli: [u64; 2] },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -114,11 +89,15 @@ fn parse(v: &str) -> Option<Fault> {
         }
         "slow" => {
             let (r, f) = at.split_once(':')?;
-            let f: f64 = f.parse().ok()?;
-            (f.is_finite() && f >= 1.0).then_some(())?;
+            let (f, all) = f.split_once(':').unwrap_or((f, "1"));
+            let milli = |v: &str| {
+                let v: f64 = v.parse().ok()?;
+                let ok = v.is_finite() && (1.0..=1000.0).contains(&v);
+                ok.then(|| (v * 1000.0).round() as u64)
+            };
             Some(Fault::Slow {
                 rank: r.parse().ok()?,
-                factor_milli: (f * 1000.0).round() as u64,
+                milli: [milli(f)?, milli(all)?],
             })
         }
         "perturb-init" => Some(Fault::PerturbInit {
@@ -194,16 +173,14 @@ pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
     }
 }
 
-/// Called after each forward + backward that took `took`: `slow@R:F`
-/// stretches rank R's to F times as long.
+/// Called after each forward + backward that took `took`: `slow@R:F[:A]`
+/// stretches rank R's to F×A times as long, the others' to A times.
 pub fn stretch_compute(fault: Option<Fault>, rank: usize, took: std::time::Duration) {
-    if let Some(Fault::Slow {
-        rank: r,
-        factor_milli,
-    }) = fault
-    {
-        if r == rank && factor_milli > 1000 {
-            std::thread::sleep(took * (factor_milli - 1000) as u32 / 1000);
+    if let Some(Fault::Slow { rank: r, milli }) = fault {
+        let own = if r == rank { milli[0] } else { 1000 };
+        let f = (own * milli[1]) as f64 / 1e6;
+        if f > 1.0 {
+            std::thread::sleep(took.mul_f64(f - 1.0));
         }
     }
 }
@@ -296,16 +273,17 @@ mod tests {
             parse("slow@2:2"),
             Some(Fault::Slow {
                 rank: 2,
-                factor_milli: 2000
+                milli: [2000, 1000]
             })
         );
         assert_eq!(
-            parse("slow@0:1.5"),
+            parse("slow@0:1.5:8"),
             Some(Fault::Slow {
                 rank: 0,
-                factor_milli: 1500
+                milli: [1500, 8000]
             })
         );
+        assert_eq!(parse("slow@0:2:x"), None);
         assert_eq!(parse("slow@0:0.5"), None);
         assert_eq!(parse("kill@2"), None);
         assert_eq!(parse("panic@x"), None);
