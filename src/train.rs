@@ -278,7 +278,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         for j in 0..k {
             self.forward_backward(sampler::shard(rows, j, k), &counts, j);
         }
-        self.balance.record(rows, t.elapsed().as_secs_f64());
+        self.balance.record(rows, self.compute_seconds(t));
 
         // g = (1/n) Σ g_i once the buckets still in flight are done.
         let t = Instant::now();
@@ -324,6 +324,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
             rows,
             replan,
         })
+    }
+
+    /// Seconds since `t` of the forward and backward passes; under
+    /// `--balance auto` on a device backend, once their queued work is
+    /// done (a one-element download waits for it; `stats` is no bucket's).
+    fn compute_seconds(&self, t: Instant) -> f64 {
+        if self.balance.mode() == crate::config::BalanceMode::Auto {
+            self.be.download(&self.stats, 0, &mut [0f32]);
+        }
+        t.elapsed().as_secs_f64()
     }
 
     /// Under `--balance auto`, after every K-th step: the new partition

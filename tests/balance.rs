@@ -119,6 +119,9 @@ fn auto_moves_work_away_from_a_slow_rank() {
             s(&m),
             "--save",
             s(&out),
+            // A batch read ahead for the old partition is read again.
+            "--prefetch",
+            "on",
         ],
     ]
     .concat();
