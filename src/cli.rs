@@ -231,11 +231,43 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value_t = 1)]
     pub accum_steps: usize,
     #[command(flatten)]
+    pub balance: BalanceArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub comm: CommArgs,
     #[command(flatten)]
     pub sync: SyncArgs,
+}
+
+/// How the global batch is split over the ranks (`[train] balance`).
+#[derive(Args, Debug)]
+pub struct BalanceArgs {
+    /// even (sizes differ by at most one), static (by --balance-weights),
+    /// or auto (by the speeds the ranks measure, every --balance-every
+    /// steps). Any partition gives the global-batch mean gradient.
+    #[arg(long, value_enum)]
+    pub balance: Option<crate::config::BalanceMode>,
+    /// --balance static: one relative speed per rank, e.g. 1,1,2.
+    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    pub balance_weights: Option<Vec<f64>>,
+    /// --balance auto: re-plan every K steps.
+    #[arg(long, value_name = "K")]
+    pub balance_every: Option<u64>,
+}
+
+impl BalanceArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        if let Some(m) = self.balance {
+            c.train.balance = m;
+        }
+        if let Some(w) = &self.balance_weights {
+            c.train.balance_weights = w.clone();
+        }
+        if let Some(k) = self.balance_every {
+            c.train.balance_every = k;
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -321,6 +353,8 @@ pub struct TrainArgs {
     pub max_skips: Option<u64>,
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
+    #[command(flatten)]
+    pub balance: BalanceArgs,
     /// Compute device: cpu, cuda, or auto (the GPU when every rank has one).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
@@ -472,6 +506,7 @@ impl TrainArgs {
         self.sync.apply(&mut c);
         self.checkpoint.apply(&mut c);
         self.tasks.apply(&mut c);
+        self.balance.apply(&mut c);
         if self.trace.is_some() {
             c.train.trace = self.trace.clone();
         }

@@ -12,6 +12,8 @@ use crate::spec::Activation;
 
 pub mod sync;
 pub use sync::{SyncConfig, SyncMode};
+pub mod balance;
+pub use balance::BalanceMode;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,6 +137,12 @@ pub struct LoopConfig {
     pub on_nonfinite: NonFinitePolicy,
     /// With `skip`: end the run after this many skipped updates in a row.
     pub max_skips: u64,
+    /// How the global batch is split over the ranks: even, static
+    /// (`balance_weights`), or auto (by measured speed, re-planned every
+    /// `balance_every` steps). See src/train/balance.rs.
+    pub balance: BalanceMode,
+    pub balance_weights: Vec<f64>,
+    pub balance_every: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -281,6 +289,9 @@ impl Default for LoopConfig {
             trace: None,
             on_nonfinite: NonFinitePolicy::Abort,
             max_skips: 3,
+            balance: BalanceMode::Even,
+            balance_weights: Vec::new(),
+            balance_every: 50,
         }
     }
 }
@@ -324,6 +335,7 @@ impl TrainConfig {
         if t.accum_steps == 0 {
             return bad("--accum-steps must be at least 1".into());
         }
+        balance::validate(t.balance, &t.balance_weights, t.balance_every)?;
         if self.comm.bucket_kib == 0 {
             return bad("--bucket-kib must be at least 1".into());
         }

@@ -18,6 +18,13 @@
 //!   SECS seconds more, reporting progress every 0.1 s (a slow file system)
 //! - `stall-in-checkpoint@S`  rank 0's checkpoint write after step S stops
 //!   for ever without progress (a hung file system)
+//! - `slow@R:FACTOR`  rank R's compute (forward + backward) takes FACTOR
+//!   times as long: it sleeps (FACTOR-1) × the time measured (a slower
+//!   node, for `--balance auto`). `slow@R:FACTOR:ALL`: every rank's compute
+//!   takes ALL times as long, rank R's FACTOR × ALL (mostly sleeping, so
+//!   that ranks sharing few cores hardly compete for them: a benchmark of
+//!   the balancer on a small machine). Held as `milli`: [FACTOR, ALL] in
+//!   thousandths, so that the fault stays `Eq`.
 //!
 //! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
 //! FILE, and no fault is configured while FILE exists: a job that is
@@ -36,6 +43,7 @@ pub enum Fault {
     SlowCheckpoint { step: u64, secs: u64 },
     StallInCheckpoint { step: u64 },
     SlowStart { rank: usize, ms: u64 },
+    Slow { rank: usize, milli: [u64; 2] },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -77,6 +85,19 @@ fn parse(v: &str) -> Option<Fault> {
             Some(Fault::SlowStart {
                 rank: r.parse().ok()?,
                 ms: ms.parse().ok()?,
+            })
+        }
+        "slow" => {
+            let (r, f) = at.split_once(':')?;
+            let (f, all) = f.split_once(':').unwrap_or((f, "1"));
+            let milli = |v: &str| {
+                let v: f64 = v.parse().ok()?;
+                let ok = v.is_finite() && (1.0..=1000.0).contains(&v);
+                ok.then(|| (v * 1000.0).round() as u64)
+            };
+            Some(Fault::Slow {
+                rank: r.parse().ok()?,
+                milli: [milli(f)?, milli(all)?],
             })
         }
         "perturb-init" => Some(Fault::PerturbInit {
@@ -148,6 +169,18 @@ pub fn on_init(fault: Option<Fault>, rank: usize, params: &mut [f32]) {
     if fault == Some(Fault::PerturbInit { rank }) {
         if let Some(p) = params.first_mut() {
             *p += 1.0;
+        }
+    }
+}
+
+/// Called after each forward + backward that took `took`: `slow@R:F[:A]`
+/// stretches rank R's to F×A times as long, the others' to A times.
+pub fn stretch_compute(fault: Option<Fault>, rank: usize, took: std::time::Duration) {
+    if let Some(Fault::Slow { rank: r, milli }) = fault {
+        let own = if r == rank { milli[0] } else { 1000 };
+        let f = (own * milli[1]) as f64 / 1e6;
+        if f > 1.0 {
+            std::thread::sleep(took.mul_f64(f - 1.0));
         }
     }
 }
@@ -236,6 +269,22 @@ mod tests {
             parse("stall-in-checkpoint@4"),
             Some(Fault::StallInCheckpoint { step: 4 })
         );
+        assert_eq!(
+            parse("slow@2:2"),
+            Some(Fault::Slow {
+                rank: 2,
+                milli: [2000, 1000]
+            })
+        );
+        assert_eq!(
+            parse("slow@0:1.5:8"),
+            Some(Fault::Slow {
+                rank: 0,
+                milli: [1500, 8000]
+            })
+        );
+        assert_eq!(parse("slow@0:2:x"), None);
+        assert_eq!(parse("slow@0:0.5"), None);
         assert_eq!(parse("kill@2"), None);
         assert_eq!(parse("panic@x"), None);
         assert_eq!(parse("explode@1"), None);

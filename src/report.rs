@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::metrics::TaskMetrics;
 use crate::tasks::TaskSpec;
 use crate::train::StepReport;
+use crate::train::balance::{Balancer, Replan};
 
 pub struct Reporter {
     root: bool,
@@ -92,6 +93,9 @@ impl Reporter {
         }
         if let Some(why) = &r.skipped {
             self.line(&format!("ringtrain: warning: {why}"));
+        }
+        if let Some(p) = &r.replan {
+            self.replan(r.step + 1, p)?;
         }
         let sps = self.global_batch as f64 / r.times.total;
         let per_task: Vec<String> = self
@@ -190,6 +194,51 @@ impl Reporter {
             "task_weights": self.per_task(&r.lambdas),
             "grad_norms": self.per_task(&g.norms),
             "cosines": cosines,
+        }))
+    }
+
+    /// The partition a run starts with (`--balance static|auto`; nothing
+    /// for `even`): a line and a `partition` record, unless it is the
+    /// one the checkpoint resumed from (its record is in the file).
+    pub fn balance(&mut self, b: &Balancer, step: u64, restored: bool) -> Result<()> {
+        use crate::config::BalanceMode;
+        if !self.root || b.mode() == BalanceMode::Even {
+            return Ok(());
+        }
+        let how = match b.mode() {
+            BalanceMode::Auto if restored => "auto, from the checkpoint",
+            BalanceMode::Auto => "auto, even to start",
+            _ => "static",
+        };
+        let p = b.partition();
+        self.line(&format!(
+            "balance: {how}: {} samples per rank",
+            p.describe()
+        ));
+        if restored {
+            return Ok(());
+        }
+        self.record(json!({ "type": "partition", "step": step, "sizes": p.sizes }))
+    }
+
+    /// A new partition from `--balance auto`, in effect from step `step`
+    /// (steps done): a line and a `partition` record.
+    fn replan(&mut self, step: u64, p: &Replan) -> Result<()> {
+        let ms: Vec<String> = p
+            .secs_per_sample
+            .iter()
+            .map(|s| format!("{:.4}", 1e3 * s))
+            .collect();
+        self.line(&format!(
+            "balance: after step {step}: {} samples per rank (ms per sample {})",
+            p.partition.describe(),
+            ms.join("/")
+        ));
+        self.record(json!({
+            "type": "partition",
+            "step": step,
+            "sizes": p.partition.sizes,
+            "secs_per_sample": p.secs_per_sample,
         }))
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! batch  = the global batch of (seed, step); this rank takes its slice
-//!          (read on a helper thread during the previous step)
+//!          (read on a helper thread during the previous step; its size
+//!          set by the partition, see train/balance.rs)
 //! counts = Σ_ranks present labels per task   -> loss scales λ_t·n/N_t
 //! for each micro-batch of the slice:
 //!     out   = model.forward(x)
@@ -11,6 +12,7 @@
 //!                                            starts its all-reduce at once
 //! grads  = (1/n) Σ_ranks grads               wait for the buckets in flight
 //! params = optimizer(params, grads)          identical on every rank
+//! every K steps (--balance auto): a new partition from the ranks' speeds
 //! ```
 
 use std::ops::Range;
@@ -29,11 +31,13 @@ use crate::model::probe::TaskGradProbe;
 use crate::spec::ModelSpec;
 use crate::watchdog::Watchdog;
 
+pub mod balance;
 pub mod clock;
 pub mod local;
 pub mod prefetch;
 pub mod weighting;
 
+use balance::{Balancer, Replan};
 pub use clock::StepTimes;
 use clock::{Phase, PhaseClock};
 use prefetch::{Ahead, HostBatch, Loader};
@@ -62,6 +66,10 @@ pub struct StepReport {
     /// Why the update was skipped (a NaN/Inf loss or gradient), if it was.
     pub skipped: Option<String>,
     pub times: StepTimes,
+    /// Samples this rank computed.
+    pub rows: usize,
+    /// The partition chosen after this step (`--balance auto`), if it changed.
+    pub replan: Option<Replan>,
 }
 
 pub struct Trainer<'a, B: Backend> {
@@ -107,6 +115,8 @@ pub struct Trainer<'a, B: Backend> {
     /// [`prefetch::auto`]; `new` sets it from `[data] prefetch`, auto
     /// counting as on).
     pub prefetch: bool,
+    /// How many samples of each global batch every rank takes.
+    pub balance: Balancer,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -122,9 +132,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         be: B,
         init: &[f32],
     ) -> Self {
-        let shard = sampler::shard(cfg.train.global_batch, comm.rank(), comm.size());
-        // The workspace holds one micro-batch.
-        let max_rows = shard.len().div_ceil(cfg.train.accum_steps).max(1);
+        let balance = Balancer::new(&cfg.train, comm.rank(), comm.size());
+        let shard = balance.range();
+        // The workspace holds one micro-batch of the largest slice.
+        let max_rows = balance.max_slice().div_ceil(cfg.train.accum_steps).max(1);
         let model = Model::new(&be, spec.clone(), max_rows);
         let n = model.layout.total;
         let mut grads = be.alloc(n);
@@ -157,7 +168,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .any(|s| weights.needs_task_grads(s))
             .then(|| TaskGradProbe::new(&be, &model))
             .flatten();
-        let slice = shard.len().max(max_rows);
+        let slice = balance.max_slice().max(max_rows);
         let loader = Loader {
             data,
             seed: cfg.train.seed,
@@ -190,6 +201,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             outer,
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
+            balance,
         }
     }
 
@@ -225,6 +237,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             opt_state,
             local: None,
             weighting: self.weights.to_json(),
+            balance: self.balance.state(),
         }
     }
 
@@ -238,6 +251,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.skips_in_a_row = st.skips_in_a_row;
         if let Some(l) = &st.local {
             self.restore_local(&st.params, l);
+        }
+        if let Some(b) = &st.balance {
+            if self.balance.restore(b) {
+                self.loader.shard = self.balance.range();
+            }
         }
         Ok(())
     }
@@ -261,12 +279,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             Some(b) => b,
             None => self.host.same_size(),
         };
+        let shard = loader.shard.clone();
         std::thread::scope(|s| {
             let next = s.spawn(move || loader.load(step + 1, fault, &mut spare).map(|()| spare));
             let report = self.compute(step, rows, want_losses);
             let batch = next.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             self.ahead = Some(Ahead {
                 step: step + 1,
+                shard,
                 batch,
             });
             report
@@ -274,10 +294,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// This rank's slice of the global batch of (seed, step) into
-    /// `self.host`: the one read ahead, or read now; returns its rows.
+    /// `self.host`: the one read ahead (unless the partition changed
+    /// since), or read now; returns its rows.
     fn take_batch(&mut self, step: u64) -> Result<usize> {
         match self.ahead.take() {
-            Some(Ahead { step: s, batch }) if s == step => {
+            Some(Ahead {
+                step: s,
+                shard,
+                batch,
+            }) if s == step && shard == self.loader.shard => {
                 let read = std::mem::replace(&mut self.host, batch?);
                 self.spare = Some(read);
             }
@@ -308,9 +333,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // one buffer; in the last backward, finished buckets start their
         // all-reduce while the layers below are still being computed.
         let k = self.cfg.train.accum_steps;
+        let t = Instant::now();
         for j in 0..k {
             self.forward_backward(sampler::shard(rows, j, k), &counts, &lambdas, j, probe);
         }
+        self.balance.record(rows, self.compute_seconds(t));
 
         // g = (1/n) Σ g_i once the buckets still in flight are done.
         let t = Instant::now();
@@ -349,6 +376,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let outer_step = self.outer_step(step)?;
         let (bytes_sent, bytes_sent_total) = self.step_bytes(step);
 
+        // Every --balance-every steps (auto) the ranks share their speeds
+        // and all move to the same new partition.
+        let replan = self.rebalance(step)?;
+
         let loss = self.weights.total_loss(&task_losses);
         Ok(StepReport {
             step,
@@ -363,7 +394,32 @@ impl<'a, B: Backend> Trainer<'a, B> {
             task_grads: task_grads.filter(|_| self.weights.stats_due(step)),
             skipped,
             times: self.clock.finish(),
+            rows,
+            replan,
         })
+    }
+
+    /// Seconds since `t` of the forward and backward passes; under
+    /// `--balance auto` on a device backend, once their queued work is
+    /// done (a one-element download waits for it; `stats` is no bucket's).
+    fn compute_seconds(&self, t: Instant) -> f64 {
+        if self.balance.mode() == crate::config::BalanceMode::Auto {
+            self.be.download(&self.stats, 0, &mut [0f32]);
+        }
+        t.elapsed().as_secs_f64()
+    }
+
+    /// Under `--balance auto`, after every K-th step: the new partition
+    /// of the global batch (the same on every rank), if it changed.
+    fn rebalance(&mut self, step: u64) -> Result<Option<Replan>> {
+        if !self.balance.due(step) {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let replan = self.balance.replan(self.comm)?;
+        self.loader.shard = self.balance.range();
+        self.clock.record(Phase::Control, t);
+        Ok(replan)
     }
 
     /// Forward and backward of micro-batch `j` (rows `mb` of the slice),
@@ -387,9 +443,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             0,
         );
 
-        let t = Instant::now();
+        let start = Instant::now();
         self.model.forward(&self.be, &self.params, n);
-        self.clock.record(Phase::Forward, t);
+        self.clock.record(Phase::Forward, start);
 
         let t = Instant::now();
         let losses = self.loss_args(n, counts, lambdas, !first);
@@ -416,6 +472,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.model
                 .task_grads(&self.be, &self.params, p, &args, n, !first);
         }
+        crate::fault::stretch_compute(self.fault, self.comm.rank(), start.elapsed());
         self.clock.record(Phase::Backward, t);
     }
 

@@ -46,7 +46,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     agree(comm, check_data_slice(&*data, comm))?;
     // Before anything is allocated or written: the model fits in memory,
     // and every output can be written (rank 0 writes them).
-    let rows = (cfg.train.global_batch.div_ceil(comm.size())).div_ceil(cfg.train.accum_steps);
+    let most = crate::train::balance::max_slice(&cfg.train, comm.size());
+    let rows = most.div_ceil(cfg.train.accum_steps);
     let ranks_here = world.local_size.max(1);
     agree(
         comm,
@@ -197,13 +198,16 @@ fn train_loop<B: Backend>(
         eprintln!("ringtrain: rank {}: error: {e}", world.rank);
         world.abort(2)
     };
+    let saved = resumed.and_then(|r| r.state.balance.as_ref());
+    let from_checkpoint = saved.is_some() && saved == tr.balance.state().as_ref();
+    rep.balance(&tr.balance, first_step, from_checkpoint)
+        .unwrap_or_else(|e| fatal(e));
     if cfg.train.trace.is_some() {
         comm.barrier()?;
         tr.clock.trace = Some(Trace::new(world.rank, std::time::Instant::now()));
     }
     let steps = cfg.train.steps;
     let last = cfg.checkpoint.stop_after.unwrap_or(steps);
-    let my_rows = crate::data::sampler::shard(cfg.train.global_batch, world.rank, world.size).len();
     let mut times = super::summary::RunTimes::start();
     for step in first_step..last {
         wd.set_step(step);
@@ -214,7 +218,7 @@ fn train_loop<B: Backend>(
             Err(e @ (Error::NonFinite(_) | Error::OtherRank(_))) => return Err(e),
             Err(e) => fatal(e),
         };
-        times.step(&r.times, my_rows, s0.elapsed().as_secs_f64());
+        times.step(&r.times, r.rows, s0.elapsed().as_secs_f64());
         rep.step(&r).unwrap_or_else(|e| fatal(e));
         let done = step + 1;
         if crate::train::local::eval_due(cfg, done) {
@@ -359,6 +363,7 @@ fn resume_point(
             opt_state: vec![0.0; opt_state_len(layout, cfg.optim.optimizer)],
             local: None,
             weighting: None,
+            balance: None,
         },
     });
     broadcast_f32(comm, &mut r.state.params)?;
@@ -366,6 +371,7 @@ fn resume_point(
     let opt_len = r.state.opt_state.len();
     r.state.local = local::broadcast(comm, r.state.local.take(), layout.total, opt_len)?;
     r.state.weighting = broadcast_json(comm, r.state.weighting.take())?;
+    r.state.balance = broadcast_balance(comm, r.state.balance.take())?;
     check_same(
         comm,
         "checksum of the resumed parameters",
@@ -451,6 +457,22 @@ fn find_checkpoint(
     }))
 }
 
+/// Rank 0's balancer state (`--balance auto`) to every rank, as JSON.
+fn broadcast_balance(
+    comm: &dyn Communicator,
+    st: Option<crate::data::partition::BalanceState>,
+) -> Result<Option<crate::data::partition::BalanceState>> {
+    let mut bytes = serde_json::to_vec(&st).expect("balance state serialises");
+    let mut len = (bytes.len() as u64).to_le_bytes().to_vec();
+    comm.broadcast(0, &mut len)?;
+    bytes.resize(
+        u64::from_le_bytes(len[..].try_into().expect("8 bytes")) as usize,
+        0,
+    );
+    comm.broadcast(0, &mut bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::config(format!("balance state: {e}")))
+}
+
 /// Rank 0's values to every rank (all pass buffers of the same length).
 fn broadcast_f32(comm: &dyn Communicator, v: &mut [f32]) -> Result<()> {
     if v.is_empty() {
@@ -486,7 +508,7 @@ fn check_batch(cfg: &TrainConfig, data: &dyn Dataset, world: usize) -> Result<()
             "--global-batch {gb} is larger than the training set ({n} samples)"
         )));
     }
-    Ok(())
+    crate::train::balance::check(&cfg.train, world)
 }
 
 /// Each rank checks its slice of both splits; together they check all.

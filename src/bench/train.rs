@@ -37,7 +37,8 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
     let spec = model_spec(&cfg, &data)?;
     let ranks_here = world.local_size.max(1);
-    let rows = a.batch_per_rank.div_ceil(cfg.train.accum_steps).max(1);
+    let most = crate::train::balance::max_slice(&cfg.train, comm.size());
+    let rows = most.div_ceil(cfg.train.accum_steps).max(1);
     agree(comm, preflight::check_memory(&cfg, &spec, rows, ranks_here))?;
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
@@ -90,15 +91,19 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         spec,
         rss_start,
     } = *ctx;
+    tr.fault = crate::fault::from_env();
     let mut sum = StepTimes::default();
     let mut step_cpu = 0.0;
+    let mut speed = Speed::default();
     for step in 0..a.warmup + a.iters {
         wd.set_step(step);
         let c0 = thread_cpu_seconds();
-        let t = tr.step(step, false)?.times;
+        let r = tr.step(step, false)?;
+        let t = r.times;
         if step >= a.warmup {
             add(&mut sum, &t, 1.0);
             step_cpu += thread_cpu_seconds() - c0;
+            speed.add(r.rows, t.forward + t.backward);
         }
     }
     let mut mean = StepTimes::default();
@@ -141,6 +146,9 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
     else {
         unreachable!("eleven figures")
     };
+    let rates = speed.per_rank(comm)?;
+    let ideal_s = cfg.train.global_batch as f64 / rates.iter().sum::<f64>();
+    let partition = tr.balance.partition().describe();
     let flops = spec.train_flops_per_sample() * a.batch_per_rank as f64;
     let peak = peak_rss_bytes();
     let estimate = tr.memory_estimate_bytes() as f64;
@@ -183,6 +191,9 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                 "peak_rss_mib": peak.map(mib),
                 "start_rss_mib": rss_start.map(mib),
                 "estimate_mib": mib(estimate),
+                "balance": { "mode": cfg.train.balance, "partition": tr.balance.partition().sizes,
+                             "compute_samples_per_s": rates, "ideal_ms": 1e3 * ideal_s,
+                             "step_vs_ideal": step_s / ideal_s },
             })
         );
         return Ok(());
@@ -255,6 +266,15 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         1e3 * step_cpu,
         1e3 * gemm_cpu
     );
+    let r: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "balance {}: partition {partition} | compute samples/s per rank {} | ideal step {:.3} ms (global batch / Σ rates) | step {:.3} ms = {:.3}× ideal",
+        format!("{:?}", cfg.train.balance).to_lowercase(),
+        r.join("/"),
+        1e3 * ideal_s,
+        1e3 * step_s,
+        step_s / ideal_s
+    );
     match (peak, rss_start) {
         (Some(p), Some(s)) => println!(
             "memory per rank: peak RSS {:.1} MiB ({:.1} MiB above the {:.1} MiB before the model) | estimate {:.1} MiB (params + grads + optimizer state + activations)",
@@ -282,11 +302,36 @@ fn bench_config(a: &BenchTrainArgs, world: usize) -> Result<TrainConfig> {
     a.comm.apply(&mut cfg);
     a.sync.apply(&mut cfg);
     cfg.train.accum_steps = a.accum_steps;
+    a.balance.apply(&mut cfg);
     cfg.train.global_batch = a.batch_per_rank * world;
     cfg.train.steps = a.warmup + a.iters;
     cfg.data.synthetic_train = cfg.data.synthetic_train.max(cfg.train.global_batch);
     cfg.validate()?;
+    crate::train::balance::check(&cfg.train, world)?;
     Ok(cfg)
+}
+
+/// One rank's compute speed over the timed steps: samples and seconds of
+/// forward + backward (not the waits).
+#[derive(Default)]
+struct Speed {
+    rows: usize,
+    secs: f64,
+}
+
+impl Speed {
+    fn add(&mut self, rows: usize, secs: f64) {
+        self.rows += rows;
+        self.secs += secs;
+    }
+
+    /// Samples per second of compute of every rank.
+    fn per_rank(&self, comm: &dyn Communicator) -> Result<Vec<f64>> {
+        let mut v = vec![0.0; comm.size()];
+        v[comm.rank()] = self.rows as f64 / self.secs.max(1e-12);
+        comm.all_reduce_sum_f64(&mut v)?;
+        Ok(v)
+    }
 }
 
 fn compute_time(t: &StepTimes) -> f64 {

@@ -23,7 +23,8 @@
 //!
 //! There is no other random state to save: the sampler draws the global
 //! batch of step k from (seed, k) alone, so the seed and the step are the
-//! data position.
+//! data position. Under `--balance auto` the partition of the global batch
+//! and the smoothed speeds it came from are kept too (`balance`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use serde_json::Value;
 use crate::checkpoint::local::{self, LOCAL_FILE, LocalState};
 use crate::checkpoint::{params_from_bytes, params_to_bytes};
 use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::partition::BalanceState;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
@@ -64,6 +66,8 @@ pub struct TrainState {
     pub local: Option<LocalState>,
     /// The task weighting's state (src/train/weighting.rs), if it has one.
     pub weighting: Option<Value>,
+    /// `--balance auto`: the partition in use and the smoothed speeds.
+    pub balance: Option<BalanceState>,
 }
 
 /// The contents of state.json.
@@ -82,6 +86,9 @@ struct Manifest {
     /// Learned task weights, loss windows (`[tasks] weighting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     task_weighting: Option<Value>,
+    /// Absent in checkpoints of runs without `--balance auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    balance: Option<BalanceState>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -297,6 +304,7 @@ pub fn save(
         config: snap.config.clone(),
         files,
         task_weighting: st.weighting.clone(),
+        balance: st.balance.clone(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&tmp.join(STATE_FILE), &json, progress).map_err(|e| full(e, written))?;
@@ -498,6 +506,7 @@ pub fn load(
             opt_state,
             local,
             weighting: m.task_weighting,
+            balance: m.balance,
         },
         config: m.config,
         world_size: m.world_size,
@@ -522,6 +531,9 @@ fn trajectory(c: &TrainConfig) -> Value {
     t.train.accum_steps = d.train.accum_steps;
     t.train.on_nonfinite = d.train.on_nonfinite;
     t.train.max_skips = d.train.max_skips;
+    t.train.balance = d.train.balance;
+    t.train.balance_weights = d.train.balance_weights.clone();
+    t.train.balance_every = d.train.balance_every;
     t.data.prefetch = d.data.prefetch;
     t.tasks.stats_every = d.tasks.stats_every;
     // Through text, so that f32 values read as written (0.002, not
@@ -566,6 +578,7 @@ fn diff_values(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::partition::Partition;
     use crate::spec::Activation;
     use crate::tasks::{TaskKind, TaskSpec};
 
@@ -592,6 +605,12 @@ mod tests {
             opt_state: (0..2 * n).map(|i| -(i as f32) * 0.25).collect(),
             local: None,
             weighting: Some(serde_json::json!({ "learned": [0.1, -2.5e-7] })),
+            balance: Some(BalanceState {
+                partition: Partition {
+                    sizes: vec![12, 12, 6],
+                },
+                secs_per_sample: vec![1e-4, 1.1e-4, 2.3e-4],
+            }),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod dir;
 pub mod labels;
 pub mod npy;
+pub mod partition;
 pub mod sampler;
 pub mod synthetic;
 #[cfg(test)]

@@ -70,6 +70,8 @@ impl Loader<'_> {
 /// The batch of one step read ahead (or the error reading it gave).
 pub struct Ahead {
     pub step: u64,
+    /// The rows it was read for (the partition may change in between).
+    pub shard: Range<usize>,
     pub batch: Result<HostBatch>,
 }
 
