@@ -504,3 +504,15 @@ fn weighting_rescues_a_task_drowned_by_a_scaled_regression() {
     // GradNorm: within 1% of the task alone (its R² is reported, see README).
     assert!(gn.0 >= alone.0 - 0.01, "gradnorm {gn:?} vs alone {alone:?}");
 }
+
+#[test]
+fn local_steps_refuse_moving_weights_with_one_message() {
+    for extra in [
+        &["--task-weighting", "dwa"][..],
+        &["--task-stats-every", "5"][..],
+    ] {
+        let mut args = vec!["train", "--steps", "4", "--sync", "local"];
+        args.extend_from_slice(extra);
+        mpirun(2, &args).one_error(2, "--sync local works with static task weights only");
+    }
+}
