@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mpirun, mpirun_env, mpirun_timeout, read_params, rel_diff, tempdir};
+use common::{mpirun, mpirun_env, mpirun_timeout, read_params, rel_diff, short_run, tempdir};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -19,19 +19,7 @@ fn s(p: &Path) -> &str {
 /// A short run at global batch 30; returns stdout and the saved parameters.
 fn train(np: usize, dir: &Path, tag: &str, extra: &[&str]) -> (String, Vec<f32>) {
     let out = dir.join(format!("{tag}.safetensors"));
-    let mut args = vec![
-        "train",
-        "--steps",
-        "12",
-        "--global-batch",
-        "30",
-        "--eval-every",
-        "0",
-        "--hidden",
-        "32,16",
-        "--save",
-        s(&out),
-    ];
+    let mut args = short_run(&["--save", s(&out)]);
     args.extend_from_slice(extra);
     let r = mpirun(np, &args);
     r.ok();

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mpirun, read_params, rel_diff, tempdir};
+use common::{mpirun, read_params, rel_diff, short_run, tempdir};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
@@ -29,19 +29,7 @@ const METHODS: [&[&str]; 3] = [
 
 /// A short run at a fixed global batch; returns the saved parameters.
 fn train(np: usize, out: &Path, extra: &[&str]) -> Vec<f32> {
-    let mut args = vec![
-        "train",
-        "--steps",
-        "12",
-        "--global-batch",
-        "30",
-        "--eval-every",
-        "0",
-        "--hidden",
-        "32,16",
-        "--save",
-        s(out),
-    ];
+    let mut args = short_run(&["--save", s(out)]);
     args.extend_from_slice(extra);
     mpirun(np, &args).ok();
     read_params(out)
@@ -118,19 +106,7 @@ fn every_method_resumes_bit_identically() {
 }
 
 fn train_no_save(np: usize, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--steps",
-        "12",
-        "--global-batch",
-        "30",
-        "--eval-every",
-        "0",
-        "--hidden",
-        "32,16",
-    ];
-    args.extend_from_slice(extra);
-    mpirun(np, &args).ok();
+    mpirun(np, &short_run(extra)).ok();
 }
 
 /// Runs `np` ranks with `extra`, logging every step and task record.

@@ -4,25 +4,13 @@
 
 mod common;
 
-use common::{mpirun, read_params, rel_diff, tempdir};
+use common::{mpirun, read_params, rel_diff, short_run, tempdir};
 
 /// A short run at a fixed global batch; returns the saved parameters.
 fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32> {
     let out = dir.join(format!("{tag}.safetensors"));
     let out_s = out.to_str().unwrap();
-    let mut args = vec![
-        "train",
-        "--steps",
-        "12",
-        "--global-batch",
-        "30",
-        "--eval-every",
-        "0",
-        "--hidden",
-        "32,16",
-        "--save",
-        out_s,
-    ];
+    let mut args = short_run(&["--save", out_s]);
     args.extend_from_slice(extra);
     mpirun(np, &args).ok();
     read_params(&out)

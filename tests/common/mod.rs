@@ -229,3 +229,21 @@ pub fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
+
+/// `train` with the settings of the short runs the property tests compare
+/// (12 steps at global batch 30, a small model, no evaluation), then `extra`.
+pub fn short_run<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--steps",
+        "12",
+        "--global-batch",
+        "30",
+        "--eval-every",
+        "0",
+        "--hidden",
+        "32,16",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
