@@ -127,8 +127,9 @@ fn kib_field(text: &str, name: &str) -> Option<f64> {
 /// Every output of the run can be created: `--save`, `--metrics-out`,
 /// `--trace` (a file can be made in their directories) and the checkpoint
 /// directory (it or its parent), which must also have room for one
-/// checkpoint. Run by the rank that writes them (rank 0).
-pub fn check_outputs(cfg: &TrainConfig, spec: &ModelSpec) -> Result<()> {
+/// checkpoint of a run on `ranks` ranks. Run by the rank that writes them
+/// (rank 0).
+pub fn check_outputs(cfg: &TrainConfig, spec: &ModelSpec, ranks: usize) -> Result<()> {
     let t = &cfg.train;
     for (flag, path) in [
         ("--save", &t.save),
@@ -146,9 +147,7 @@ pub fn check_outputs(cfg: &TrainConfig, spec: &ModelSpec) -> Result<()> {
             parent_of(dir)
         };
         can_create_in(existing).map_err(|e| cannot_write("--checkpoint-dir", dir, &e))?;
-        let p = spec.param_count_f64();
-        // model + optimizer safetensors, a few KiB of headers and state.
-        let need = 4.0 * p * (1.0 + state_per_param(cfg.optim.optimizer)) + 65536.0;
+        let need = checkpoint_need_bytes(cfg, spec, ranks);
         if let Some(free) = free_bytes(existing) {
             if free < need {
                 return Err(Error::config(format!(
@@ -162,6 +161,19 @@ pub fn check_outputs(cfg: &TrainConfig, spec: &ModelSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes of one checkpoint: model + optimizer safetensors, a few KiB of
+/// headers and state; `--sync local` adds local.safetensors, the outer
+/// momentum and every rank's parameters and optimizer state.
+fn checkpoint_need_bytes(cfg: &TrainConfig, spec: &ModelSpec, ranks: usize) -> f64 {
+    let p = spec.param_count_f64();
+    let copy = 4.0 * p * (1.0 + state_per_param(cfg.optim.optimizer));
+    let local = match cfg.sync.is_local() {
+        true => 4.0 * p + ranks as f64 * copy,
+        false => 0.0,
+    };
+    copy + local + 65536.0
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -243,14 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn a_local_sync_checkpoint_counts_every_ranks_state() {
+        let mut cfg = TrainConfig::default();
+        let sp = spec(vec![8], 3);
+        let p = sp.param_count_f64();
+        // AdamW: parameters and two moments, 12 bytes per parameter.
+        assert_eq!(checkpoint_need_bytes(&cfg, &sp, 4), 12.0 * p + 65536.0);
+        cfg.sync.mode = crate::config::SyncMode::Local;
+        let want = 12.0 * p + 4.0 * p + 4.0 * 12.0 * p + 65536.0;
+        assert_eq!(checkpoint_need_bytes(&cfg, &sp, 4), want);
+    }
+
+    #[test]
     fn outputs_in_missing_or_unwritable_places_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = TrainConfig::default();
         cfg.train.save = Some(d.path().join("m.safetensors"));
         cfg.checkpoint.dir = Some(d.path().join("ckpt"));
-        check_outputs(&cfg, &spec(vec![8], 3)).unwrap();
+        check_outputs(&cfg, &spec(vec![8], 3), 1).unwrap();
         cfg.train.metrics_out = Some(d.path().join("no/such/dir/m.jsonl"));
-        let e = check_outputs(&cfg, &spec(vec![8], 3))
+        let e = check_outputs(&cfg, &spec(vec![8], 3), 1)
             .unwrap_err()
             .to_string();
         assert!(

@@ -54,7 +54,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         preflight::check_memory(&cfg, &spec, rows.max(1), ranks_here),
     )?;
     let outputs = match world.is_root() {
-        true => preflight::check_outputs(&cfg, &spec),
+        true => preflight::check_outputs(&cfg, &spec, world.size),
         false => Ok(()),
     };
     agree(comm, outputs)?;
