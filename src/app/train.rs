@@ -2,7 +2,7 @@
 //! work), the loop, evaluation and the saved parameters.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::app::{model_spec, open_dataset, preflight};
 use crate::backend::Backend;
@@ -237,6 +237,10 @@ fn train_loop<B: Backend>(
         rep.line(&format!("wrote timeline to {}", path.display()));
     }
     if last < steps {
+        // Not finished (any marker is a finished run's this one continued).
+        if let (Some(dir), true) = (&cfg.checkpoint.dir, world.is_root()) {
+            let _ = std::fs::remove_file(dir.join(FINISHED));
+        }
         rep.line(&format!(
             "stopped after step {last}/{steps} (--stop-after); continue with --resume auto"
         ));
@@ -248,7 +252,22 @@ fn train_loop<B: Backend>(
             .map(|()| rep.line(&format!("saved parameters to {}", path.display()))),
         _ => Ok(()),
     };
-    agree(comm, saved)
+    agree(comm, saved)?;
+    let marked = match (&cfg.checkpoint.dir, world.is_root()) {
+        (Some(dir), true) => mark_finished(dir, steps),
+        _ => Ok(()),
+    };
+    agree(comm, marked)
+}
+
+/// The file in `--checkpoint-dir` that says the run reached its last step
+/// (a run stopped by `--stop-after` or a signal has none), for
+/// launch/resume-loop.sh and other scripts; see docs/files.md.
+pub const FINISHED: &str = "FINISHED";
+
+fn mark_finished(dir: &Path, steps: u64) -> Result<()> {
+    let text = format!("finished: step {steps}/{steps}\n");
+    crate::fsutil::write_atomic(&dir.join(FINISHED), text.as_bytes())
 }
 
 /// A stable hash of the whole configuration, compared across ranks before
@@ -370,16 +389,42 @@ fn find_checkpoint(
             None => return Ok(None),
         },
         (None, None) => return Ok(None),
-        (Some("auto"), Some(dir)) => match training::latest(dir)? {
-            Some(p) => p,
-            None => return Ok(None),
-        },
+        (Some("auto"), Some(dir)) => {
+            match training::load_newest(dir, spec, layout, cfg.optim.optimizer)? {
+                Some((path, loaded, damaged)) => {
+                    warn_damaged(&damaged, &path);
+                    return resumable(cfg, path, loaded);
+                }
+                None => return Ok(None),
+            }
+        }
         (Some("auto"), None) => {
             return Err(Error::config("--resume auto needs --checkpoint-dir"));
         }
         (Some(p), _) => PathBuf::from(p),
     };
     let loaded = training::load(&path, spec, layout, cfg.optim.optimizer)?;
+    resumable(cfg, path, loaded)
+}
+
+/// `--resume auto` passed over damaged checkpoints: say which, and why.
+fn warn_damaged(damaged: &[training::Damaged], used: &Path) {
+    for d in damaged {
+        eprintln!(
+            "ringtrain: warning: skipping damaged checkpoint {} ({}); resuming from {} instead",
+            d.path.display(),
+            match &d.error {
+                Error::Checkpoint { msg, .. } => msg.clone(),
+                e => e.to_string(),
+            },
+            used.display()
+        );
+    }
+}
+
+/// A loaded checkpoint this run may continue from.
+fn resumable(cfg: &TrainConfig, path: PathBuf, loaded: training::Loaded) -> Result<Option<Resumed>> {
+    let ck = &cfg.checkpoint;
     training::check_same_trajectory(&loaded.config, cfg)
         .map_err(|m| Error::checkpoint(&path, m))?;
     let step = loaded.state.step;
