@@ -1,8 +1,6 @@
 //! The `ringtrain` binary: every rank runs this same program.
 
-use clap::Parser;
-
-use ringtrain::cli::{BenchCommand, Cli, Command, DataCommand};
+use ringtrain::cli::{BenchCommand, Command, DataCommand};
 use ringtrain::comm::Communicator;
 use ringtrain::error::Error;
 use ringtrain::world::{self, World};
@@ -14,11 +12,15 @@ fn main() {
     // Parse before the world exists: `--bootstrap` decides whether MPI is
     // initialised at all. Every rank parses the same arguments, so all fail
     // alike; the one the launcher's environment calls rank 0 prints.
-    let cli = match Cli::try_parse() {
+    let cli = match ringtrain::cli::help::try_parse() {
         Ok(c) => c,
         Err(e) => {
             if world::process_is_env_root() {
                 let _ = e.print();
+                let args: Vec<String> = std::env::args().collect();
+                if let Some(tip) = ringtrain::cli::help::usage_hint(&args) {
+                    eprintln!("\n{tip}");
+                }
             }
             std::process::exit(e.exit_code());
         }

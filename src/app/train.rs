@@ -80,6 +80,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let first_step = resumed.as_ref().map_or(0, |r| r.state.step);
     // Rank 0 draws a progress bar on a terminal; every rank must know.
     let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
+    let bar = args.progress.bar(root_has_terminal);
     let rep = agree(
         comm,
         Reporter::new(
@@ -89,7 +90,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             cfg.train.log_every,
             cfg.train.global_batch,
             cfg.train.metrics_out.as_deref(),
-            root_has_terminal,
+            bar,
             resumed.as_ref().map(|_| first_step),
         ),
     )?;
