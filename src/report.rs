@@ -99,13 +99,15 @@ impl Reporter {
             r.grad_norm,
             sps
         );
-        if self.wants_bar && self.bar.is_none() {
-            self.bar = Some(bar::new_bar(self.steps, r.step));
-        }
+        // The bar's text carries the step count: every frame shows one step.
+        let counted = format!("step {:>6}/{} | {summary}", r.step + 1, self.steps);
         match &self.bar {
+            _ if self.wants_bar && self.bar.is_none() => {
+                self.bar = Some(bar::new_bar(self.steps, r.step + 1, counted));
+            }
             Some(b) => {
+                b.set_message(counted);
                 b.set_position(r.step + 1);
-                b.set_message(summary);
             }
             None => {
                 let n = r.step + 1;

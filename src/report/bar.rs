@@ -34,22 +34,25 @@ impl Progress {
     }
 }
 
-/// A bar of `steps` at `position`, drawn on stderr.
-pub fn new_bar(steps: u64, position: u64) -> ProgressBar {
+/// A bar of `steps` at `position` showing `message`, drawn on stderr: its
+/// first frame is already complete.
+pub fn new_bar(steps: u64, position: u64, message: String) -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::term_like_with_hz(Box::new(Stderr::new()), 5)
     };
-    let b = ProgressBar::with_draw_target(Some(steps), target);
+    let b = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::hidden());
     b.set_style(
         ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos:>6}/{len} [{elapsed_precise}<{eta_precise}] {wide_msg}",
+            "{bar:30.cyan/blue} [{elapsed_precise}<{eta_precise}] {wide_msg}",
         )
         .expect("valid template")
         .progress_chars("=> "),
     );
     b.set_position(position);
+    b.set_message(message);
+    b.set_draw_target(target);
     b
 }
 
