@@ -187,6 +187,22 @@ pub struct BenchAllreduceArgs {
     /// Print JSON (one object) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON object to FILE (nccl-tests' -J; the table is
+    /// still printed).
+    #[arg(short = 'J', long = "output_file", value_name = "FILE")]
+    pub output_file: Option<std::path::PathBuf>,
+    /// The time reported: 0 rank 0's, 1 the average over ranks, 2 the
+    /// minimum, 3 the maximum (as nccl-tests).
+    #[arg(short = 'a', long = "average", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub average: u8,
+    /// nccl-tests' GPUs per thread: accepted; here every rank drives one
+    /// device (start more ranks instead), so any other value only prints a note.
+    #[arg(short = 'g', long = "ngpus", value_name = "N")]
+    pub ngpus: Option<u32>,
+    /// nccl-tests' threads per process: accepted; here one thread per
+    /// rank, so any other value only prints a note.
+    #[arg(short = 't', long = "nthreads", value_name = "N")]
+    pub nthreads: Option<u32>,
     /// Test-only: corrupt one element of the result on the last rank, so
     /// the check must report it.
     #[arg(long, hide = true)]

@@ -53,6 +53,7 @@ pub fn new_bar(steps: u64, position: u64, message: String) -> ProgressBar {
     b.set_position(position);
     b.set_message(message);
     b.set_draw_target(target);
+    b.tick();
     b
 }
 
