@@ -25,8 +25,13 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
-    // `plot` only reads a file and draws: no world, no MPI.
+    // `plot` only reads a file and draws: no world, no MPI. Started by a
+    // launcher on several ranks, the launcher's rank 0 alone draws (one
+    // PNG written once, one line printed).
     if let Command::Plot(a) = &cli.command {
+        if !world::process_is_env_root() {
+            std::process::exit(0);
+        }
         match app::plot::run(a) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
@@ -46,6 +51,16 @@ fn main() {
     };
     // GPU ranks run every collective over NCCL (with or without MPI);
     // everything else but `info` needs MPI when there is more than one rank.
+    if cli.wants_nccl(world.size) {
+        match app::check_gpu_before_nccl(&cli, &world) {
+            Ok(()) => {}
+            Err(Error::OtherRank(_)) => world.exit(2),
+            Err(e) => {
+                eprintln!("ringtrain: error: {e}");
+                world.exit(2)
+            }
+        }
+    }
     let comm: Box<dyn Communicator> = if cli.wants_nccl(world.size) {
         match ringtrain::comm::nccl::world_comm(&world) {
             Ok(c) => Box::new(c),

@@ -89,3 +89,31 @@ pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
         dir.display()
     )))
 }
+
+/// `--device cuda` on several ranks runs every collective over NCCL, which
+/// is set up before the backend: check the GPU first, so that a rank
+/// without one gives the message one rank gives (no usable GPU, and why),
+/// not NCCL's. Agreed over MPI when it is up (one message); without MPI the
+/// NCCL set-up reports as before.
+pub fn check_gpu_before_nccl(cli: &crate::cli::Cli, world: &crate::world::World) -> Result<()> {
+    use crate::backend::cuda::probe::{Probe, probe};
+    use crate::backend::device::Device;
+    use crate::cli::{BenchCommand, Command};
+    let device = match &cli.command {
+        Command::Train(a) => a.device,
+        Command::Bench(BenchCommand::Train(a)) => a.device,
+        _ => return Ok(()),
+    };
+    if device != Device::Cuda || !crate::world::mpi_is_up() {
+        return Ok(());
+    }
+    let ctl = crate::comm::control(world);
+    let mine = match probe() {
+        Probe::Usable { .. } => Ok(()),
+        Probe::Unusable(why) => Err(Error::Gpu(format!(
+            "--device cuda: no usable GPU on rank {} ({why})",
+            world.rank
+        ))),
+    };
+    crate::comm::agree(&*ctl, mine)
+}

@@ -518,6 +518,29 @@ mod tests {
     }
 
     #[test]
+    fn ticks_at_round_values_and_every_measured_size() {
+        // busbw: 1K .. 64M, a label at every size.
+        let (lo, hi) = (10.0 - 0.6, 26.0 + 0.6);
+        let t: Vec<String> = ticks(Scale::Log2Bytes, lo, hi, 64)
+            .into_iter()
+            .map(|t| t.1)
+            .collect();
+        assert_eq!(t.len(), 17);
+        assert_eq!((t[0].as_str(), t[16].as_str()), ("1K", "64M"));
+        // Log axes: 1, 2, 5 × 10^k only.
+        let t: Vec<String> = ticks(Scale::Log10, -1.5, 0.5, 8).into_iter().map(|t| t.1).collect();
+        assert_eq!(t, ["0.05", "0.1", "0.2", "0.5", "1", "2"]);
+        // A narrow linear range: steps of 1, 2 or 5 × 10^k, no two labels
+        // alike, at least two.
+        for (lo, hi, room) in [(0.9615, 0.9655, 3), (0.0, 300.0, 8), (0.26, 0.30, 2), (5.0, 5.001, 2)] {
+            let t = ticks(Scale::Linear, lo, hi, room);
+            let labels: std::collections::HashSet<&String> = t.iter().map(|t| &t.1).collect();
+            assert!(t.len() >= 2, "{lo}..{hi}: {t:?}");
+            assert_eq!(labels.len(), t.len(), "{lo}..{hi}: {t:?}");
+        }
+    }
+
+    #[test]
     fn renders_a_png_of_the_asked_size() {
         let fig = Figure {
             title: "t".into(),
