@@ -46,8 +46,14 @@ pub fn params_to_bytes(
     );
     // The exact activation, by its name and as the PyTorch module that
     // computes it, for whoever rebuilds the model from the file alone.
-    meta.insert(ACTIVATION_KEY.to_string(), spec.activation.exact_name().to_string());
-    meta.insert(TORCH_ACTIVATION_KEY.to_string(), spec.activation.torch_module().to_string());
+    meta.insert(
+        ACTIVATION_KEY.to_string(),
+        spec.activation.exact_name().to_string(),
+    );
+    meta.insert(
+        TORCH_ACTIVATION_KEY.to_string(),
+        spec.activation.torch_module().to_string(),
+    );
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
     }

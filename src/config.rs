@@ -249,7 +249,11 @@ impl TrainConfig {
             let e = e.to_string();
             let hint = table_hint::wrong_table(&e).map(|h| format!("\n{h}"));
             let e = if hint.is_some() { e.trim_end() } else { &e };
-            Error::Config(format!("{}: {e}{}", path.display(), hint.unwrap_or_default()))
+            Error::Config(format!(
+                "{}: {e}{}",
+                path.display(),
+                hint.unwrap_or_default()
+            ))
         })
     }
 

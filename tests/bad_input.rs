@@ -403,7 +403,11 @@ fn np_given_to_ringtrain_hints_at_mpirun() {
         Msg::Clap,
         "tip: ranks are started by a launcher",
     );
-    assert!(run.stderr.contains("mpirun -np 4 ringtrain train"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("mpirun -np 4 ringtrain train"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -415,7 +419,8 @@ fn device_cuda_on_two_ranks_without_a_gpu_says_so_not_nccl() {
     let run = common::mpirun_env(RANKS, &args, &[("RINGTRAIN_NO_GPU", "1")]);
     let ctx = format!("--- stdout\n{}\n--- stderr\n{}", run.stdout, run.stderr);
     assert_eq!(run.code, Some(2), "{ctx}");
-    let want = "ringtrain: error: GPU: --device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)";
+    let want =
+        "ringtrain: error: GPU: --device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)";
     assert_eq!(run.stderr.matches(want).count(), 1, "{ctx}");
     assert_eq!(run.stderr.matches("ringtrain: error").count(), 1, "{ctx}");
     assert!(!run.stderr.contains("NCCL"), "{ctx}");

@@ -282,14 +282,17 @@ fn nccl_tests_flags_a_g_t_and_j() {
     // -g and -t are accepted with a note; -J writes the JSON to a file
     // and the table is still printed.
     let f = file.to_str().unwrap();
-    let args = ["-b", "1K", "-e", "1K", "-n", "2", "-g", "2", "-t", "4", "-J", f];
+    let args = [
+        "-b", "1K", "-e", "1K", "-n", "2", "-g", "2", "-t", "4", "-J", f,
+    ];
     let run = bench(2, &args);
     run.ok();
     let c = ctx(&run);
     assert_eq!(run.stderr.matches("note: -g 2 ignored").count(), 1, "{c}");
     assert_eq!(run.stderr.matches("note: -t 4 ignored").count(), 1, "{c}");
     assert_eq!(rows(&run.stdout).len(), 1, "{c}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(v["rows"][0]["root"], -1, "{v}");
     assert_eq!(v["average"], 1, "{v}");
     // -a out of nccl-tests' range is a usage error.

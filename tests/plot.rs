@@ -79,8 +79,10 @@ fn legend_clear_of_points(path: &Path, colours: &[[u8; 3]]) -> (Bbox, Bbox) {
     let (w, _, px) = decode(path);
     let b = ringtrain::plot::draw::LEGEND_BORDER;
     let legend = bbox_of(w, &px, |_, _, p| p == [b.0, b.1, b.2]).expect("a legend box");
-    let points = bbox_of(w, &px, |x, y, p| colours.contains(&p) && !inside(legend, x, y))
-        .expect("plotted points");
+    let points = bbox_of(w, &px, |x, y, p| {
+        colours.contains(&p) && !inside(legend, x, y)
+    })
+    .expect("plotted points");
     let overlap = legend.0 <= points.2
         && points.0 <= legend.2
         && legend.1 <= points.3
@@ -129,7 +131,16 @@ fn training_curves_of_a_real_run() {
     legend_clear_of_points(&out, &[rgb(0), rgb(1), rgb(2)]);
     // Still laid out at 800x500, legend clear of the data.
     let mid = dir.join("mid.png");
-    plot(&[s(&metrics), "-o", s(&mid), "--width", "800", "--height", "500"]).ok();
+    plot(&[
+        s(&metrics),
+        "-o",
+        s(&mid),
+        "--width",
+        "800",
+        "--height",
+        "500",
+    ])
+    .ok();
     check_png(&mid, (800, 500), &[[0, 0, 0], rgb(0), rgb(1), rgb(2)]);
     legend_clear_of_points(&mid, &[rgb(0), rgb(1), rgb(2)]);
 
@@ -207,7 +218,16 @@ fn busbw_of_bench_allreduce_json() {
     check_png(&out, (900, 600), &[rgb(0), rgb(1), rgb(2)]);
     legend_clear_of_points(&out, &[rgb(0), rgb(1), rgb(2)]);
     let mid = dir.join("busbw-800.png");
-    plot(&[s(&input), "-o", s(&mid), "--width", "800", "--height", "500"]).ok();
+    plot(&[
+        s(&input),
+        "-o",
+        s(&mid),
+        "--width",
+        "800",
+        "--height",
+        "500",
+    ])
+    .ok();
     legend_clear_of_points(&mid, &[rgb(0), rgb(1), rgb(2)]);
 }
 

@@ -401,7 +401,10 @@ fn resume_auto_falls_back_past_a_damaged_newest_checkpoint() {
         "8",
     ]);
     mpirun(2, &a).ok();
-    assert!(!ck.join("FINISHED").exists(), "a stopped run is not finished");
+    assert!(
+        !ck.join("FINISHED").exists(),
+        "a stopped run is not finished"
+    );
     let older = dir.join("by-hand").join("step-00000004");
     copy_checkpoint(&ck.join("step-00000004"), &older);
     let model = ck.join("step-00000008").join("model.safetensors");
@@ -411,15 +414,30 @@ fn resume_auto_falls_back_past_a_damaged_newest_checkpoint() {
     let auto_out = dir.join("auto.safetensors");
     let r = mpirun(
         2,
-        &base(&["--checkpoint-dir", s(&ck), "--resume", "auto", "--save", s(&auto_out)]),
+        &base(&[
+            "--checkpoint-dir",
+            s(&ck),
+            "--resume",
+            "auto",
+            "--save",
+            s(&auto_out),
+        ]),
     );
     r.ok();
     let warning = "warning: skipping damaged checkpoint";
     assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("step-00000008 (model.safetensors does not match"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("step-00000008 (model.safetensors does not match"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("resuming from"), "{}", r.stderr);
     assert!(r.stdout.contains("at step 4/16"), "{}", r.stdout);
-    assert!(ck.join("FINISHED").is_file(), "a finished run leaves FINISHED");
+    assert!(
+        ck.join("FINISHED").is_file(),
+        "a finished run leaves FINISHED"
+    );
 
     let hand_out = dir.join("by-hand.safetensors");
     let r = mpirun(2, &base(&["--resume", s(&older), "--save", s(&hand_out)]));
@@ -432,12 +450,23 @@ fn resume_auto_with_every_checkpoint_damaged_is_refused() {
     let tmp = tempdir("resume-all-damaged");
     let dir = tmp.path();
     let ck = dir.join("ck");
-    let a = base(&["--checkpoint-dir", s(&ck), "--checkpoint-every", "3", "--stop-after", "6"]);
+    let a = base(&[
+        "--checkpoint-dir",
+        s(&ck),
+        "--checkpoint-every",
+        "3",
+        "--stop-after",
+        "6",
+    ]);
     mpirun(2, &a).ok();
     for step in ["step-00000003", "step-00000006"] {
         std::fs::write(ck.join(step).join("optim.safetensors"), b"").unwrap();
     }
-    expect_refused(&ck, &[], "the 1 older checkpoint(s) here do not verify either");
+    expect_refused(
+        &ck,
+        &[],
+        "the 1 older checkpoint(s) here do not verify either",
+    );
 }
 
 #[test]
@@ -450,14 +479,28 @@ fn resume_loop_does_not_call_a_stopped_run_done() {
     let ck = dir.join("ck");
     let bin = common::bin();
     let mut cmd = Command::new("bash");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/launch/resume-loop.sh"))
-        .args(["--checkpoint-dir", s(&ck), "--delay", "0", "--max-attempts", "3"])
-        .args(["--", "mpirun", "--allow-run-as-root", "--oversubscribe"])
-        .args(["-np", "2", "--mca", "mpi_yield_when_idle", "1"])
-        .arg(&bin)
-        .args(base(&["--stop-after", "6"]));
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launch/resume-loop.sh"
+    ))
+    .args([
+        "--checkpoint-dir",
+        s(&ck),
+        "--delay",
+        "0",
+        "--max-attempts",
+        "3",
+    ])
+    .args(["--", "mpirun", "--allow-run-as-root", "--oversubscribe"])
+    .args(["-np", "2", "--mca", "mpi_yield_when_idle", "1"])
+    .arg(&bin)
+    .args(base(&["--stop-after", "6"]));
     let r = run_with_timeout(cmd, Duration::from_secs(240));
     assert_eq!(r.code, Some(2), "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("stopped before the last step"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stopped before the last step"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("done after"), "{}", r.stderr);
 }

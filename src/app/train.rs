@@ -424,7 +424,11 @@ fn warn_damaged(damaged: &[training::Damaged], used: &Path) {
 }
 
 /// A loaded checkpoint this run may continue from.
-fn resumable(cfg: &TrainConfig, path: PathBuf, loaded: training::Loaded) -> Result<Option<Resumed>> {
+fn resumable(
+    cfg: &TrainConfig,
+    path: PathBuf,
+    loaded: training::Loaded,
+) -> Result<Option<Resumed>> {
     let ck = &cfg.checkpoint;
     training::check_same_trajectory(&loaded.config, cfg)
         .map_err(|m| Error::checkpoint(&path, m))?;

@@ -75,9 +75,9 @@ fn mut_path(cmd: Command, path: &[&str], f: &dyn Fn(Command) -> Command) -> Comm
 /// after the subcommand) from every help page and lists them once, after
 /// the top-level one.
 fn startup_flags_once(mut cmd: Command) -> Command {
-    let mut section = String::from(
-        "Start-up options (every command but plot; before or after the command):\n",
-    );
+    let mut lines = vec![];
+    let mut long =
+        String::from("Start-up options (every command but plot; before or after the command):\n");
     for id in STARTUP_FLAGS {
         let Some(a) = cmd.get_arguments().find(|a| a.get_id() == id) else {
             continue;
@@ -86,27 +86,46 @@ fn startup_flags_once(mut cmd: Command) -> Command {
             .get_value_names()
             .and_then(|v| v.first())
             .map_or_else(|| id.to_uppercase(), |v| v.to_string());
-        let mut line = format!(
-            "  --{} <{value}>\n          {}",
-            a.get_long().unwrap_or(id),
-            a.get_help().map(|h| h.to_string()).unwrap_or_default()
-        );
+        let spec = format!("--{} <{value}>", a.get_long().unwrap_or(id));
+        let mut text = a.get_help().map(|h| h.to_string()).unwrap_or_default();
         let values: Vec<String> = a
             .get_possible_values()
             .iter()
             .map(|v| v.get_name().to_string())
             .collect();
         if !values.is_empty() {
-            line += &format!(" ({})", values.join(", "));
+            text += &format!(" ({})", values.join(", "));
         }
         if let Some(d) = a.get_default_values().first() {
-            line += &format!(" [default: {}]", d.to_string_lossy());
+            text += &format!(" [default: {}]", d.to_string_lossy());
         }
-        section += &line;
-        section.push('\n');
+        // The long page: clap's own layout, value descriptions included.
+        let help = a.get_long_help().or(a.get_help()).map(|h| h.to_string());
+        long += &format!("      {spec}\n          {}\n", help.unwrap_or_default());
+        let described: Vec<String> = a
+            .get_possible_values()
+            .iter()
+            .filter_map(|v| Some(format!("          - {}: {}\n", v.get_name(), v.get_help()?)))
+            .collect();
+        if !described.is_empty() {
+            long += "\n          Possible values:\n";
+            long += &described.concat();
+        }
+        if let Some(d) = a.get_default_values().first() {
+            long += &format!("\n          [default: {}]\n", d.to_string_lossy());
+        }
+        long.push('\n');
+        lines.push((spec, text));
         cmd = cmd.mut_arg(id, |a| a.hide(true));
     }
-    cmd.after_help(section.clone()).after_long_help(section)
+    let width = lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
+    let mut section =
+        String::from("Start-up options (every command but plot; before or after the command):\n");
+    for (spec, text) in lines {
+        section += &format!("      {spec:<width$}  {text}\n");
+    }
+    cmd.after_help(section)
+        .after_long_help(long.trim_end().to_string())
 }
 
 /// Appends `[default: …]` to every flag of `cmd` that has a config

@@ -181,7 +181,12 @@ fn legend_entries(fig: &Figure) -> Vec<(String, RGBColor, bool)> {
 /// Swatch width, gap after an entry, row height: in pixels at scale `px`.
 fn legend_metrics(px: f64) -> (i32, i32, i32, f64) {
     let font = 15.0 * px;
-    ((26.0 * px) as i32, (22.0 * px) as i32, (font * 1.5) as i32, font)
+    (
+        (26.0 * px) as i32,
+        (22.0 * px) as i32,
+        (font * 1.5) as i32,
+        font,
+    )
 }
 
 /// The legend's rows: entries placed left to right, wrapped to the width.
@@ -259,13 +264,14 @@ fn draw_legend<DB: DrawingBackend>(
                 .map_err(err)?;
             area.draw(&Circle::new((x + swatch / 2, y), r, marker(style, *dashed)))
                 .map_err(err)?;
-            let text = (FONT, font)
-                .into_font()
-                .color(&BLACK)
-                .pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Left,
-                    plotters::style::text_anchor::VPos::Center,
-                ));
+            let text =
+                (FONT, font)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Left,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
             area.draw(&Text::new(name.clone(), (x + swatch + 6, y), text))
                 .map_err(err)?;
             x += wi + gap;
@@ -417,7 +423,12 @@ fn draw_panel<DB: DrawingBackend>(
     if xt.len() > room {
         xt = ticks(p.x_scale, x0, x1, room);
     }
-    let yt = ticks(p.y_scale, y0, y1, ((ph as f64 / (14.0 * px * 2.2)) as usize).clamp(2, 7));
+    let yt = ticks(
+        p.y_scale,
+        y0,
+        y1,
+        ((ph as f64 / (14.0 * px * 2.2)) as usize).clamp(2, 7),
+    );
     let grid = RGBColor(228, 228, 228);
     for (a, _) in &xt {
         chart
@@ -440,7 +451,10 @@ fn draw_panel<DB: DrawingBackend>(
         let (x, y) = at(*a, y0);
         area.draw(&PathElement::new(vec![(x, y), (x, y + tick)], BLACK))
             .map_err(err)?;
-        let style = label_font.into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+        let style = label_font
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top));
         area.draw(&Text::new(label.clone(), (x, y + tick + size(2.0)), style))
             .map_err(err)?;
     }
@@ -448,7 +462,10 @@ fn draw_panel<DB: DrawingBackend>(
         let (x, y) = at(x0, *a);
         area.draw(&PathElement::new(vec![(x - tick, y), (x, y)], BLACK))
             .map_err(err)?;
-        let style = label_font.into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        let style = label_font
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Center));
         area.draw(&Text::new(label.clone(), (x - tick - size(3.0), y), style))
             .map_err(err)?;
     }
@@ -528,11 +545,19 @@ mod tests {
         assert_eq!(t.len(), 17);
         assert_eq!((t[0].as_str(), t[16].as_str()), ("1K", "64M"));
         // Log axes: 1, 2, 5 × 10^k only.
-        let t: Vec<String> = ticks(Scale::Log10, -1.5, 0.5, 8).into_iter().map(|t| t.1).collect();
+        let t: Vec<String> = ticks(Scale::Log10, -1.5, 0.5, 8)
+            .into_iter()
+            .map(|t| t.1)
+            .collect();
         assert_eq!(t, ["0.05", "0.1", "0.2", "0.5", "1", "2"]);
         // A narrow linear range: steps of 1, 2 or 5 × 10^k, no two labels
         // alike, at least two.
-        for (lo, hi, room) in [(0.9615, 0.9655, 3), (0.0, 300.0, 8), (0.26, 0.30, 2), (5.0, 5.001, 2)] {
+        for (lo, hi, room) in [
+            (0.9615, 0.9655, 3),
+            (0.0, 300.0, 8),
+            (0.26, 0.30, 2),
+            (5.0, 5.001, 2),
+        ] {
             let t = ticks(Scale::Linear, lo, hi, room);
             let labels: std::collections::HashSet<&String> = t.iter().map(|t| &t.1).collect();
             assert!(t.len() >= 2, "{lo}..{hi}: {t:?}");

@@ -91,16 +91,32 @@ impl TermLike for Stderr {
         self.width
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 { self.put(&format!("\x1b[{n}A")) } else { Ok(()) }
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))
+        } else {
+            Ok(())
+        }
     }
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 { self.put(&format!("\x1b[{n}B")) } else { Ok(()) }
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))
+        } else {
+            Ok(())
+        }
     }
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 { self.put(&format!("\x1b[{n}C")) } else { Ok(()) }
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))
+        } else {
+            Ok(())
+        }
     }
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 { self.put(&format!("\x1b[{n}D")) } else { Ok(()) }
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))
+        } else {
+            Ok(())
+        }
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
         self.put(&format!("{s}\n"))

@@ -48,9 +48,14 @@ pub fn load_newest(
         None => Ok(None),
         Some(newest) if rest.len() == 0 => Err(newest.error),
         Some(newest) => {
-            let older = format!("the {} older checkpoint(s) here do not verify either", rest.len());
+            let older = format!(
+                "the {} older checkpoint(s) here do not verify either",
+                rest.len()
+            );
             Err(match newest.error {
-                Error::Checkpoint { path, msg } => Error::checkpoint(path, format!("{msg}; {older}")),
+                Error::Checkpoint { path, msg } => {
+                    Error::checkpoint(path, format!("{msg}; {older}"))
+                }
                 e => e,
             })
         }
