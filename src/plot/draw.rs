@@ -289,7 +289,7 @@ pub fn ticks(scale: Scale, lo: f64, hi: f64, room: usize) -> Vec<(f64, String)> 
     match scale {
         Scale::Linear => {
             let raw = (hi - lo) / room as f64;
-            if !(raw > 0.0) {
+            if raw.is_nan() || raw <= 0.0 {
                 return vec![];
             }
             // step = NICE[i] · 10^e, the smallest at least `raw`; then

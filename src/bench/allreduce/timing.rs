@@ -94,19 +94,6 @@ fn combine(all: &[f64], how: Average) -> f64 {
     }
 }
 
-#[cfg(test)]
-mod average_tests {
-    use super::*;
-
-    #[test]
-    fn ranks_times_combine_as_nccl_tests_a() {
-        let t = [3.0, 1.0, 2.0];
-        assert_eq!(combine(&t, Average::from_code(0)), 3.0);
-        assert_eq!(combine(&t, Average::from_code(1)), 2.0);
-        assert_eq!(combine(&t, Average::from_code(2)), 1.0);
-        assert_eq!(combine(&t, Average::from_code(3)), 3.0);
-    }
-}
 
 pub(super) fn measure<T: Elem>(
     o: &Options,
@@ -160,4 +147,18 @@ pub(super) fn measure<T: Elem>(
         row.set(in_place, Timing { seconds, wrong });
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod average_tests {
+    use super::*;
+
+    #[test]
+    fn ranks_times_combine_as_nccl_tests_a() {
+        let t = [3.0, 1.0, 2.0];
+        assert_eq!(combine(&t, Average::from_code(0)), 3.0);
+        assert_eq!(combine(&t, Average::from_code(1)), 2.0);
+        assert_eq!(combine(&t, Average::from_code(2)), 1.0);
+        assert_eq!(combine(&t, Average::from_code(3)), 3.0);
+    }
 }
