@@ -157,7 +157,7 @@ pub fn render_png(fig: &Figure, width: u32, height: u32) -> Result<Vec<u8>, Stri
         // Small panels get smaller text (down to what stays readable).
         let (gw, gh) = grid.dim_in_pixel();
         let fit = ((gh as f64 / rows as f64) / 230.0).min((gw as f64 / cols as f64) / 330.0);
-        let small = (px * fit).clamp(0.7, px);
+        let small = (px * fit).clamp(px.min(0.7), px);
         let areas = grid.split_evenly((rows, cols));
         for (panel, area) in rest.iter().zip(&areas) {
             draw_panel(panel, area, if rest.len() > 1 { small } else { px })?;
