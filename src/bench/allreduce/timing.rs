@@ -94,7 +94,6 @@ fn combine(all: &[f64], how: Average) -> f64 {
     }
 }
 
-
 pub(super) fn measure<T: Elem>(
     o: &Options,
     count: usize,
