@@ -16,9 +16,10 @@ Runs
 `launch/mpirun.sh -np 4 train --steps 100000 --checkpoint-every 500`, or
 `srun --mpi=pmix target/release/ringtrain train ...`). `--resume auto`
 starts from the newest checkpoint in DIR, or from scratch when there is
-none. When COMMAND exits 0 the run is done and so is this loop; after any
-other status it is started again (resuming), at most --max-attempts times
-in all. Exit status 2 (ringtrain: bad flag, file or config) and 4 (a NaN/Inf
+none. The run is done, and so is this loop, when COMMAND exits 0 and
+ringtrain has written DIR/FINISHED (it does after the last step; a run
+ended early by --stop-after exits 0 without it). After any other outcome it
+is started again (resuming), at most --max-attempts times in all. Exit status 2 (ringtrain: bad flag, file or config) and 4 (a NaN/Inf
 loss or gradient, which a resumed run would meet again) are not retried:
 running again cannot fix it.
 
@@ -48,7 +49,7 @@ Work since the last checkpoint is lost when a run is stopped, so choose
 --checkpoint-every so that a checkpoint is written well within the
 warning time.
 
-Exit status: 0 when the run is done; 2 on a user error; 4 on NaN/Inf; 130, 143 or 138
+Exit status: 0 when the run is done (DIR/FINISHED written); 2 on a user error; 4 on NaN/Inf; 130, 143 or 138
 after a signal; else the status of the last attempt.
 USAGE
 }
@@ -135,9 +136,14 @@ while [ "$attempt" -lt "$max" ]; do
     done
     child=""
     finish_stopped
-    if [ "$status" -eq 0 ]; then
+    if [ "$status" -eq 0 ] && [ -f "$dir/FINISHED" ]; then
         echo "resume-loop.sh: done after $attempt attempt(s)" >&2
         exit 0
+    fi
+    if [ "$status" -eq 0 ]; then
+        # Exit 0 without the marker: stopped before the last step.
+        echo "resume-loop.sh: attempt $attempt stopped before the last step (no $dir/FINISHED): not done, resuming" >&2
+        status=3
     fi
     if [ "$status" -eq 2 ]; then
         echo "resume-loop.sh: exit status 2 (a user error): not retrying" >&2
@@ -148,7 +154,7 @@ while [ "$attempt" -lt "$max" ]; do
         echo "resume-loop.sh: exit status 4 (a NaN/Inf loss or gradient): not retrying" >&2
         exit 4
     fi
-    echo "resume-loop.sh: attempt $attempt exited with status $status" >&2
+    [ "$status" -eq 3 ] || echo "resume-loop.sh: attempt $attempt exited with status $status" >&2
     if [ "$attempt" -lt "$max" ]; then
         # In the background, so that a signal ends the wait at once.
         sleep "$delay" &

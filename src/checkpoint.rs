@@ -19,6 +19,10 @@ pub mod local;
 pub mod training;
 
 pub const SPEC_KEY: &str = "ringtrain.spec";
+/// The trunk's activation, exactly (`relu`, `gelu_tanh`, `tanh`).
+pub const ACTIVATION_KEY: &str = "ringtrain.activation";
+/// The PyTorch module computing it (`nn.GELU(approximate='tanh')`).
+pub const TORCH_ACTIVATION_KEY: &str = "ringtrain.torch_activation";
 
 /// The safetensors bytes of the parameters, with the spec in the metadata.
 pub fn params_to_bytes(
@@ -40,6 +44,16 @@ pub fn params_to_bytes(
     meta.insert(
         SPEC_KEY.to_string(),
         serde_json::to_string(spec).expect("spec serialises"),
+    );
+    // The exact activation, by its name and as the PyTorch module that
+    // computes it, for whoever rebuilds the model from the file alone.
+    meta.insert(
+        ACTIVATION_KEY.to_string(),
+        spec.activation.exact_name().to_string(),
+    );
+    meta.insert(
+        TORCH_ACTIVATION_KEY.to_string(),
+        spec.activation.torch_module().to_string(),
     );
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());

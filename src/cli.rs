@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::spec::Activation;
 use crate::world::{BootstrapMode, BootstrapOptions};
 
+pub mod help;
 mod sync;
 pub use sync::SyncArgs;
 
@@ -28,7 +29,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = BootstrapMode::Auto)]
     pub bootstrap: BootstrapMode,
     /// Directory all ranks see, where rank 0 publishes what the others need
-    /// when MPI is not used (default: $RINGTRAIN_RENDEZVOUS).
+    /// when MPI is not used [default: $RINGTRAIN_RENDEZVOUS].
     #[arg(long, global = true, value_name = "DIR")]
     pub rendezvous: Option<PathBuf>,
     /// Seconds a rank waits for rank 0's rendezvous file.
@@ -110,7 +111,7 @@ pub struct PlotArgs {
     /// Image height in pixels.
     #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(240..=8000))]
     pub height: u32,
-    /// Title over the panels (default: the kind of plot and the file's name).
+    /// Title over the panels [default: the kind of plot and the file's name].
     #[arg(long)]
     pub title: Option<String>,
 }
@@ -125,6 +126,7 @@ pub enum DataCommand {
         /// File format: npy (train/x.npy, ...) or csv (train.csv, val.csv).
         #[arg(long, value_enum, default_value_t = DataFormat::Npy)]
         format: DataFormat,
+        /// Seed of the generated samples.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Training samples.
@@ -178,13 +180,31 @@ pub struct BenchAllreduceArgs {
     /// Check results (1) or not (0).
     #[arg(short = 'c', long = "check", default_value_t = 1)]
     pub check: u8,
+    /// All-reduce implementation: mpi, ring, nccl (GPU buffers), auto.
     #[arg(long, value_enum, default_value_t = crate::comm::CommKind::Auto)]
     pub comm: crate::comm::CommKind,
+    /// Element type on the wire: f32, or bf16 (ring; accumulates in f32).
     #[arg(long, value_enum, default_value_t = crate::comm::Wire::F32)]
     pub wire: crate::comm::Wire,
     /// Print JSON (one object) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON object to FILE (nccl-tests' -J; the table is
+    /// still printed).
+    #[arg(short = 'J', long = "output_file", value_name = "FILE")]
+    pub output_file: Option<std::path::PathBuf>,
+    /// The time reported: 0 rank 0's, 1 the average over ranks, 2 the
+    /// minimum, 3 the maximum (as nccl-tests).
+    #[arg(short = 'a', long = "average", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub average: u8,
+    /// nccl-tests' GPUs per thread: accepted; here every rank drives one
+    /// device (start more ranks instead), so any other value only prints a note.
+    #[arg(short = 'g', long = "ngpus", value_name = "N")]
+    pub ngpus: Option<u32>,
+    /// nccl-tests' threads per process: accepted; here one thread per
+    /// rank, so any other value only prints a note.
+    #[arg(short = 't', long = "nthreads", value_name = "N")]
+    pub nthreads: Option<u32>,
     /// Test-only: corrupt one element of the result on the last rank, so
     /// the check must report it.
     #[arg(long, hide = true)]
@@ -222,6 +242,7 @@ pub struct BenchTrainArgs {
     /// Timed steps (after the warm-up).
     #[arg(long, default_value_t = 50)]
     pub iters: u64,
+    /// Untimed steps first.
     #[arg(long, default_value_t = 5)]
     pub warmup: u64,
     /// Print one JSON object instead of the table.
@@ -248,10 +269,10 @@ pub struct BalanceArgs {
     /// steps). Any partition gives the global-batch mean gradient.
     #[arg(long, value_enum)]
     pub balance: Option<crate::config::BalanceMode>,
-    /// --balance static: one relative speed per rank, e.g. 1,1,2.
+    /// With --balance static: one relative speed per rank, e.g. 1,1,2.
     #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
     pub balance_weights: Option<Vec<f64>>,
-    /// --balance auto: re-plan every K steps.
+    /// With --balance auto: re-plan every K steps.
     #[arg(long, value_name = "K")]
     pub balance_every: Option<u64>,
 }
@@ -275,6 +296,7 @@ pub struct ModelArgs {
     /// Trunk layer widths, comma-separated (e.g. 256,256).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
+    /// Nonlinearity after each trunk layer.
     #[arg(long, value_enum)]
     pub activation: Option<Activation>,
     /// Compute threads per rank for the CPU GEMMs (ranks are the unit of
@@ -285,11 +307,12 @@ pub struct ModelArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// TOML config file (see docs/config.md); flags override it.
+    /// TOML config file (examples/train.toml lists every key with its
+    /// default); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Dataset directory (tasks.toml + .npy files, or + train.csv/val.csv);
-    /// default: embedded synthetic set.
+    /// Dataset directory: tasks.toml + .npy files, or + train.csv/val.csv
+    /// (docs/data-format.md) [default: the embedded synthetic set].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Read the next step's batch on a helper thread during the current
@@ -297,36 +320,51 @@ pub struct TrainArgs {
     /// the host has a core their GEMM threads leave free).
     #[arg(long, value_enum)]
     pub prefetch: Option<crate::config::Prefetch>,
+    /// Training steps (one global batch each).
     #[arg(long)]
     pub steps: Option<u64>,
     /// Samples per step over all ranks (split as evenly as possible).
     #[arg(long)]
     pub global_batch: Option<usize>,
+    /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Optimizer: sgd (with momentum) or adamw.
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    /// SGD momentum (0: plain SGD).
     #[arg(long)]
     pub momentum: Option<f32>,
+    /// Decoupled weight decay (AdamW), or L2 added to the gradient (SGD).
     #[arg(long)]
     pub weight_decay: Option<f32>,
+    /// Learning-rate schedule.
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
+    /// Warm-up steps of the cosine schedule [default: 5% of --steps].
     #[arg(long)]
     pub warmup_steps: Option<u64>,
+    /// Learning rate at the end of the cosine decay.
     #[arg(long)]
     pub min_lr: Option<f32>,
     /// Clip the global gradient norm (0 disables).
     #[arg(long)]
     pub clip_norm: Option<f32>,
+    /// Seed of the initial parameters and of the batch order.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Validate every N steps and at the end (0: only at the end).
     #[arg(long)]
     pub eval_every: Option<u64>,
-    /// Print a training line every N steps (plain output).
+    /// Print a training line every N steps, and at the first and last
+    /// step (0: only those two); with --progress lines.
     #[arg(long)]
     pub log_every: Option<u64>,
+    /// Progress on rank 0: bar (also under mpirun, whose ranks see no
+    /// terminal), lines (every --log-every steps), auto (the bar when rank
+    /// 0's stderr is a terminal).
+    #[arg(long, value_enum, default_value_t = crate::report::Progress::Auto)]
+    pub progress: crate::report::Progress,
     /// Write the final parameters here (safetensors, PyTorch names).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -378,10 +416,10 @@ pub struct CheckpointArgs {
     /// config) into DIR/step-NNNNNNNN/.
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
-    /// A checkpoint every N steps (default 0: only at the end and at --stop-after).
+    /// A checkpoint every N steps (0: only at the end and at --stop-after).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
-    /// Keep the newest K checkpoints (default 3).
+    /// Keep the newest K checkpoints.
     #[arg(long, value_name = "K")]
     pub keep: Option<usize>,
     /// Continue from a checkpoint: `auto` (the newest in --checkpoint-dir,
@@ -432,8 +470,7 @@ pub struct CommArgs {
     #[arg(long)]
     pub no_overlap: bool,
     /// Seconds a collective may take before the watchdog ends the job,
-    /// naming the step, the operation and the ranks missing (0: off;
-    /// default 300).
+    /// naming the step, the operation and the ranks missing (0: off).
     #[arg(long, value_name = "SECONDS")]
     pub comm_timeout: Option<f64>,
 }
@@ -565,27 +602,26 @@ pub fn set_gemm_threads_from_args() {
 pub struct TaskArgs {
     /// How the loss weights λ_t move: static (as given), uncertainty
     /// (learned log-variances), dwa (dynamic weight average), gradnorm
-    /// (learned weights balancing gradient norms) [default: static]
+    /// (learned weights balancing gradient norms)
     #[arg(long, value_enum)]
     pub task_weighting: Option<crate::config::TaskWeighting>,
     /// DWA: steps per loss window; the weights change once per window
-    /// [default: 50]
     #[arg(long, value_name = "W")]
     pub dwa_window: Option<u64>,
-    /// DWA: softmax temperature τ [default: 2]
+    /// DWA: softmax temperature τ
     #[arg(long, value_name = "T")]
     pub dwa_temperature: Option<f64>,
     /// GradNorm: asymmetry α, how hard tasks that train slower are pulled
-    /// up [default: 1.5]
+    /// up
     #[arg(long, value_name = "ALPHA")]
     pub gradnorm_alpha: Option<f64>,
     /// Every N steps: per-task gradient norms at the last shared layer,
     /// their pairwise cosines and λ_t, into --metrics-out (0: never)
-    /// [default: 0]
     #[arg(long, value_name = "N")]
     pub task_stats_every: Option<u64>,
     /// Learning rate of the learned task weights (uncertainty's s_t,
-    /// GradNorm's w_t), constant [default: the model's --lr schedule]
+    /// GradNorm's w_t), constant; without it the model's learning rate
+    /// at each step
     #[arg(long, value_name = "LR")]
     pub task_weight_lr: Option<f32>,
 }

@@ -14,6 +14,7 @@ pub mod sync;
 pub use sync::{SyncConfig, SyncMode};
 pub mod balance;
 pub use balance::BalanceMode;
+mod table_hint;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -318,7 +319,16 @@ impl TrainConfig {
     /// Defaults overlaid with a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| {
+            let e = e.to_string();
+            let hint = table_hint::wrong_table(&e).map(|h| format!("\n{h}"));
+            let e = if hint.is_some() { e.trim_end() } else { &e };
+            Error::Config(format!(
+                "{}: {e}{}",
+                path.display(),
+                hint.unwrap_or_default()
+            ))
+        })
     }
 
     /// Checks every value that does not depend on the data or the world.

@@ -1,8 +1,6 @@
 //! The `ringtrain` binary: every rank runs this same program.
 
-use clap::Parser;
-
-use ringtrain::cli::{BenchCommand, Cli, Command, DataCommand};
+use ringtrain::cli::{BenchCommand, Command, DataCommand};
 use ringtrain::comm::Communicator;
 use ringtrain::error::Error;
 use ringtrain::world::{self, World};
@@ -14,17 +12,26 @@ fn main() {
     // Parse before the world exists: `--bootstrap` decides whether MPI is
     // initialised at all. Every rank parses the same arguments, so all fail
     // alike; the one the launcher's environment calls rank 0 prints.
-    let cli = match Cli::try_parse() {
+    let cli = match ringtrain::cli::help::try_parse() {
         Ok(c) => c,
         Err(e) => {
             if world::process_is_env_root() {
                 let _ = e.print();
+                let args: Vec<String> = std::env::args().collect();
+                if let Some(tip) = ringtrain::cli::help::usage_hint(&args) {
+                    eprintln!("\n{tip}");
+                }
             }
             std::process::exit(e.exit_code());
         }
     };
-    // `plot` only reads a file and draws: no world, no MPI.
+    // `plot` only reads a file and draws: no world, no MPI. Started by a
+    // launcher on several ranks, the launcher's rank 0 alone draws (one
+    // PNG written once, one line printed).
     if let Command::Plot(a) = &cli.command {
+        if !world::process_is_env_root() {
+            std::process::exit(0);
+        }
         match app::plot::run(a) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
@@ -44,6 +51,16 @@ fn main() {
     };
     // GPU ranks run every collective over NCCL (with or without MPI);
     // everything else but `info` needs MPI when there is more than one rank.
+    if cli.wants_nccl(world.size) {
+        match app::check_gpu_before_nccl(&cli, &world) {
+            Ok(()) => {}
+            Err(Error::OtherRank(_)) => world.exit(2),
+            Err(e) => {
+                eprintln!("ringtrain: error: {e}");
+                world.exit(2)
+            }
+        }
+    }
     let comm: Box<dyn Communicator> = if cli.wants_nccl(world.size) {
         match ringtrain::comm::nccl::world_comm(&world) {
             Ok(c) => Box::new(c),

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
@@ -14,9 +14,14 @@ use crate::tasks::TaskSpec;
 use crate::train::StepReport;
 use crate::train::balance::{Balancer, Replan};
 
+mod bar;
+pub use bar::Progress;
+
 pub struct Reporter {
     root: bool,
     bar: Option<ProgressBar>,
+    /// Draw a bar (made at the first step, see `bar`).
+    wants_bar: bool,
     metrics: Option<(BufWriter<File>, std::path::PathBuf)>,
     tasks: Vec<TaskSpec>,
     steps: u64,
@@ -45,25 +50,14 @@ impl Reporter {
             )),
             _ => None,
         };
-        let bar = (root && terminal_bar_anywhere).then(|| {
-            let b = ProgressBar::new(steps);
-            b.set_position(resumed_at.unwrap_or(0));
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {pos:>6}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b
-        });
         Ok(Reporter {
             root,
-            bar,
+            bar: None,
+            wants_bar: root && terminal_bar_anywhere,
             metrics,
             tasks: tasks.to_vec(),
             steps,
-            log_every: log_every.max(1),
+            log_every,
             global_batch,
             start: std::time::Instant::now(),
         })
@@ -112,14 +106,20 @@ impl Reporter {
             r.grad_norm,
             sps
         );
+        // The bar's text carries the step count: every frame shows one step.
+        let counted = format!("step {:>6}/{} | {summary}", r.step + 1, self.steps);
         match &self.bar {
+            _ if self.wants_bar && self.bar.is_none() => {
+                self.bar = Some(bar::new_bar(self.steps, r.step + 1, counted));
+            }
             Some(b) => {
+                b.set_message(counted);
                 b.set_position(r.step + 1);
-                b.set_message(summary);
             }
             None => {
                 let n = r.step + 1;
-                if n % self.log_every == 0 || n == 1 || n == self.steps {
+                let every = self.log_every > 0 && n % self.log_every == 0;
+                if every || n == 1 || n == self.steps {
                     say(&format!("step {n:>6}/{} | {summary}", self.steps));
                 }
             }

@@ -9,7 +9,10 @@ use crate::tasks::{TaskColumns, TaskSpec};
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Relu,
-    /// GELU, tanh approximation (PyTorch `GELU(approximate="tanh")`).
+    /// GELU, tanh approximation (PyTorch `GELU(approximate="tanh")`);
+    /// `gelu_tanh` in files (spec metadata, config), `gelu` also read.
+    #[serde(rename = "gelu_tanh", alias = "gelu")]
+    #[value(alias = "gelu_tanh")]
     Gelu,
     Tanh,
 }
@@ -20,6 +23,13 @@ impl Activation {
             Activation::Relu => "relu",
             Activation::Gelu => "gelu",
             Activation::Tanh => "tanh",
+        }
+    }
+    /// The exact function, as files name it (`gelu_tanh`: not erf GELU).
+    pub fn exact_name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu_tanh",
+            a => a.name(),
         }
     }
     /// The matching PyTorch module, for the spec stored beside saved weights.

@@ -361,6 +361,72 @@ fn config_file_with_unknown_key() {
 }
 
 #[test]
+fn config_key_in_the_wrong_table_names_the_right_one() {
+    let tmp = common::tempdir("bad-config-table");
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, "[train]\nsteps = 2\nlr = 0.1\n").expect("write config");
+    expect_user_error(
+        "config-table",
+        &["train", "--config", s(&cfg)],
+        Msg::Ringtrain,
+        "`lr` belongs in [optim]",
+    );
+}
+
+#[test]
+fn data_that_is_no_dataset_directory_points_to_the_format_and_synth() {
+    let tmp = common::tempdir("bad-data-dir");
+    let dir = tmp.path();
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    for (name, path, what) in [
+        ("data-missing", dir.join("nosuchdir"), "no such directory"),
+        ("data-no-tasks", empty, "no tasks.toml in it"),
+    ] {
+        let run = expect_user_error(
+            name,
+            &["train", "--steps", "2", "--data", s(&path)],
+            Msg::Ringtrain,
+            &format!("--data {}: {what}", path.display()),
+        );
+        for pointer in ["docs/data-format.md", "ringtrain data synth --out DIR"] {
+            assert!(run.stderr.contains(pointer), "{name}: {}", run.stderr);
+        }
+    }
+}
+
+#[test]
+fn np_given_to_ringtrain_hints_at_mpirun() {
+    let run = expect_user_error(
+        "np",
+        &["-np", "2", "train"],
+        Msg::Clap,
+        "tip: ranks are started by a launcher",
+    );
+    assert!(
+        run.stderr.contains("mpirun -np 4 ringtrain train"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn device_cuda_on_two_ranks_without_a_gpu_says_so_not_nccl() {
+    // The message of one rank (tests/device.rs), once, whatever the
+    // machine has: RINGTRAIN_NO_GPU makes every rank GPU-less.
+    let _one = serial();
+    let args = ["train", "--device", "cuda", "--steps", "2"];
+    let run = common::mpirun_env(RANKS, &args, &[("RINGTRAIN_NO_GPU", "1")]);
+    let ctx = format!("--- stdout\n{}\n--- stderr\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(2), "{ctx}");
+    let want =
+        "ringtrain: error: GPU: --device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)";
+    assert_eq!(run.stderr.matches(want).count(), 1, "{ctx}");
+    assert_eq!(run.stderr.matches("ringtrain: error").count(), 1, "{ctx}");
+    assert!(!run.stderr.contains("NCCL"), "{ctx}");
+}
+
+#[test]
 fn missing_config_file() {
     let tmp = common::tempdir("bad-config-missing");
     let dir = tmp.path();

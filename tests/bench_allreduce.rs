@@ -58,10 +58,10 @@ fn table_has_the_nccl_tests_columns_and_footer() {
         .unwrap_or_else(|| panic!("no column header\n{c}"));
     let names: Vec<&str> = header.trim_start_matches('#').split_whitespace().collect();
     assert_eq!(
-        &names[..12],
+        &names[..13],
         [
-            "size", "count", "type", "redop", "time", "algbw", "busbw", "#wrong", "time", "algbw",
-            "busbw", "#wrong"
+            "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
+            "algbw", "busbw", "#wrong"
         ],
         "{c}"
     );
@@ -83,13 +83,15 @@ fn table_has_the_nccl_tests_columns_and_footer() {
             r[0].parse::<usize>().unwrap()
         );
         assert_eq!((r[2].as_str(), r[3].as_str()), ("float", "sum"), "{c}");
-        for i in [4, 5, 6, 8, 9, 10] {
+        // nccl-tests' positions: root -1 (all-reduce), busbw 7 and 11.
+        assert_eq!(r[4], "-1", "{c}");
+        for i in [5, 6, 7, 9, 10, 11] {
             let v: f64 = r[i].parse().unwrap_or_else(|_| panic!("column {i}\n{c}"));
             assert!(v.is_finite() && v >= 0.0, "{c}");
         }
         // busbw = algbw · 2(n−1)/n = algbw at 2 ranks.
-        assert_eq!(r[5], r[6], "{c}");
-        assert_eq!((r[7].as_str(), r[11].as_str()), ("0", "0"), "{c}");
+        assert_eq!(r[6], r[7], "{c}");
+        assert_eq!((r[8].as_str(), r[12].as_str()), ("0", "0"), "{c}");
     }
     assert!(out.contains("# Out of bounds values : 0 OK"), "{c}");
     assert!(out.contains("# Avg bus bandwidth    : "), "{c}");
@@ -145,7 +147,7 @@ fn no_check_prints_not_available() {
     run.ok();
     let rows = rows(&run.stdout);
     assert_eq!(rows.len(), 1, "{}", ctx(&run));
-    assert_eq!((rows[0][7].as_str(), rows[0][11].as_str()), ("N/A", "N/A"));
+    assert_eq!((rows[0][8].as_str(), rows[0][12].as_str()), ("N/A", "N/A"));
 }
 
 /// `--corrupt` changes one element on the last rank: each placement of
@@ -167,7 +169,7 @@ fn a_wrong_element_is_reported_and_fails_the_run() {
         let rows = rows(&run.stdout);
         assert_eq!(rows.len(), 3, "{c}");
         for r in &rows {
-            assert_eq!((r[7].as_str(), r[11].as_str()), ("1", "1"), "{c}");
+            assert_eq!((r[8].as_str(), r[12].as_str()), ("1", "1"), "{c}");
         }
         assert!(
             run.stdout.contains("# Out of bounds values : 6 FAILED"),
@@ -252,6 +254,48 @@ fn mpi_in_place_is_exact() {
     let rows = rows(&run.stdout);
     assert_eq!(rows.len(), 6, "{c}");
     for r in &rows {
-        assert_eq!((r[7].as_str(), r[11].as_str()), ("0", "0"), "{c}");
+        assert_eq!((r[8].as_str(), r[12].as_str()), ("0", "0"), "{c}");
     }
+}
+
+#[test]
+fn nccl_tests_flags_a_g_t_and_j() {
+    let tmp = common::tempdir("bench-ar-flags");
+    let file = tmp.path().join("out.json");
+    // -a: every nccl-tests code runs and the header says which time it is;
+    // 1 (the mean over ranks) is the default, as in nccl-tests.
+    for (a, says) in [
+        (None, "the mean over ranks (-a 1)"),
+        (Some("0"), "rank 0's (-a 0)"),
+        (Some("2"), "the minimum over ranks (-a 2)"),
+        (Some("3"), "the maximum over ranks (-a 3)"),
+    ] {
+        let mut args = vec!["-b", "1K", "-e", "2K", "-n", "2", "-w", "1"];
+        if let Some(a) = a {
+            args.extend(["-a", a]);
+        }
+        let run = bench(2, &args);
+        run.ok();
+        assert!(run.stdout.contains(says), "{}", ctx(&run));
+        assert_eq!(rows(&run.stdout).len(), 2, "{}", ctx(&run));
+    }
+    // -g and -t are accepted with a note; -J writes the JSON to a file
+    // and the table is still printed.
+    let f = file.to_str().unwrap();
+    let args = [
+        "-b", "1K", "-e", "1K", "-n", "2", "-g", "2", "-t", "4", "-J", f,
+    ];
+    let run = bench(2, &args);
+    run.ok();
+    let c = ctx(&run);
+    assert_eq!(run.stderr.matches("note: -g 2 ignored").count(), 1, "{c}");
+    assert_eq!(run.stderr.matches("note: -t 4 ignored").count(), 1, "{c}");
+    assert_eq!(rows(&run.stdout).len(), 1, "{c}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["rows"][0]["root"], -1, "{v}");
+    assert_eq!(v["average"], 1, "{v}");
+    // -a out of nccl-tests' range is a usage error.
+    let run = bench(2, &["-a", "4"]);
+    assert_eq!(run.code, Some(2), "{}", ctx(&run));
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{mpirun_command, run_with_timeout};
 
-/// Complete checkpoints (`step-N/COMPLETE`) and other entries of `dir`.
+/// Complete checkpoints (`step-N/COMPLETE`) and other entries of `dir`
+/// (but the lock file and the FINISHED marker, see docs/files.md).
 fn contents(dir: &Path) -> (Vec<String>, Vec<String>) {
     let mut complete = vec![];
     let mut other = vec![];
@@ -19,7 +20,7 @@ fn contents(dir: &Path) -> (Vec<String>, Vec<String>) {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("step-") && e.path().join("COMPLETE").is_file() {
             complete.push(name);
-        } else if name != ".lock" {
+        } else if name != ".lock" && name != "FINISHED" {
             other.push(name);
         }
     }

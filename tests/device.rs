@@ -105,17 +105,25 @@ fn info_reports_the_gpu_probe() {
     );
 }
 
-/// Two ranks: every rank exits 2, one message is printed; with `--comm
-/// ring` the device choice says it, with the default (NCCL on several GPU
-/// ranks) NCCL's set-up does, before any GPU work.
+/// Two ranks: every rank exits 2, one message is printed, the one rank
+/// gives: with `--comm ring` the device choice says it, with the default
+/// (NCCL on several GPU ranks) and `--comm nccl` the GPU is checked before
+/// NCCL's set-up, so the message is the same (no usable GPU, and why).
 #[cfg(feature = "mpi")]
 #[test]
 fn device_cuda_without_a_gpu_ends_all_ranks_with_one_message() {
     for (comm, fragment) in [
-        ("ring", "--device cuda: no usable GPU"),
+        (
+            "ring",
+            "--device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)",
+        ),
         (
             "auto",
-            "NCCL (--comm nccl, and --comm auto on several GPU ranks) needs a GPU",
+            "--device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)",
+        ),
+        (
+            "nccl",
+            "--device cuda: no usable GPU on rank 0 (RINGTRAIN_NO_GPU is set)",
         ),
     ] {
         let mut cmd = Command::new("mpirun");

@@ -173,6 +173,11 @@ fn slurm_script_mpirun_path_runs_outside_slurm() {
 
 /// A command that fails `fails` times, then succeeds; it logs its
 /// arguments, one line per attempt.
+/// What ringtrain does at the end of a finished run: `FINISHED` in the
+/// `--checkpoint-dir` (resume-loop.sh calls exit 0 without it "stopped").
+const FAKE_FINISHED: &str = "while [ $# -gt 0 ]; do \
+     if [ \"$1\" = --checkpoint-dir ]; then touch \"$2/FINISHED\"; fi; shift; done\n";
+
 fn fake_command(dir: &Path, fails: u32, code: u32) -> PathBuf {
     let path = dir.join("fake.sh");
     let text = format!(
@@ -180,9 +185,11 @@ fn fake_command(dir: &Path, fails: u32, code: u32) -> PathBuf {
          state={state}\n\
          n=$(cat \"$state\" 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" >\"$state\"\n\
          echo \"$*\" >>{log}\n\
-         [ \"$n\" -gt {fails} ] || exit {code}\n",
+         [ \"$n\" -gt {fails} ] || exit {code}\n\
+         {finished}",
         state = dir.join("count").display(),
         log = dir.join("log").display(),
+        finished = FAKE_FINISHED,
     );
     std::fs::write(&path, text).expect("write fake command");
     path
@@ -331,7 +338,8 @@ fn slurm_script_srun_paths_with_a_fake_srun() {
         &srun,
         format!(
             "#!/usr/bin/env bash\n\
-             echo \"args: $* | run id: ${{RINGTRAIN_RUN_ID:-}} | rendezvous: ${{RINGTRAIN_RENDEZVOUS:-}}\" >>{}\n",
+             echo \"args: $* | run id: ${{RINGTRAIN_RUN_ID:-}} | rendezvous: ${{RINGTRAIN_RENDEZVOUS:-}}\" >>{}\n\
+             {FAKE_FINISHED}",
             log.display()
         ),
     )

@@ -96,7 +96,13 @@ fn saved_parameters_use_pytorch_names_shapes_and_carry_the_spec() {
     let spec: serde_json::Value =
         serde_json::from_str(h["__metadata__"]["ringtrain.spec"].as_str().unwrap()).unwrap();
     assert_eq!(spec["hidden"], serde_json::json!([24, 12]));
-    assert_eq!(spec["activation"], "gelu");
+    // GELU's exact form (tanh), also on its own and as the PyTorch module.
+    assert_eq!(spec["activation"], "gelu_tanh");
+    assert_eq!(h["__metadata__"]["ringtrain.activation"], "gelu_tanh");
+    assert_eq!(
+        h["__metadata__"]["ringtrain.torch_activation"],
+        "nn.GELU(approximate='tanh')"
+    );
     assert_eq!(spec["tasks"][0]["kind"], "classify");
     assert_eq!(spec["tasks"][0]["classes"], 4);
     assert_eq!(spec["tasks"][1]["dim"], 2);
@@ -235,11 +241,12 @@ fn another_framework_rebuilds_the_model_from_the_file_alone() {
     );
     let py = String::from_utf8_lossy(&out.stdout);
     let eval = r.stdout.lines().rfind(|l| l.starts_with("eval")).unwrap();
-    for line in py.lines() {
+    assert!(py.contains("activation gelu_tanh\n"), "{py}");
+    for line in py.lines().filter(|l| !l.starts_with("activation ")) {
         let mut w = line.split_whitespace();
         let (task, acc) = (w.next().unwrap(), w.nth(1).unwrap().parse::<f64>().unwrap());
         let ours = format!("{task} acc {acc:.4}");
         assert!(eval.contains(&ours), "numpy: {line}; ringtrain: {eval}");
     }
-    assert_eq!(py.lines().count(), 2, "{py}");
+    assert_eq!(py.lines().count(), 3, "{py}");
 }

@@ -51,6 +51,50 @@ fn check_png(path: &Path, size: (u32, u32), colours: &[[u8; 3]]) {
     }
 }
 
+/// A box of pixels: (left, top, right, bottom), inclusive.
+type Bbox = (u32, u32, u32, u32);
+
+fn bbox_of(w: u32, px: &[[u8; 3]], keep: impl Fn(u32, u32, [u8; 3]) -> bool) -> Option<Bbox> {
+    let mut b: Option<Bbox> = None;
+    for (i, p) in px.iter().enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        if keep(x, y, *p) {
+            b = Some(match b {
+                None => (x, y, x, y),
+                Some((l, t, r, bo)) => (l.min(x), t.min(y), r.max(x), bo.max(y)),
+            });
+        }
+    }
+    b
+}
+
+fn inside(b: Bbox, x: u32, y: u32) -> bool {
+    (b.0..=b.2).contains(&x) && (b.1..=b.3).contains(&y)
+}
+
+/// The legend box (its frame's colour is drawn nowhere else) must not
+/// overlap the bounding box of the plotted series' pixels (the series'
+/// colours outside the legend box). Returns both boxes.
+fn legend_clear_of_points(path: &Path, colours: &[[u8; 3]]) -> (Bbox, Bbox) {
+    let (w, _, px) = decode(path);
+    let b = ringtrain::plot::draw::LEGEND_BORDER;
+    let legend = bbox_of(w, &px, |_, _, p| p == [b.0, b.1, b.2]).expect("a legend box");
+    let points = bbox_of(w, &px, |x, y, p| {
+        colours.contains(&p) && !inside(legend, x, y)
+    })
+    .expect("plotted points");
+    let overlap = legend.0 <= points.2
+        && points.0 <= legend.2
+        && legend.1 <= points.3
+        && points.1 <= legend.3;
+    assert!(
+        !overlap,
+        "{}: legend box {legend:?} overlaps the points' bounding box {points:?}",
+        path.display()
+    );
+    (legend, points)
+}
+
 fn rgb(i: usize) -> [u8; 3] {
     let c = color(i);
     [c.0, c.1, c.2]
@@ -84,6 +128,21 @@ fn training_curves_of_a_real_run() {
     // Total loss in black, the three tasks (flag, shape, size) in the
     // first three palette colours.
     check_png(&out, (1200, 800), &[[0, 0, 0], rgb(0), rgb(1), rgb(2)]);
+    legend_clear_of_points(&out, &[rgb(0), rgb(1), rgb(2)]);
+    // Still laid out at 800x500, legend clear of the data.
+    let mid = dir.join("mid.png");
+    plot(&[
+        s(&metrics),
+        "-o",
+        s(&mid),
+        "--width",
+        "800",
+        "--height",
+        "500",
+    ])
+    .ok();
+    check_png(&mid, (800, 500), &[[0, 0, 0], rgb(0), rgb(1), rgb(2)]);
+    legend_clear_of_points(&mid, &[rgb(0), rgb(1), rgb(2)]);
 
     let small = dir.join("small.png");
     plot(&[
@@ -157,6 +216,19 @@ fn busbw_of_bench_allreduce_json() {
     r.ok();
     assert!(r.stdout.contains("all-reduce"), "{}", r.stdout);
     check_png(&out, (900, 600), &[rgb(0), rgb(1), rgb(2)]);
+    legend_clear_of_points(&out, &[rgb(0), rgb(1), rgb(2)]);
+    let mid = dir.join("busbw-800.png");
+    plot(&[
+        s(&input),
+        "-o",
+        s(&mid),
+        "--width",
+        "800",
+        "--height",
+        "500",
+    ])
+    .ok();
+    legend_clear_of_points(&mid, &[rgb(0), rgb(1), rgb(2)]);
 }
 
 #[test]
@@ -236,4 +308,24 @@ fn bad_input_exits_2_and_keeps_the_old_output() {
         !names.iter().any(|n| n.to_string_lossy().contains(".tmp")),
         "{names:?}"
     );
+}
+
+/// Under mpirun, the launcher's rank 0 alone draws: one line, one PNG.
+#[cfg(feature = "mpi")]
+#[test]
+fn plot_under_mpirun_draws_once() {
+    let tmp = tempdir("plot-mpirun");
+    let dir = tmp.path();
+    let input = dir.join("m.jsonl");
+    std::fs::write(
+        &input,
+        "{\"type\":\"train\",\"step\":1,\"loss\":1.0,\"losses\":{\"a\":1.0}}\n\
+         {\"type\":\"eval\",\"step\":1,\"tasks\":{\"a\":{\"loss\":0.5,\"accuracy\":0.7}}}\n",
+    )
+    .unwrap();
+    let out = dir.join("m.png");
+    let r = common::mpirun(3, &["plot", s(&input), "-o", s(&out)]);
+    r.ok();
+    assert_eq!(r.stdout.matches("wrote ").count(), 1, "{}", r.stdout);
+    check_png(&out, (1200, 800), &[[0, 0, 0], rgb(0)]);
 }

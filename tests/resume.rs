@@ -142,8 +142,9 @@ fn checkpoints_are_kept_and_readable_as_the_saved_model() {
         .filter(|n| n != ".lock") // the run's lock file (see docs/files.md)
         .collect();
     names.sort();
-    // Every 3 steps and at the end (16); the newest two stay.
-    assert_eq!(names, ["step-00000015", "step-00000016"]);
+    // Every 3 steps and at the end (16); the newest two stay; the run
+    // reached its last step (FINISHED, for launch/resume-loop.sh).
+    assert_eq!(names, ["FINISHED", "step-00000015", "step-00000016"]);
     let last = ck.join("step-00000016");
     for f in [
         "model.safetensors",
@@ -371,4 +372,135 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_exactly() {
     r.ok();
     assert!(r.stdout.contains("at step 8/16"), "{}", r.stdout);
     assert_eq!(bits(&read_params(&out)), bits(&full));
+}
+
+/// Copies the checkpoint directory `from` to `to` (files only, one level).
+fn copy_checkpoint(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn resume_auto_falls_back_past_a_damaged_newest_checkpoint() {
+    // Checkpoints at steps 4 and 8; then step 8's parameters are damaged,
+    // as a crash during preemption leaves them. `--resume auto` warns,
+    // names it, and continues from step 4: bit for bit what resuming from
+    // step 4 by hand gives.
+    let tmp = tempdir("resume-fallback");
+    let dir = tmp.path();
+    let ck = dir.join("ck");
+    let a = base(&[
+        "--checkpoint-dir",
+        s(&ck),
+        "--checkpoint-every",
+        "4",
+        "--stop-after",
+        "8",
+    ]);
+    mpirun(2, &a).ok();
+    assert!(
+        !ck.join("FINISHED").exists(),
+        "a stopped run is not finished"
+    );
+    let older = dir.join("by-hand").join("step-00000004");
+    copy_checkpoint(&ck.join("step-00000004"), &older);
+    let model = ck.join("step-00000008").join("model.safetensors");
+    let good = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &good[..good.len() - 64]).unwrap();
+
+    let auto_out = dir.join("auto.safetensors");
+    let r = mpirun(
+        2,
+        &base(&[
+            "--checkpoint-dir",
+            s(&ck),
+            "--resume",
+            "auto",
+            "--save",
+            s(&auto_out),
+        ]),
+    );
+    r.ok();
+    let warning = "warning: skipping damaged checkpoint";
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("step-00000008 (model.safetensors does not match"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("resuming from"), "{}", r.stderr);
+    assert!(r.stdout.contains("at step 4/16"), "{}", r.stdout);
+    assert!(
+        ck.join("FINISHED").is_file(),
+        "a finished run leaves FINISHED"
+    );
+
+    let hand_out = dir.join("by-hand.safetensors");
+    let r = mpirun(2, &base(&["--resume", s(&older), "--save", s(&hand_out)]));
+    r.ok();
+    assert_eq!(bits(&read_params(&auto_out)), bits(&read_params(&hand_out)));
+}
+
+#[test]
+fn resume_auto_with_every_checkpoint_damaged_is_refused() {
+    let tmp = tempdir("resume-all-damaged");
+    let dir = tmp.path();
+    let ck = dir.join("ck");
+    let a = base(&[
+        "--checkpoint-dir",
+        s(&ck),
+        "--checkpoint-every",
+        "3",
+        "--stop-after",
+        "6",
+    ]);
+    mpirun(2, &a).ok();
+    for step in ["step-00000003", "step-00000006"] {
+        std::fs::write(ck.join(step).join("optim.safetensors"), b"").unwrap();
+    }
+    expect_refused(
+        &ck,
+        &[],
+        "the 1 older checkpoint(s) here do not verify either",
+    );
+}
+
+#[test]
+fn resume_loop_does_not_call_a_stopped_run_done() {
+    // COMMAND stops early (--stop-after) and exits 0: not FINISHED, so the
+    // loop resumes; the second attempt is refused (already at that step),
+    // which ends the loop with status 2, never "done".
+    let tmp = tempdir("resume-loop-stop");
+    let dir = tmp.path();
+    let ck = dir.join("ck");
+    let bin = common::bin();
+    let mut cmd = Command::new("bash");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launch/resume-loop.sh"
+    ))
+    .args([
+        "--checkpoint-dir",
+        s(&ck),
+        "--delay",
+        "0",
+        "--max-attempts",
+        "3",
+    ])
+    .args(["--", "mpirun", "--allow-run-as-root", "--oversubscribe"])
+    .args(["-np", "2", "--mca", "mpi_yield_when_idle", "1"])
+    .arg(&bin)
+    .args(base(&["--stop-after", "6"]));
+    let r = run_with_timeout(cmd, Duration::from_secs(240));
+    assert_eq!(r.code, Some(2), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("stopped before the last step"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("done after"), "{}", r.stderr);
 }

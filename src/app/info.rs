@@ -85,7 +85,9 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
         );
     }
     if world.is_root() {
-        println!("backends: cpu (f32, reference), cuda (f32; --device cuda|auto)");
+        println!(
+            "backends: cpu (f32, reference), cuda (f32, bf16 with --precision bf16; --device cuda|auto)"
+        );
         // This rank's view of the GPUs (rank 0's node).
         for line in crate::backend::cuda::probe::describe() {
             println!("{line}");

@@ -19,6 +19,9 @@ use crate::spec::ModelSpec;
 /// The dataset a config names: a directory (CSV files when it holds a
 /// `train.csv`, else .npy files), or the embedded synthetic set.
 pub fn open_dataset(cfg: &TrainConfig) -> Result<Box<dyn Dataset>> {
+    if let Some(dir) = &cfg.data.path {
+        check_data_dir(dir)?;
+    }
     Ok(match &cfg.data.path {
         Some(dir) if is_csv_dir(dir) => Box::new(CsvDataset::open(dir)?),
         Some(dir) => Box::new(DirDataset::open(dir)?),
@@ -64,4 +67,53 @@ pub fn check_cpu_comm(cfg: &TrainConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What a dataset directory is and how to get one, for `--data` errors.
+const DATA_HELP: &str = "a dataset directory holds tasks.toml with train/ and val/ .npy \
+     files, or with train.csv and val.csv (docs/data-format.md); `ringtrain data synth --out DIR` \
+     writes an example one";
+
+/// `--data DIR` names a directory with a tasks.toml, or the error says
+/// which flag, what is missing, and where to read about the format.
+pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+    let what = match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory",
+        Err(e) => return Err(Error::io(dir, e)),
+        Ok(m) if !m.is_dir() => "not a directory",
+        Ok(_) if !dir.join("tasks.toml").exists() => "no tasks.toml in it",
+        Ok(_) => return Ok(()),
+    };
+    Err(Error::config(format!(
+        "--data {}: {what}; {DATA_HELP}",
+        dir.display()
+    )))
+}
+
+/// `--device cuda` on several ranks runs every collective over NCCL, which
+/// is set up before the backend: check the GPU first, so that a rank
+/// without one gives the message one rank gives (no usable GPU, and why),
+/// not NCCL's. Agreed over MPI when it is up (one message); without MPI the
+/// NCCL set-up reports as before.
+pub fn check_gpu_before_nccl(cli: &crate::cli::Cli, world: &crate::world::World) -> Result<()> {
+    use crate::backend::cuda::probe::{Probe, probe};
+    use crate::backend::device::Device;
+    use crate::cli::{BenchCommand, Command};
+    let device = match &cli.command {
+        Command::Train(a) => a.device,
+        Command::Bench(BenchCommand::Train(a)) => a.device,
+        _ => return Ok(()),
+    };
+    if device != Device::Cuda || !crate::world::mpi_is_up() {
+        return Ok(());
+    }
+    let ctl = crate::comm::control(world);
+    let mine = match probe() {
+        Probe::Usable { .. } => Ok(()),
+        Probe::Unusable(why) => Err(Error::Gpu(format!(
+            "--device cuda: no usable GPU on rank {} ({why})",
+            world.rank
+        ))),
+    };
+    crate::comm::agree(&*ctl, mine)
 }

@@ -2,7 +2,7 @@
 //! work), the loop, evaluation and the saved parameters.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::app::{model_spec, open_dataset, preflight};
 use crate::backend::Backend;
@@ -83,6 +83,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let first_step = resumed.as_ref().map_or(0, |r| r.state.step);
     // Rank 0 draws a progress bar on a terminal; every rank must know.
     let root_has_terminal = comm.all_gather_u64(std::io::stderr().is_terminal() as u64)?[0] == 1;
+    let bar = args.progress.bar(root_has_terminal);
     let rep = agree(
         comm,
         Reporter::new(
@@ -92,7 +93,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             cfg.train.log_every,
             cfg.train.global_batch,
             cfg.train.metrics_out.as_deref(),
-            root_has_terminal,
+            bar,
             resumed.as_ref().map(|_| first_step),
         ),
     )?;
@@ -243,6 +244,10 @@ fn train_loop<B: Backend>(
         rep.line(&format!("wrote timeline to {}", path.display()));
     }
     if last < steps {
+        // Not finished (any marker is a finished run's this one continued).
+        if let (Some(dir), true) = (&cfg.checkpoint.dir, world.is_root()) {
+            let _ = std::fs::remove_file(dir.join(FINISHED));
+        }
         rep.line(&format!(
             "stopped after step {last}/{steps} (--stop-after); continue with --resume auto"
         ));
@@ -257,7 +262,22 @@ fn train_loop<B: Backend>(
         }
         _ => Ok(()),
     };
-    agree(comm, saved)
+    agree(comm, saved)?;
+    let marked = match (&cfg.checkpoint.dir, world.is_root()) {
+        (Some(dir), true) => mark_finished(dir, steps),
+        _ => Ok(()),
+    };
+    agree(comm, marked)
+}
+
+/// The file in `--checkpoint-dir` that says the run reached its last step
+/// (a run stopped by `--stop-after` or a signal has none), for
+/// launch/resume-loop.sh and other scripts; see docs/files.md.
+pub const FINISHED: &str = "FINISHED";
+
+fn mark_finished(dir: &Path, steps: u64) -> Result<()> {
+    let text = format!("finished: step {steps}/{steps}\n");
+    crate::fsutil::write_atomic(&dir.join(FINISHED), text.as_bytes())
 }
 
 /// The `--save` metadata of the task weights: the method and the final
@@ -431,16 +451,46 @@ fn find_checkpoint(
             None => return Ok(None),
         },
         (None, None) => return Ok(None),
-        (Some("auto"), Some(dir)) => match training::latest(dir)? {
-            Some(p) => p,
-            None => return Ok(None),
-        },
+        (Some("auto"), Some(dir)) => {
+            match training::load_newest(dir, spec, layout, cfg.optim.optimizer)? {
+                Some((path, loaded, damaged)) => {
+                    warn_damaged(&damaged, &path);
+                    return resumable(cfg, path, loaded);
+                }
+                None => return Ok(None),
+            }
+        }
         (Some("auto"), None) => {
             return Err(Error::config("--resume auto needs --checkpoint-dir"));
         }
         (Some(p), _) => PathBuf::from(p),
     };
     let loaded = training::load(&path, spec, layout, cfg.optim.optimizer)?;
+    resumable(cfg, path, loaded)
+}
+
+/// `--resume auto` passed over damaged checkpoints: say which, and why.
+fn warn_damaged(damaged: &[training::Damaged], used: &Path) {
+    for d in damaged {
+        eprintln!(
+            "ringtrain: warning: skipping damaged checkpoint {} ({}); resuming from {} instead",
+            d.path.display(),
+            match &d.error {
+                Error::Checkpoint { msg, .. } => msg.clone(),
+                e => e.to_string(),
+            },
+            used.display()
+        );
+    }
+}
+
+/// A loaded checkpoint this run may continue from.
+fn resumable(
+    cfg: &TrainConfig,
+    path: PathBuf,
+    loaded: training::Loaded,
+) -> Result<Option<Resumed>> {
+    let ck = &cfg.checkpoint;
     training::check_same_trajectory(&loaded.config, cfg)
         .map_err(|m| Error::checkpoint(&path, m))?;
     let step = loaded.state.step;

@@ -42,6 +42,9 @@ use crate::fsutil::write_atomic;
 use crate::model::layout::ParamLayout;
 use crate::spec::ModelSpec;
 
+mod select;
+pub use select::{Damaged, load_newest};
+
 pub const COMPLETE: &str = "COMPLETE";
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
@@ -440,6 +443,13 @@ pub fn load(
     layout: &ParamLayout,
     opt: OptimizerKind,
 ) -> Result<Loaded> {
+    let (m, files) = read_verified(path)?;
+    interpret(path, m, files, spec, layout, opt)
+}
+
+/// The files of the checkpoint at `path`, every checksum verified: an
+/// error here means the checkpoint is damaged (or not one at all).
+fn read_verified(path: &Path) -> Result<(Manifest, BTreeMap<&'static str, Vec<u8>>)> {
     let bad = |m: String| Error::checkpoint(path, m);
     if !path.is_dir() {
         return Err(bad("no such checkpoint directory".into()));
@@ -485,6 +495,19 @@ pub fn load(
         }
         files.insert(name, bytes);
     }
+    Ok((m, files))
+}
+
+/// A verified checkpoint's contents for this model and optimizer.
+fn interpret(
+    path: &Path,
+    m: Manifest,
+    files: BTreeMap<&'static str, Vec<u8>>,
+    spec: &ModelSpec,
+    layout: &ParamLayout,
+    opt: OptimizerKind,
+) -> Result<Loaded> {
+    let bad = |m: String| Error::checkpoint(path, m);
     if m.config.optim.optimizer != opt {
         return Err(bad(format!(
             "holds {:?} optimizer state; this run uses {opt:?}",

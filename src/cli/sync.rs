@@ -15,10 +15,10 @@ pub struct SyncArgs {
     /// H: steps per rank between two outer updates (--sync local).
     #[arg(long, value_name = "H")]
     pub local_steps: Option<u64>,
-    /// α: outer learning rate (default 1: plain model averaging).
+    /// α: outer learning rate (1: plain model averaging).
     #[arg(long, value_name = "ALPHA")]
     pub outer_lr: Option<f32>,
-    /// μ: outer momentum, Nesterov when > 0 (default 0).
+    /// μ: outer momentum, Nesterov when > 0.
     #[arg(long, value_name = "MU")]
     pub outer_momentum: Option<f32>,
     /// Element type of the parameter all-reduce: f32, or bf16 (ring).

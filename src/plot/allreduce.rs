@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{Figure, Legend, Panel, Record, Scale, Series, color};
+use super::{Figure, Panel, Record, Scale, Series, color};
 
 pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Figure, String> {
     let mut series = vec![];
@@ -75,7 +75,7 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
             y_label: "busbw (GB/s)".into(),
             x_scale: Scale::Log2Bytes,
             y_scale: Scale::Linear,
-            legend: Legend::UpperLeft,
+            x_range: None,
             series,
         }],
     })

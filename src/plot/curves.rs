@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use super::{Figure, Legend, Panel, Record, Scale, Series, color};
+use super::{Figure, Panel, Record, Scale, Series, color};
 
 pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Figure, String> {
     let mut panels: Vec<Panel> = vec![];
@@ -52,7 +52,7 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
                         y_label: key.clone(),
                         x_scale: Scale::Linear,
                         y_scale: Scale::Linear,
-                        legend: Legend::LowerRight,
+                        x_range: None,
                         series: vec![],
                     });
                     panels.len() - 1

@@ -7,21 +7,16 @@
 use plotters::style::BLACK;
 use serde_json::Value;
 
-use super::{Figure, Legend, Panel, Record, Scale, Series, auto_scale, color};
+use super::{Figure, Panel, Record, Scale, Series, auto_scale, color};
 
 /// The validation values an eval record may hold per task, in panel order:
-/// (key, panel title, y label, legend position).
-const EVAL_VALUES: [(&str, &str, &str, Legend); 5] = [
-    ("loss", "validation loss", "loss", Legend::UpperRight),
-    (
-        "accuracy",
-        "validation accuracy",
-        "accuracy",
-        Legend::LowerRight,
-    ),
-    ("auc", "validation AUC", "AUC", Legend::LowerRight),
-    ("rmse", "validation RMSE", "RMSE", Legend::UpperRight),
-    ("r2", "validation R²", "R²", Legend::LowerRight),
+/// (key, panel title, y label).
+const EVAL_VALUES: [(&str, &str, &str); 5] = [
+    ("loss", "validation loss", "loss"),
+    ("accuracy", "validation accuracy", "accuracy"),
+    ("auc", "validation AUC", "AUC"),
+    ("rmse", "validation RMSE", "RMSE"),
+    ("r2", "validation R²", "R²"),
 ];
 
 /// Task names in order of first appearance, and their series per value.
@@ -137,38 +132,35 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
         });
     }
     train.extend(tasks.series(0));
-    panels.push(panel(
-        "training loss",
-        "loss",
-        Legend::UpperRight,
-        train,
-        true,
-    ));
-    for (v, &(_, title, y, legend)) in EVAL_VALUES.iter().enumerate() {
+    panels.push(panel("training loss", "loss", train, true));
+    for (v, &(_, title, y)) in EVAL_VALUES.iter().enumerate() {
         // Losses and errors may fall over decades; scores stay linear.
         let may_log = matches!(v, 0 | 3);
-        panels.push(panel(title, y, legend, tasks.series(1 + v), may_log));
+        panels.push(panel(title, y, tasks.series(1 + v), may_log));
     }
     // λ_t only when they move (a static run has flat lines at its λ).
     if lambdas.moves() {
         let series = lambdas.series(|name| tasks.names.iter().position(|n| n == name));
-        panels.push(panel(
-            "task weights λ",
-            "λ",
-            Legend::UpperRight,
-            series,
-            false,
-        ));
+        panels.push(panel("task weights λ", "λ", series, false));
     }
     let series = cosines.series(|_| None);
     panels.push(panel(
         "gradient cosine, last shared layer",
         "cosine",
-        Legend::LowerRight,
         series,
         false,
     ));
     panels.retain(Panel::has_points);
+    // Every panel over the same steps, from 0 to the last one recorded:
+    // evaluations line up under the training curve, and a single one sits
+    // at its step, not alone in the middle of a made-up range.
+    let last = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|q| q.0)))
+        .fold(0.0, f64::max);
+    for p in &mut panels {
+        p.x_range = Some((0.0, last.max(1.0)));
+    }
     Ok(Figure {
         title: title.map_or_else(|| format!("training: {name}"), str::to_string),
         wide_first: true,
@@ -224,7 +216,7 @@ impl Pairs {
     }
 }
 
-fn panel(title: &str, y: &str, legend: Legend, series: Vec<Series>, may_log: bool) -> Panel {
+fn panel(title: &str, y: &str, series: Vec<Series>, may_log: bool) -> Panel {
     let y_scale = if may_log {
         auto_scale(&series)
     } else {
@@ -240,7 +232,7 @@ fn panel(title: &str, y: &str, legend: Legend, series: Vec<Series>, may_log: boo
         y_label,
         x_scale: Scale::Linear,
         y_scale,
-        legend,
+        x_range: None,
         series,
     }
 }

@@ -72,14 +72,6 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Where a panel's legend sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Legend {
-    UpperLeft,
-    UpperRight,
-    LowerRight,
-}
-
 /// One chart: its own axes and legend.
 #[derive(Debug, Clone)]
 pub struct Panel {
@@ -88,7 +80,9 @@ pub struct Panel {
     pub y_label: String,
     pub x_scale: Scale,
     pub y_scale: Scale,
-    pub legend: Legend,
+    /// The x range to show (data units) when it is wider than the points'
+    /// (evaluations drawn against the whole run's steps).
+    pub x_range: Option<(f64, f64)>,
     pub series: Vec<Series>,
 }
 
@@ -98,7 +92,8 @@ impl Panel {
     }
 }
 
-/// A title over panels laid out in a grid.
+/// A title over panels laid out in a grid, and one legend for all of them
+/// under the panels (a series is known by its name and colour everywhere).
 #[derive(Debug, Clone)]
 pub struct Figure {
     pub title: String,

@@ -13,12 +13,19 @@ from safetensors.numpy import load_file
 
 path, data = sys.argv[1], sys.argv[2]
 p = load_file(path)
-spec = json.loads(safe_open(path, "np").metadata()["ringtrain.spec"])
+meta = safe_open(path, "np").metadata()
+spec = json.loads(meta["ringtrain.spec"])
+# The exact activation: GELU's tanh form is "gelu_tanh" (PyTorch's
+# nn.GELU(approximate="tanh")), never the erf GELU.
+assert meta["ringtrain.activation"] == spec["activation"], meta
 act = {
     "relu": lambda z: np.maximum(z, 0),
     "tanh": np.tanh,
-    "gelu": lambda z: 0.5 * z * (1 + np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))),
+    "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))),
 }[spec["activation"]]
+torch = {"relu": "nn.ReLU()", "tanh": "nn.Tanh()", "gelu_tanh": "nn.GELU(approximate='tanh')"}
+assert meta["ringtrain.torch_activation"] == torch[spec["activation"]], meta
+print("activation", spec["activation"])
 
 
 def forward(x):

@@ -44,6 +44,12 @@ pub(super) struct Options {
     pub(super) kind: CommKind,
     pub(super) wire: Wire,
     pub(super) json: bool,
+    /// `-J FILE`: the JSON object also goes there.
+    pub(super) output_file: Option<std::path::PathBuf>,
+    /// `-a`: the time reported.
+    pub(super) average: super::timing::Average,
+    /// Notes on nccl-tests flags that do not apply here (`-g`, `-t`).
+    pub(super) notes: Vec<String>,
     pub(super) corrupt: bool,
 }
 
@@ -120,6 +126,9 @@ impl Options {
             kind,
             wire: a.wire,
             json: a.json,
+            output_file: a.output_file.clone(),
+            average: super::timing::Average::from_code(a.average),
+            notes: nccl_tests_notes(a),
             corrupt: a.corrupt,
         })
     }
@@ -139,6 +148,23 @@ impl Options {
             "f32"
         }
     }
+}
+
+/// What `-g` and `-t` (nccl-tests' GPUs and threads per process) do here:
+/// nothing, said once.
+fn nccl_tests_notes(a: &BenchAllreduceArgs) -> Vec<String> {
+    let mut notes = vec![];
+    if let Some(g) = a.ngpus.filter(|&g| g != 1) {
+        notes.push(format!(
+            "-g {g} ignored: every rank drives one device; start {g} times the ranks instead"
+        ));
+    }
+    if let Some(t) = a.nthreads.filter(|&t| t != 1) {
+        notes.push(format!(
+            "-t {t} ignored: one thread per rank; start {t} times the ranks instead"
+        ));
+    }
+    notes
 }
 
 /// Bytes with an optional K, M or G suffix (powers of 1024, as nccl-tests).

@@ -40,6 +40,13 @@ pub(super) fn report(
             rows,
             wrong,
         };
+        for note in &opts.notes {
+            eprintln!("ringtrain: note: {note}");
+        }
+        if let Some(path) = &opts.output_file {
+            let text = format!("{}\n", report.json());
+            crate::fsutil::write_atomic(path, text.as_bytes())?;
+        }
         if opts.json {
             println!("{}", report.json());
         } else {
@@ -153,7 +160,9 @@ impl Report<'_> {
         }
         println!("#");
         println!(
-            "# time: each rank's mean over -n iterations run back to back after a barrier; the max over ranks."
+            "# time: each rank's mean over -n iterations run back to back after a barrier; {} (-a {}).",
+            o.average.name(),
+            o.average as u8
         );
         println!(
             "# out-of-place: all_reduce_sum_into(input, output), no copy: the input is read, never written; the"
@@ -195,15 +204,16 @@ impl Report<'_> {
         }
         println!("#");
         println!(
-            "#{:>72}{:>32}{:>24}",
+            "#{:>79}{:>32}{:>24}",
             "out-of-place", "in-place", "ring alpha-beta model"
         );
         println!(
-            "# {:>10} {:>12} {:>8} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
+            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
             "size",
             "count",
             "type",
             "redop",
+            "root",
             "time",
             "algbw",
             "busbw",
@@ -217,9 +227,10 @@ impl Report<'_> {
             "x(ip)"
         );
         println!(
-            "# {:>10} {:>12} {:>8} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
+            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
             "(B)",
             "(elements)",
+            "",
             "",
             "",
             "(us)",
@@ -236,11 +247,12 @@ impl Report<'_> {
         );
         for row in self.rows {
             let mut line = format!(
-                "  {:>10} {:>12} {:>8} {:>6}",
+                "  {:>10} {:>12} {:>8} {:>6} {:>6}",
                 self.bytes(row),
                 row.count,
                 o.dtype.name(),
-                o.op.name()
+                o.op.name(),
+                -1
             );
             for t in [&row.out_of_place, &row.in_place] {
                 let (alg, bus) = self.bandwidth(row, t);
@@ -292,6 +304,7 @@ impl Report<'_> {
                     "count": row.count,
                     "type": o.dtype.name(),
                     "redop": o.op.name(),
+                    "root": -1,
                     "out_of_place": timing(&row.out_of_place),
                     "in_place": timing(&row.in_place),
                     "model_us": model.map(|m| m * 1e6),
@@ -311,7 +324,8 @@ impl Report<'_> {
             "iters": o.iters,
             "warmup": o.warmup,
             "check": o.check,
-            "time": "per-rank mean over iterations, max over ranks",
+            "time": format!("per-rank mean over iterations, {}", o.average.name()),
+            "average": o.average as u8,
             "model": self.model.map(|m| json!({
                 "alpha_us": m.alpha * 1e6,
                 "beta_gbps": m.beta / 1e9,

@@ -44,11 +44,54 @@ impl Row {
 
 /// The slowest rank's seconds per iteration (every rank gets it).
 pub(super) fn slowest(ctl: &dyn Communicator, mine: f64) -> Result<f64> {
-    Ok(ctl
+    over_ranks(ctl, mine, Average::Max)
+}
+
+/// `-a`: how the ranks' times make the one reported (nccl-tests' codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Average {
+    Rank0 = 0,
+    Mean = 1,
+    Min = 2,
+    Max = 3,
+}
+
+impl Average {
+    pub(super) fn from_code(a: u8) -> Average {
+        match a {
+            0 => Average::Rank0,
+            2 => Average::Min,
+            3 => Average::Max,
+            _ => Average::Mean,
+        }
+    }
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Average::Rank0 => "rank 0's",
+            Average::Mean => "the mean over ranks",
+            Average::Min => "the minimum over ranks",
+            Average::Max => "the maximum over ranks",
+        }
+    }
+}
+
+/// The ranks' values combined as `how` says (every rank gets it).
+pub(super) fn over_ranks(ctl: &dyn Communicator, mine: f64, how: Average) -> Result<f64> {
+    let all: Vec<f64> = ctl
         .all_gather_u64(mine.to_bits())?
         .into_iter()
         .map(f64::from_bits)
-        .fold(0.0, f64::max))
+        .collect();
+    Ok(combine(&all, how))
+}
+
+fn combine(all: &[f64], how: Average) -> f64 {
+    match how {
+        Average::Rank0 => all[0],
+        Average::Mean => all.iter().sum::<f64>() / all.len() as f64,
+        Average::Min => all.iter().copied().fold(f64::INFINITY, f64::min),
+        Average::Max => all.iter().copied().fold(0.0, f64::max),
+    }
 }
 
 pub(super) fn measure<T: Elem>(
@@ -78,7 +121,7 @@ pub(super) fn measure<T: Elem>(
         for _ in 0..o.iters {
             once(&mut dst)?;
         }
-        let seconds = slowest(ctl, t.elapsed().as_secs_f64() / o.iters as f64)?;
+        let seconds = over_ranks(ctl, t.elapsed().as_secs_f64() / o.iters as f64, o.average)?;
 
         let wrong = if o.check {
             if in_place {
@@ -103,4 +146,18 @@ pub(super) fn measure<T: Elem>(
         row.set(in_place, Timing { seconds, wrong });
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod average_tests {
+    use super::*;
+
+    #[test]
+    fn ranks_times_combine_as_nccl_tests_a() {
+        let t = [3.0, 1.0, 2.0];
+        assert_eq!(combine(&t, Average::from_code(0)), 3.0);
+        assert_eq!(combine(&t, Average::from_code(1)), 2.0);
+        assert_eq!(combine(&t, Average::from_code(2)), 1.0);
+        assert_eq!(combine(&t, Average::from_code(3)), 3.0);
+    }
 }
