@@ -103,6 +103,13 @@ fn info_says_how_the_world_was_started() {
         "bootstrap: auto: built without MPI"
     };
     assert!(r.stdout.contains(want), "{}", r.context());
+    // Every backend and precision this build has.
+    assert!(
+        r.stdout
+            .contains("backends: cpu (f32, reference), cuda (f32, bf16 with --precision bf16"),
+        "{}",
+        r.context()
+    );
 }
 
 #[test]
