@@ -116,6 +116,32 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_at_temporary_names_are_never_followed() {
+        // Links planted where a temporary file could go: the name earlier
+        // versions used (`.NAME.tmp.PID`, predictable, opened without
+        // O_EXCL), and names of today's pattern. Every write goes to a
+        // fresh, exclusively created file, so no link's target changes.
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let mut planted = vec![format!(".out.bin.tmp.{}", std::process::id())];
+        planted.extend((0..200).map(|i| format!(".out.bin.{i:06}.tmp")));
+        for name in &planted {
+            std::os::unix::fs::symlink(&victim, d.path().join(name)).unwrap();
+        }
+        let p = d.path().join("out.bin");
+        for round in 0..20u8 {
+            write_atomic(&p, &[round; 64]).unwrap();
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(&p).unwrap(), [19u8; 64]);
+        for name in &planted {
+            let m = std::fs::symlink_metadata(d.path().join(name)).unwrap();
+            assert!(m.file_type().is_symlink(), "{name} was replaced");
+        }
+    }
+
+    #[test]
     fn private_files_are_owner_only() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("secret");
