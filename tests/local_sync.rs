@@ -532,3 +532,21 @@ fn a_bf16_outer_wire_rounds_the_change_and_stays_close_to_f32() {
     // MPI has no bf16 reduction: refused with one message.
     mpirun(2, &det_args(&["--comm", "mpi", "--outer-wire", "bf16"])).one_error(2, "bf16");
 }
+
+#[test]
+fn the_header_says_the_mode() {
+    let r = mpirun(2, &det_args(&[]));
+    r.ok();
+    let out = &r.stdout;
+    assert!(
+        out.contains("gradients: not averaged; parameters: all-reduce")
+            && out.contains(
+                "sync: local, 4 step(s) per outer update, outer lr 0.7, outer momentum 0.9"
+            ),
+        "{}",
+        r.context()
+    );
+    let r = mpirun(2, &["train", "--steps", "2"]);
+    r.ok();
+    assert!(r.stdout.contains("sync: every step"), "{}", r.context());
+}

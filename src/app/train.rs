@@ -647,13 +647,22 @@ fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ah
         ));
     }
     let c = &cfg.comm;
-    rep.line(&format!(
-        "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",
-        lower(c.kind),
-        lower(c.wire),
-        c.bucket_kib,
-        if c.overlap { "on" } else { "off" }
-    ));
+    match cfg.sync.is_local() {
+        // The parameter all-reduce of the outer step uses the same
+        // communicator; no gradient is averaged.
+        true => rep.line(&format!(
+            "gradients: not averaged; parameters: all-reduce {} in buckets of {} KiB at each outer step",
+            lower(c.kind),
+            c.bucket_kib
+        )),
+        false => rep.line(&format!(
+            "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",
+            lower(c.kind),
+            lower(c.wire),
+            c.bucket_kib,
+            if c.overlap { "on" } else { "off" }
+        )),
+    }
     rep.line(&cfg.sync.describe());
 }
 
