@@ -83,6 +83,8 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
     for r in records {
         let x = step(r)?;
         match r.fields.get("type").and_then(Value::as_str) {
+            // `--balance`'s partitions: not drawn.
+            Some("partition") => {}
             Some("tasks") => {
                 for (pair, c) in object(r, "cosines")?.into_iter().flatten() {
                     cosines.push(pair, x, c.as_f64());
@@ -297,6 +299,13 @@ mod tests {
         assert_eq!(lambda.series[1].color, fig.panels[0].series[2].color);
         assert_eq!(fig.panels[2].series[0].name, "a · b");
         assert_eq!(fig.panels[2].series[0].points, [(1.0, -0.4)]);
+        // Records of `--balance` do not stop the plot.
+        let with_partition = format!(
+            "{run}{}\n",
+            r#"{"type":"partition","step":2,"partition":[30,34]}"#
+        );
+        let again = figure(&parse_records(&with_partition).unwrap(), "r", None).unwrap();
+        assert_eq!(again.panels.len(), fig.panels.len());
         // Static weights draw no λ panel.
         let flat = run.replace("1.2", "1.0").replace("0.8", "1.0");
         let fig = figure(&parse_records(&flat).unwrap(), "r", None).unwrap();
