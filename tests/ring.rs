@@ -41,11 +41,13 @@ fn rows(stdout: &str) -> Vec<(usize, String, String)> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() >= 12, "short row: {l}");
+            // size count type redop root | time algbw busbw #wrong (out of
+            // place) | time algbw busbw #wrong (in place), as nccl-tests.
+            assert!(f.len() >= 13, "short row: {l}");
             (
                 f[1].parse().expect("count"),
-                f[7].to_string(),
-                f[11].to_string(),
+                f[8].to_string(),
+                f[12].to_string(),
             )
         })
         .collect()
