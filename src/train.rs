@@ -164,8 +164,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         be.upload(init, &mut params, 0);
         let state_len = opt_state_len(&model.layout, cfg.optim.optimizer);
         let weights = TaskWeights::new(&cfg.tasks, &spec.tasks, cfg.optim.optimizer);
-        let probe = (0..cfg.train.steps)
-            .any(|s| weights.needs_task_grads(s))
+        let probe = weights
+            .ever_needs_task_grads(cfg.train.steps)
             .then(|| TaskGradProbe::new(&be, &model))
             .flatten();
         let slice = balance.max_slice().max(max_rows);

@@ -390,36 +390,14 @@ fn resume_point(
     broadcast_f32(comm, &mut r.state.opt_state)?;
     let opt_len = r.state.opt_state.len();
     r.state.local = local::broadcast(comm, r.state.local.take(), layout.total, opt_len)?;
-    r.state.weighting = broadcast_json(comm, r.state.weighting.take())?;
-    r.state.balance = broadcast_balance(comm, r.state.balance.take())?;
+    r.state.weighting = broadcast_serde(comm, r.state.weighting.take())?;
+    r.state.balance = broadcast_serde(comm, r.state.balance.take())?;
     check_same(
         comm,
         "checksum of the resumed parameters",
         checksum(&r.state.params),
     )?;
     Ok(Some(r))
-}
-
-/// Rank 0's JSON value (or None) on every rank.
-fn broadcast_json(
-    comm: &dyn Communicator,
-    value: Option<serde_json::Value>,
-) -> Result<Option<serde_json::Value>> {
-    let mut text = match (comm.rank(), &value) {
-        (0, Some(v)) => serde_json::to_vec(v).expect("JSON serialises"),
-        _ => vec![],
-    };
-    let mut len = (text.len() as u64).to_le_bytes();
-    comm.broadcast(0, &mut len)?;
-    text.resize(u64::from_le_bytes(len) as usize, 0);
-    // Every rank knows the length now; MPI refuses an empty broadcast.
-    if text.is_empty() {
-        return Ok(None);
-    }
-    comm.broadcast(0, &mut text)?;
-    Ok(Some(
-        serde_json::from_slice(&text).expect("rank 0 sent valid JSON"),
-    ))
 }
 
 struct Resumed {
@@ -507,20 +485,19 @@ fn resumable(
     }))
 }
 
-/// Rank 0's balancer state (`--balance auto`) to every rank, as JSON.
-fn broadcast_balance(
+/// Rank 0's value (or None) on every rank, through JSON (f64 values
+/// round-trip exactly). The length goes first, so the others can size
+/// their buffer.
+fn broadcast_serde<T: serde::Serialize + serde::de::DeserializeOwned>(
     comm: &dyn Communicator,
-    st: Option<crate::data::partition::BalanceState>,
-) -> Result<Option<crate::data::partition::BalanceState>> {
-    let mut bytes = serde_json::to_vec(&st).expect("balance state serialises");
-    let mut len = (bytes.len() as u64).to_le_bytes().to_vec();
+    value: Option<T>,
+) -> Result<Option<T>> {
+    let mut bytes = serde_json::to_vec(&value).expect("state serialises");
+    let mut len = (bytes.len() as u64).to_le_bytes();
     comm.broadcast(0, &mut len)?;
-    bytes.resize(
-        u64::from_le_bytes(len[..].try_into().expect("8 bytes")) as usize,
-        0,
-    );
+    bytes.resize(u64::from_le_bytes(len) as usize, 0);
     comm.broadcast(0, &mut bytes)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::config(format!("balance state: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| Error::config(format!("resumed state: {e}")))
 }
 
 /// Rank 0's values to every rank (all pass buffers of the same length).

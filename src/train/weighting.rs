@@ -180,6 +180,12 @@ impl TaskWeights {
         self.cfg.weighting == TaskWeighting::Gradnorm || self.stats_due(step)
     }
 
+    /// Whether any of `steps` steps needs them (the probe's buffers).
+    pub fn ever_needs_task_grads(&self, steps: u64) -> bool {
+        let n = self.cfg.stats_every;
+        self.cfg.weighting == TaskWeighting::Gradnorm || (n > 0 && n <= steps)
+    }
+
     /// Whether step `step` writes a diagnostics record.
     pub fn stats_due(&self, step: u64) -> bool {
         let n = self.cfg.stats_every;
