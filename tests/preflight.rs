@@ -166,6 +166,22 @@ fn a_checkpoint_dir_that_cannot_be_created_is_refused_before_the_first_step() {
 }
 
 #[test]
+fn a_csv_file_without_newlines_is_one_error_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let data = data.to_str().unwrap();
+    common::single(&[
+        "data", "synth", "--out", data, "--format", "csv", "--train", "512", "--val", "64",
+    ])
+    .ok();
+    // 4 GiB of NUL bytes (sparse: no disk used), larger than the cap: one
+    // "header line" that must not be kept, nor read to its end.
+    let f = std::fs::File::create(Path::new(data).join("train.csv")).unwrap();
+    f.set_len(4 << 30).unwrap();
+    capped(&args(&["--data", data])).one_error(2, "line 1 is longer than 16 MiB");
+}
+
+#[test]
 fn a_npy_header_of_nested_brackets_is_one_error_not_a_crash() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");

@@ -21,22 +21,35 @@ fn state_per_param(opt: OptimizerKind) -> f64 {
 }
 
 /// Refuses a model whose training state (parameters, gradients, optimizer
-/// state, the workspace for `rows` rows per micro-batch) would not fit in
-/// the memory this process may use, shared by `ranks_here` ranks of this
-/// host. The estimate is computed without allocating anything.
+/// state, the workspace for `rows` rows per micro-batch) and the dataset's
+/// own `data_bytes` (a CSV row index) would not fit in the memory this
+/// process may use, shared by `ranks_here` ranks of this host. The model's
+/// estimate is computed without allocating anything.
 pub fn check_memory(
     cfg: &TrainConfig,
     spec: &ModelSpec,
     rows: usize,
     ranks_here: usize,
+    data_bytes: u64,
 ) -> Result<()> {
-    let need = spec.memory_estimate_bytes(rows, state_per_param(cfg.optim.optimizer), 4.0);
+    let model = spec.memory_estimate_bytes(rows, state_per_param(cfg.optim.optimizer), 4.0);
+    let need = model + data_bytes as f64;
     let Some((avail, what)) = available_memory() else {
         return Ok(());
     };
     let share = avail / ranks_here.max(1) as f64;
     if need <= share {
         return Ok(());
+    }
+    if data_bytes as f64 > model {
+        return Err(Error::config(format!(
+            "the dataset's row index needs about {:.1} GiB per rank (CSV files with very many \
+             rows), but {what} allows {:.1} GiB{}: store it as .npy files instead \
+             (docs/data-format.md), which are mapped, not indexed",
+            data_bytes as f64 / GIB,
+            share / GIB,
+            per_rank_note(ranks_here),
+        )));
     }
     let widths: Vec<String> = spec.hidden.iter().map(|h| h.to_string()).collect();
     let outputs: f64 = spec.tasks.iter().map(|t| t.kind.out_dim() as f64).sum();
@@ -54,13 +67,17 @@ pub fn check_memory(
         rows,
         what,
         share / GIB,
-        if ranks_here > 1 {
-            format!(" for each of the {ranks_here} ranks on this host")
-        } else {
-            String::new()
-        },
+        per_rank_note(ranks_here),
         widths.join(","),
     )))
+}
+
+fn per_rank_note(ranks_here: usize) -> String {
+    if ranks_here > 1 {
+        format!(" for each of the {ranks_here} ranks on this host")
+    } else {
+        String::new()
+    }
 }
 
 /// The memory this process may still use, and what limits it: the least
@@ -246,12 +263,18 @@ mod tests {
     #[test]
     fn absurd_models_are_refused_without_allocating() {
         let cfg = TrainConfig::default();
-        let e = check_memory(&cfg, &spec(vec![100_000, 100_000], 3), 256, 1).unwrap_err();
+        let e = check_memory(&cfg, &spec(vec![100_000, 100_000], 3), 256, 1, 0).unwrap_err();
         let e = e.to_string();
         assert!(e.contains("--hidden (now 100000,100000)"), "{e}");
-        let e = check_memory(&cfg, &spec(vec![64], 10_000_000_000_000), 256, 2).unwrap_err();
+        let e = check_memory(&cfg, &spec(vec![64], 10_000_000_000_000), 256, 2, 0).unwrap_err();
         assert!(e.to_string().contains("classes in tasks.toml"), "{e}");
-        check_memory(&cfg, &spec(vec![64, 64], 3), 256, 2).unwrap();
+        check_memory(&cfg, &spec(vec![64, 64], 3), 256, 2, 0).unwrap();
+        // A CSV index larger than the machine: named as the dataset's.
+        let e = check_memory(&cfg, &spec(vec![64, 64], 3), 256, 1, 1 << 60).unwrap_err();
+        assert!(
+            e.to_string().contains("the dataset's row index needs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let ranks_here = world.local_size.max(1);
     agree(
         comm,
-        preflight::check_memory(&cfg, &spec, rows.max(1), ranks_here),
+        preflight::check_memory(&cfg, &spec, rows.max(1), ranks_here, data.resident_bytes()),
     )?;
     let outputs = match world.is_root() {
         true => preflight::check_outputs(&cfg, &spec, world.size),

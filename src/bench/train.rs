@@ -39,7 +39,10 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let ranks_here = world.local_size.max(1);
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());
     let rows = most.div_ceil(cfg.train.accum_steps).max(1);
-    agree(comm, preflight::check_memory(&cfg, &spec, rows, ranks_here))?;
+    agree(
+        comm,
+        preflight::check_memory(&cfg, &spec, rows, ranks_here, 0),
+    )?;
     let rss_start = peak_rss_bytes();
     let layout = ParamLayout::new(&spec);
     let init = init_params(&layout, 0);

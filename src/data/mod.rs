@@ -50,6 +50,12 @@ pub trait Dataset: Send + Sync {
     /// Ranks each check a slice and agree on the outcome, so the whole
     /// dataset is checked once, up front.
     fn validate_rows(&self, split: Split, lo: usize, hi: usize) -> Result<()>;
+    /// Memory the dataset holds or allocates at once beyond what is mapped
+    /// from files (a CSV row index and its read buffer), for the
+    /// pre-flight memory estimate.
+    fn resident_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// Label columns of a dataset's tasks.

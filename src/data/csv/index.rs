@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::lex::{Field, parse_cell, parse_header, split_fields, strip_cr};
-use super::{BLOCK, open_file};
+use super::{BLOCK, MAX_LINE, open_file};
 use crate::error::{Error, Result};
 
 /// Read size while indexing a file.
@@ -45,6 +45,12 @@ pub(super) fn scan(path: &Path) -> Result<(Vec<String>, Vec<u64>, usize)> {
     let mut blank_line: Option<u64> = None;
     let mut blocks: Vec<u64> = vec![];
     let mut n = 0usize;
+    let too_long = |line_no: u64| {
+        bad(format!(
+            "line {line_no} is longer than {} MiB (the longest line a CSV file may have)",
+            MAX_LINE >> 20
+        ))
+    };
     let mut data_end: u64 = 0;
     // Registers the line [line_start, end) ending at a newline (or EOF).
     let mut end_line = |line_start: u64,
@@ -65,6 +71,13 @@ pub(super) fn scan(path: &Path) -> Result<(Vec<String>, Vec<u64>, usize)> {
             )));
         }
         if n % BLOCK == 0 {
+            // A file of very many short rows must end in a message, not
+            // an aborted allocation (the index is 8 bytes per BLOCK rows).
+            blocks.try_reserve(1).map_err(|_| {
+                bad(format!(
+                    "has more rows than this machine can index ({n} read so far)"
+                ))
+            })?;
             blocks.push(line_start);
         }
         n += 1;
@@ -80,6 +93,9 @@ pub(super) fn scan(path: &Path) -> Result<(Vec<String>, Vec<u64>, usize)> {
         let mut from = 0usize;
         for nl in memchr::memchr_iter(b'\n', chunk) {
             let end = pos + nl as u64;
+            if end - line_start > MAX_LINE as u64 {
+                return Err(too_long(line_no));
+            }
             let last = if nl > 0 { chunk[nl - 1] } else { prev };
             if in_header {
                 header.extend_from_slice(&chunk[from..nl]);
@@ -90,6 +106,11 @@ pub(super) fn scan(path: &Path) -> Result<(Vec<String>, Vec<u64>, usize)> {
             line_start = end + 1;
             line_no += 1;
             from = nl + 1;
+        }
+        // A line without its newline yet: bounded before it is kept or
+        // read further (a file of NUL bytes has no newline at all).
+        if pos + got as u64 - line_start > MAX_LINE as u64 {
+            return Err(too_long(line_no));
         }
         if in_header {
             header.extend_from_slice(&chunk[from..]);
@@ -124,6 +145,13 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 impl CsvSplit {
+    /// Bytes this split holds (its index) and may allocate at once (the
+    /// buffer of its longest block), for the memory estimate.
+    pub(super) fn resident_bytes(&self) -> u64 {
+        let longest = self.blocks.windows(2).map(|w| w[1] - w[0]).max();
+        8 * self.blocks.len() as u64 + longest.unwrap_or(0)
+    }
+
     /// Line number (1-based, the header is line 1) of row `i`.
     pub(super) fn line(&self, i: usize) -> usize {
         i + 2

@@ -47,6 +47,9 @@ pub const TASKS_FILE: &str = "tasks.toml";
 /// Rows per index entry: the index costs 8 / BLOCK bytes per row, and a
 /// row is found by reading at most BLOCK rows.
 pub(super) const BLOCK: usize = 32;
+/// The longest line (header or row) a CSV file may have: bounds the
+/// header kept while indexing and the buffer a block is read into.
+pub(super) const MAX_LINE: usize = 16 << 20;
 
 /// The CSV file of a split inside a dataset directory.
 pub fn split_file(dir: &Path, split: Split) -> PathBuf {
@@ -135,6 +138,10 @@ pub(super) fn open_file(path: &Path) -> Result<File> {
 impl Dataset for CsvDataset {
     fn describe(&self) -> String {
         format!("{} (csv)", self.dir.display())
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.train.resident_bytes() + self.val.resident_bytes()
     }
 
     fn input_dim(&self) -> usize {

@@ -241,3 +241,44 @@ fn last_row_without_newline() {
     let (x, _) = fill(&ds, Split::Train, &[1]);
     assert_eq!(x, [3.0, 4.0]);
 }
+
+#[test]
+fn overlong_lines_are_refused_before_they_are_kept() {
+    let big = "1,".repeat(MAX_LINE / 2 + 1);
+    // A header with no newline at all (as a file of NUL bytes).
+    let tmp = handmade("long-header", TOML, &big);
+    let msg = err(CsvDataset::open(tmp.path()));
+    assert!(msg.contains("line 1 is longer than 16 MiB"), "{msg}");
+    // A row far down the file.
+    let mut text = String::from("a,shape,w,h,ok\n");
+    for i in 0..40 {
+        text += &format!("{i},0,1,1,1\n");
+    }
+    text += &big;
+    text += "\n";
+    let tmp = handmade("long-row", TOML, &text);
+    let msg = err(CsvDataset::open(tmp.path()));
+    assert!(msg.contains("line 42 is longer than 16 MiB"), "{msg}");
+}
+
+#[test]
+fn resident_bytes_count_the_index_and_the_longest_block() {
+    let mut text = String::from("a,shape,w,h,ok\n");
+    let mut longest = 0;
+    let mut block = 0;
+    for i in 0..100 {
+        let row = format!("{},0,1,1,1\n", "7".repeat(i));
+        block += row.len();
+        if (i + 1) % BLOCK == 0 || i == 99 {
+            longest = longest.max(block);
+            block = 0;
+        }
+        text += &row;
+    }
+    let tmp = handmade("resident", TOML, &text);
+    std::fs::write(tmp.path().join("val.csv"), "a,shape,w,h,ok\n1,0,1,1,1\n").unwrap();
+    let ds = CsvDataset::open(tmp.path()).unwrap();
+    // 100 rows: 4 block starts and the end; 1 row: 1 start and the end.
+    let val = 2 * 8 + "1,0,1,1,1\n".len();
+    assert_eq!(ds.resident_bytes(), (5 * 8 + longest + val) as u64);
+}
