@@ -17,7 +17,11 @@
 //! per-task gradients), and the arithmetic is f64 on the host, the same on
 //! every rank: the weights, and so the parameters, do not depend on the
 //! number of ranks. The learned values (s_t, w_t) get the model's update
-//! rule and learning rate, without weight decay or clipping.
+//! rule and learning rate, without weight decay or clipping. GradNorm's
+//! rule steps on ln w_t (gradient w_t·∂/∂w_t): a fixed-size step of AdamW
+//! on w itself swings a weight that settles near 0.001 (a task whose
+//! gradient is 100× the others') between that and the floor every few
+//! steps; on ln w the step is relative and the weight settles.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -212,7 +216,11 @@ impl TaskWeights {
             TaskWeighting::Gradnorm => {
                 let stats = grads.expect("GradNorm needs the per-task gradients");
                 let g = self.gradnorm_grad(losses, &stats.norms);
-                self.step_learned(&g, lr, o);
+                let w = std::mem::take(&mut self.state.learned);
+                let g_log: Vec<f64> = g.iter().zip(&w).map(|(g, w)| g * w).collect();
+                self.state.learned = w.iter().map(|w| w.ln()).collect();
+                self.step_learned(&g_log, lr, o);
+                self.state.learned = self.state.learned.iter().map(|u| u.exp()).collect();
                 renormalise(&mut self.state.learned);
             }
         }
@@ -401,7 +409,7 @@ pub fn dwa_weights(last: &[Option<f64>], before: &[Option<f64>], tau: f64) -> Ve
 }
 
 /// GradNorm's renormalisation Σ w_t = T, each w_t kept positive (a weight
-/// pushed to or below zero by a large step is set to 1e-3 first).
+/// that is not a positive number is set to 1e-6 first).
 fn renormalise(w: &mut [f64]) {
     let floor = 1e-6;
     for x in w.iter_mut() {
