@@ -5,8 +5,10 @@
 # samples/s). Two setups (SETUPS="quota sleep"):
 #   quota  a core (part of one) per rank, emulated with cgroup CPU quotas
 #          (benches/cpu_quota.sh): ranks 0,1 at 0.6 CPU, rank 2 at 0.3
-#          (QUOTA_CPUS, PERIOD_US); real compute, no fault. Needs root and
-#          a cgroup cpu controller, else exit 3 (SETUPS=sleep skips it).
+#          (QUOTA_CPUS, PERIOD_US); real compute, no fault; and even with
+#          equal quotas (EQUAL_CPUS=0.5 each): the floor, where balance
+#          has nothing left to gain. Needs root and a cgroup cpu
+#          controller, else exit 3 (SETUPS=sleep skips it).
 #   sleep  RINGTRAIN_FAULT=slow@2:2:8: every rank's compute stretched 8×,
 #          mostly sleeping, rank 2's 16×.
 # Prints the README table (medians over ROUNDS=3 rounds; JSON lines in
@@ -15,7 +17,7 @@ set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -30,17 +32,22 @@ PERIOD_US="${PERIOD_US:-5000}"
 # quotas cap them; this lets them reach their quotas on a busy machine).
 export CPU_SHARES="${CPU_SHARES:-8192}"
 quota="$ROOT/benches/cpu_quota.sh"
+EQUAL_CPUS="${EQUAL_CPUS:-0.5 0.5 0.5}"
 cg_name="ringtrain-balance-$$"
 cg_dir=""
 if [[ " $SETUPS " == *" quota "* ]]; then
+    # Two sets: the uneven quotas, and equal ones (the floor: what even
+    # reaches when the ranks are equally fast).
     # shellcheck disable=SC2086 # one CPU figure per rank
     cg_dir=$("$quota" create "$cg_name" "$PERIOD_US" $QUOTA_CPUS) || {
         rc=$?
         echo "benches/balance.sh: no CPU quotas here (see above); SETUPS=sleep runs without them" >&2
         exit "$rc"
     }
-    trap '"$quota" remove "$cg_dir" "$cg_name"' EXIT
+    trap '"$quota" remove "$cg_dir" "$cg_name"; "$quota" remove "$cg_dir" "$cg_name-equal"' EXIT
     trap 'exit 130' INT TERM
+    # shellcheck disable=SC2086 # one CPU figure per rank
+    "$quota" create "$cg_name-equal" "$PERIOD_US" $EQUAL_CPUS >/dev/null
 fi
 # shellcheck source=launch/setup.sh disable=SC1091
 source "$ROOT/launch/setup.sh"
@@ -75,13 +82,17 @@ for setup in $SETUPS; do
         ;;
     esac
     for r in $(seq "$ROUNDS"); do
-        for mode in even auto; do
-            env ${fault:+RINGTRAIN_FAULT=$fault} "${m[@]}" "${launch[@]}" bench train --json "${args[@]}" --balance "$mode" |
-                python3 -c "import json,sys; d=json.load(sys.stdin); d['setup']='$setup'; d['round']=$r; d['args']=sys.argv[1]; print(json.dumps(d))" "${args[*]}" |
+        for mode in even auto equal; do
+            [ "$mode" != equal ] || [ "$setup" = quota ] || continue
+            run=("${launch[@]}")
+            [ "$mode" != equal ] || run=("$quota" exec "$cg_dir" "$cg_name-equal" "$bin")
+            # shellcheck disable=SC2086 # no fault: no variable at all
+            env ${fault:+RINGTRAIN_FAULT=$fault} "${m[@]}" "${run[@]}" bench train --json "${args[@]}" --balance "${mode/equal/even}" |
+                python3 -c "import json,sys; d=json.load(sys.stdin); d['setup']='$setup'; d['round']=$r; d['args']=sys.argv[1]; d['equal']='$mode'=='equal'; print(json.dumps(d))" "${args[*]}" |
                 tee -a "$OUT_DIR/balance.jsonl" >/dev/null
         done
     done
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 "$ROOT/benches/balance_table.py" "$OUT_DIR/balance.jsonl" "$QUOTA_CPUS" "$PERIOD_US"
+python3 "$ROOT/benches/balance_table.py" "$OUT_DIR/balance.jsonl" "$QUOTA_CPUS" "$PERIOD_US" "$EQUAL_CPUS"
 echo "JSON: $OUT_DIR/balance.jsonl"
