@@ -231,3 +231,38 @@ fn bad_balance_settings_end_every_rank_with_one_message() {
         .one_error(2, "must be a positive number");
     run(&["--balance", "auto", "--balance-every", "0"]).one_error(2, "--balance-every");
 }
+
+/// `bench train --json` says how often auto's partition changed and after
+/// which step it last did (what benches/balance.sh reports as settling);
+/// a static partition never changes.
+#[test]
+fn bench_train_reports_the_partition_changes() {
+    let bench = |mode: &[&str], fault: &str| {
+        #[rustfmt::skip]
+        let mut args = vec![
+            "bench", "train", "--json", "--iters", "10", "--warmup", "10",
+            "--hidden", "32", "--batch-per-rank", "200", "--balance-every", "5",
+        ];
+        args.extend_from_slice(mode);
+        let r = mpirun_env(2, &args, &[("RINGTRAIN_FAULT", fault)]);
+        r.ok();
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        v["balance"].clone()
+    };
+    let b = bench(
+        &["--balance", "static", "--balance-weights", "1,2"],
+        "slow@1:4",
+    );
+    assert_eq!(b["changes"], 0, "{b}");
+    assert!(b["last_change_step"].is_null(), "{b}");
+    assert_eq!(b["partition"], serde_json::json!([133, 267]), "{b}");
+    let b = bench(&["--balance", "auto"], "slow@1:4");
+    let changes = b["changes"].as_u64().unwrap();
+    let last = b["last_change_step"].as_u64().unwrap();
+    assert!(changes >= 1 && (last + 1) % 5 == 0 && last < 20, "{b}");
+    let sizes: Vec<u64> = serde_json::from_value(b["partition"].clone()).unwrap();
+    assert!(
+        sizes[1] < sizes[0] && sizes.iter().sum::<u64>() == 400,
+        "{b}"
+    );
+}

@@ -98,11 +98,16 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
     let mut sum = StepTimes::default();
     let mut step_cpu = 0.0;
     let mut speed = Speed::default();
+    // Partition changes (auto): how many, and the step of the last.
+    let mut moves: (u64, Option<u64>) = (0, None);
     for step in 0..a.warmup + a.iters {
         wd.set_step(step);
         let c0 = thread_cpu_seconds();
         let r = tr.step(step, false)?;
         let t = r.times;
+        if r.replan.is_some() {
+            moves = (moves.0 + 1, Some(step));
+        }
         if step >= a.warmup {
             add(&mut sum, &t, 1.0);
             step_cpu += thread_cpu_seconds() - c0;
@@ -196,7 +201,8 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                 "estimate_mib": mib(estimate),
                 "balance": { "mode": cfg.train.balance, "partition": tr.balance.partition().sizes,
                              "compute_samples_per_s": rates, "ideal_ms": 1e3 * ideal_s,
-                             "step_vs_ideal": step_s / ideal_s },
+                             "step_vs_ideal": step_s / ideal_s,
+                             "changes": moves.0, "last_change_step": moves.1 },
             })
         );
         return Ok(());
@@ -271,8 +277,12 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
     );
     let r: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
     println!(
-        "balance {}: partition {partition} | compute samples/s per rank {} | ideal step {:.3} ms (global batch / Σ rates) | step {:.3} ms = {:.3}× ideal",
+        "balance {}: partition {partition}{} | compute samples/s per rank {} | ideal step {:.3} ms (global batch / Σ rates) | step {:.3} ms = {:.3}× ideal",
         format!("{:?}", cfg.train.balance).to_lowercase(),
+        match moves {
+            (n, Some(s)) => format!(" ({n} change(s), the last after step {})", s + 1),
+            _ => String::new(),
+        },
         r.join("/"),
         1e3 * ideal_s,
         1e3 * step_s,
