@@ -169,6 +169,16 @@ pub fn judge(views: &[View], now: Instant, timeout: Duration) -> Option<Verdict>
     if excused && !missing.is_empty() {
         return None;
     }
+    // Every rank has arrived: the collective can complete only after the
+    // last arrival, so its time starts there (a rank that waited through
+    // another's long checkpoint write, and has left by now without having
+    // said so yet, is not a stuck collective).
+    if missing.is_empty() {
+        let last = views.iter().filter(|v| v.seq >= k).map(|v| v.since).max();
+        if last.is_some_and(|t| since(t) <= timeout) {
+            return None;
+        }
+    }
     Some(Verdict::Stuck {
         step: stuck.step,
         op: stuck.op.clone(),
@@ -398,6 +408,25 @@ mod tests {
             "{m}"
         );
         assert!(m.ends_with("; ending the job"), "{m}");
+    }
+
+    #[test]
+    fn a_collective_is_timed_from_its_last_arrival() {
+        let t0 = Instant::now();
+        // Rank 1 waited 6 s for rank 0's checkpoint write; rank 0 has just
+        // arrived (or already left): not stuck.
+        let mut views = vec![
+            view(t0, 26, 4, true, 9.9, 9.9),
+            view(t0, 26, 4, true, 4.0, 9.9),
+        ];
+        assert_eq!(judge(&views, at(t0, 10.0), T), None);
+        views[0].inside = false;
+        assert_eq!(judge(&views, at(t0, 10.0), T), None);
+        // Both inside for longer than the timeout since the last arrival.
+        views[0].inside = true;
+        views[0].since = at(t0, 6.5);
+        let v = judge(&views, at(t0, 10.0), T).expect("stuck");
+        assert!(v.message().contains("not arrived: none"), "{}", v.message());
     }
 
     #[test]
