@@ -2,7 +2,8 @@
 # Time to accuracy: every-step gradient sync against --sync local on 2
 # simulated hosts x 2 ranks (launch/sim-cluster.sh), all in one run:
 # every-step f32, every-step --wire bf16, local H = 4, 16, 32, 64 with
-# (alpha 1, mu 0), (alpha 0.7, Nesterov mu 0.9) and alpha 1.5 (mu 0);
+# (alpha 1, mu 0), (alpha 0.7, Nesterov mu 0.9), alpha 1.5 (mu 0) and
+# Nesterov mu 0.5 (alpha 1);
 # the same steps each. Reports per setting: training wall time (rank 0's
 # steps, evaluations left out), bytes sent per rank, final validation
 # metrics, and "reach": the training time of the first evaluation at
@@ -57,6 +58,8 @@ all_settings=(
     "local-H64-nesterov|--sync local --local-steps 64 --outer-lr 0.7 --outer-momentum 0.9"
     "local-H16-a1.5|--sync local --local-steps 16 --outer-lr 1.5"
     "local-H32-a1.5|--sync local --local-steps 32 --outer-lr 1.5"
+    "local-H16-m0.5|--sync local --local-steps 16 --outer-momentum 0.5"
+    "local-H32-m0.5|--sync local --local-steps 32 --outer-momentum 0.5"
 )
 settings=("${all_settings[0]}")
 for s in "${all_settings[@]:1}"; do
@@ -126,7 +129,12 @@ def label(n):
     parts = n.split("-")[1:]
     out = [parts[0].replace("H", "H=")]
     for p in parts[1:]:
-        out.append("α=0.7, μ=0.9" if p == "nesterov" else p.replace("a", "α=", 1))
+        if p == "nesterov":
+            out.append("α=0.7, μ=0.9")
+        elif p.startswith("a"):
+            out.append("α=" + p[1:])
+        elif p.startswith("m"):
+            out.append("μ=" + p[1:])
     return "local " + ", ".join(out)
 
 print(f"2 simulated hosts x 2 ranks, link {rate}, {steps} steps; load average at the end: {load}")
