@@ -14,14 +14,15 @@
 # (markdown) by itself; writes tta.png (`ringtrain plot`).
 # Usage: benches/local_sgd.sh   (needs root: network namespaces)
 # Environment: RATE (default 1gbit), STEPS (320: a multiple of every H,
-# so that every round is whole), HIDDEN (1024,1024), EVAL_EVERY (16),
+# so that every round is whole; H=16 sends a hair under 16x fewer bytes,
+# the round's step records are counted too), HIDDEN (1024,1024), EVAL_EVERY (16),
 # SETTINGS (names to run, space-separated, default all; every-step-f32
 # always runs first), OUT_DIR (default a fresh temporary directory).
 set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -59,6 +60,7 @@ all_settings=(
     "local-H16-a1.5|--sync local --local-steps 16 --outer-lr 1.5"
     "local-H32-a1.5|--sync local --local-steps 32 --outer-lr 1.5"
     "local-H16-m0.5|--sync local --local-steps 16 --outer-momentum 0.5"
+    "local-H20-m0.5|--sync local --local-steps 20 --outer-momentum 0.5"
     "local-H32-m0.5|--sync local --local-steps 32 --outer-momentum 0.5"
 )
 settings=("${all_settings[0]}")
