@@ -368,12 +368,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     .update(&task_losses, task_grads.as_ref(), lr, o);
                 None
             }
+            Some(what) if self.outer.is_some() => Some(self.skip_local(step, what)),
             Some(what) => Some(self.skip_nonfinite(step, what)?),
         };
         self.clock.record(Phase::Update, t);
 
         // Local mode, every H steps: merge the ranks' parameters.
-        let outer_step = self.outer_step(step)?;
+        let outer_step = self.outer_step(step, skipped.is_some())?;
         let (bytes_sent, bytes_sent_total) = self.step_bytes(step);
 
         // Every --balance-every steps (auto) the ranks share their speeds

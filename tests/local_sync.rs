@@ -381,8 +381,11 @@ fn bytes_trace_and_evaluation_at_outer_boundaries() {
         r.stdout
     );
 
-    let (_, layout) = spec();
+    let (spec, layout) = spec();
     let per_step = 4 * layout.total as u64; // 2(n−1)/n · 4 bytes, n = 2
+    // Local mode: each step's record (loss sums and label counts per
+    // task, skipped, ends the run: f64) goes in the round's exchange.
+    let per_record = 8 * (2 * spec.tasks.len() as u64 + 2);
     let read = |p: &Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(p)
             .unwrap()
@@ -408,10 +411,20 @@ fn bytes_trace_and_evaluation_at_outer_boundaries() {
         .collect();
     assert_eq!(outer, vec![8, 16, 20]);
     for v in &train {
-        let want = if v["outer_step"] == true { per_step } else { 0 };
+        let records = match v["step"].as_u64().unwrap() {
+            8 | 16 => 8,
+            20 => 4,
+            _ => 0,
+        };
+        let want = if v["outer_step"] == true { per_step } else { 0 } + records * per_record;
         assert_eq!(v["bytes_sent"], want, "{v}");
+        assert_eq!(v["bytes_received"], want, "{v}");
     }
-    assert_eq!(train.last().unwrap()["bytes_sent_total"], 3 * per_step);
+    // Inside a round: what the earlier exchanges sent.
+    let at =
+        |step: u64| train.iter().find(|v| v["step"] == step).unwrap()["bytes_sent_total"].clone();
+    assert_eq!(at(12), per_step + 8 * per_record);
+    assert_eq!(at(20), 3 * per_step + 20 * per_record);
     // Evaluation at the first outer boundary after every 5 steps, and at
     // the end.
     let evals: Vec<u64> = local
@@ -425,6 +438,13 @@ fn bytes_trace_and_evaluation_at_outer_boundaries() {
         t.matches("\"outer all-reduce\"").count(),
         2 * 3,
         "one per rank and outer step"
+    );
+    // The event counts the round's exchange with the parameters.
+    let bytes = format!("\"bytes_sent\":{}", per_step + 8 * per_record);
+    assert_eq!(
+        t.matches(&bytes).count(),
+        2 * 2,
+        "{bytes} at steps 8 and 16"
     );
 }
 
@@ -467,20 +487,23 @@ fn local_h8_learns_as_well_as_every_step_sync() {
     }
 }
 
+/// NaN/Inf in local mode: the rank whose own step is not finite leaves
+/// its own update out; every rank learns of it at the round's exchange
+/// (no collective inside a round) and takes the same decision there.
 #[test]
 fn one_ranks_nan_is_seen_by_every_rank_in_local_mode() {
     let tmp = tempdir("local-nan");
     let dir = tmp.path();
     let save = dir.join("p.safetensors");
-    let args = |extra: &[&'static str]| {
-        let mut a = vec![
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
             "train",
             "--steps",
             "12",
             "--global-batch",
-            "16",
+            "30",
             "--hidden",
-            "16",
+            "32,16",
             "--eval-every",
             "0",
             "--log-every",
@@ -489,20 +512,33 @@ fn one_ranks_nan_is_seen_by_every_rank_in_local_mode() {
             "local",
             "--local-steps",
             "4",
-        ];
-        a.extend_from_slice(extra);
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|e| e.to_string()));
         a
     };
-    // Rank 1's input is NaN at step 5: its own loss only, yet both stop.
-    let mut a = args(&[]);
-    a.extend(["--save", s(&save)]);
-    let r = common::mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "nan@1:4")]);
+    let run = |a: &[String], fault: &str| {
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        common::mpirun_env(2, &a, &[("RINGTRAIN_FAULT", fault)])
+    };
+    // Abort: rank 1's input is NaN at step 5, its own loss only; both
+    // ranks stop at the round's exchange (after step 8), one message, and
+    // the round's steps are not reported.
+    let r = run(&args(&["--save", s(&save)]), "nan@1:4");
     r.one_error(4, "step 5: the loss of task");
+    r.one_error(4, "seen at the exchange after step 8");
+    assert!(r.stdout.contains("step      4/12"), "{}", r.stdout);
+    assert!(!r.stdout.contains("step      5/12"), "{}", r.stdout);
     assert!(!save.exists());
-    // Under skip both ranks leave that update out and carry on.
-    let mut a = args(&["--on-nonfinite", "skip"]);
-    a.extend(["--save", s(&save)]);
-    let r = common::mpirun_env(2, &a, &[("RINGTRAIN_FAULT", "nan@1:4")]);
+
+    // Skip: rank 1 leaves its update of step 5 out, rank 0 does not; the
+    // step line says so once; rank 1 has applied one update fewer.
+    let ck = dir.join("ck");
+    let a = args(&["--on-nonfinite", "skip", "--save", s(&save)]);
+    let mut with_ck = a.clone();
+    with_ck.extend(["--checkpoint-dir".into(), s(&ck).into()]);
+    let r = run(&with_ck, "nan@1:4");
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(
         r.stdout.matches("update skipped").count(),
@@ -510,7 +546,42 @@ fn one_ranks_nan_is_seen_by_every_rank_in_local_mode() {
         "{}",
         r.stdout
     );
-    assert!(read_params(&save).iter().all(|v| v.is_finite()));
+    assert!(
+        r.stdout.contains("step 5: the loss of task")
+            && r.stdout.contains("update skipped on 1 of 2 rank(s)"),
+        "{}",
+        r.stdout
+    );
+    let skipped = read_params(&save);
+    assert!(skipped.iter().all(|v| v.is_finite()));
+    let l = load(&ck, 12);
+    let counters: Vec<[u64; 2]> = l
+        .state
+        .local
+        .unwrap()
+        .ranks
+        .iter()
+        .map(|r| r.counters)
+        .collect();
+    assert_eq!(
+        counters,
+        vec![[12, 0], [11, 0]],
+        "[updates, skips in a row]"
+    );
+    // The skip changed the run (rank 1's update of step 5 is missing).
+    let clean = dir.join("clean.safetensors");
+    let a = args(&["--save", s(&clean)]);
+    mpirun(2, &a.iter().map(|s| s.as_str()).collect::<Vec<_>>()).ok();
+    assert_ne!(bits(&read_params(&clean)), bits(&skipped));
+
+    // More than --max-skips in a row on one rank: every rank stops at the
+    // exchange, naming the step where rank 1 went over.
+    let r = run(
+        &args(&["--on-nonfinite", "skip", "--max-skips", "2"]),
+        "nan@1:4-6",
+    );
+    r.one_error(4, "step 7: the loss of task");
+    r.one_error(4, "more than --max-skips 2");
 }
 
 #[test]
@@ -549,4 +620,95 @@ fn the_header_says_the_mode() {
     let r = mpirun(2, &["train", "--steps", "2"]);
     r.ok();
     assert!(r.stdout.contains("sync: every step"), "{}", r.context());
+}
+
+/// A communicator of one rank that counts the collectives called on it.
+struct Counting(std::cell::Cell<u64>);
+
+impl Counting {
+    fn add(&self) -> ringtrain::error::Result<()> {
+        self.0.set(self.0.get() + 1);
+        Ok(())
+    }
+}
+
+impl ringtrain::comm::Communicator for Counting {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) -> ringtrain::error::Result<()> {
+        self.add()
+    }
+    fn all_reduce_sum_bf16(&self, _: &mut [half::bf16]) -> ringtrain::error::Result<()> {
+        self.add()
+    }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> ringtrain::error::Result<()> {
+        self.add()
+    }
+    fn all_gather_u64(&self, v: u64) -> ringtrain::error::Result<Vec<u64>> {
+        self.add()?;
+        Ok(vec![v])
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> ringtrain::error::Result<Vec<u8>> {
+        self.add()?;
+        Ok(mine.to_vec())
+    }
+    fn broadcast(&self, _: usize, _: &mut [u8]) -> ringtrain::error::Result<()> {
+        self.add()
+    }
+    fn barrier(&self) -> ringtrain::error::Result<()> {
+        self.add()
+    }
+}
+
+/// No collective runs between two outer steps (so a slow rank holds the
+/// others only at the outer boundary): counted on the communicator the
+/// trainer is given, step by step. Every-step sync, counted the same way,
+/// calls it every step. The round's reports come out at its exchange.
+#[test]
+fn no_collective_between_outer_steps() {
+    use ringtrain::backend::cpu::Cpu;
+    use ringtrain::train::Trainer;
+    use ringtrain::watchdog::Watchdog;
+
+    let counts = |local: bool| -> (Vec<u64>, Vec<usize>) {
+        let mut cfg = TrainConfig::default();
+        cfg.model.hidden = vec![16];
+        (cfg.train.global_batch, cfg.train.steps) = (16, 10);
+        if local {
+            cfg.sync.mode = ringtrain::config::SyncMode::Local;
+            cfg.sync.local_steps = 4;
+        }
+        let d = &cfg.data;
+        let data = Synthetic::new(d.synthetic_seed, 256, 64);
+        let spec = ringtrain::app::model_spec(&cfg, &data).unwrap();
+        let init = ringtrain::model::layout::init_params(&ParamLayout::new(&spec), 1);
+        let comm = Counting(Default::default());
+        let wd = Watchdog::off();
+        let mut tr = Trainer::new(&cfg, spec, &comm, &wd, &data, Cpu::<f32>::new(), &init);
+        let (mut calls, mut reported) = (vec![], vec![]);
+        for step in 0..10 {
+            let before = comm.0.get();
+            let r = tr.step(step, true).unwrap();
+            calls.push(comm.0.get() - before);
+            reported.push(tr.reports(r).len());
+        }
+        (calls, reported)
+    };
+    let (calls, reported) = counts(true);
+    eprintln!("local H=4, collectives per step: {calls:?}");
+    for (step, &c) in calls.iter().enumerate() {
+        let boundary = matches!(step + 1, 4 | 8 | 10);
+        assert_eq!(c > 0, boundary, "step {}: {c} collective(s)", step + 1);
+    }
+    assert_eq!(reported, vec![0, 0, 0, 4, 0, 0, 0, 4, 0, 2]);
+    let (calls, reported) = counts(false);
+    assert!(calls.iter().all(|&c| c > 0), "every-step: {calls:?}");
+    assert_eq!(reported, vec![1; 10]);
 }

@@ -220,7 +220,10 @@ fn train_loop<B: Backend>(
             Err(e) => fatal(e),
         };
         times.step(&r.times, r.rows, s0.elapsed().as_secs_f64());
-        rep.step(&r).unwrap_or_else(|e| fatal(e));
+        // --sync local: a round's reports come at its exchange.
+        for r in tr.reports(r) {
+            rep.step(&r).unwrap_or_else(|e| fatal(e));
+        }
         let done = step + 1;
         if crate::train::local::eval_due(cfg, done) {
             let e0 = std::time::Instant::now();
@@ -231,10 +234,12 @@ fn train_loop<B: Backend>(
         let every = cfg.checkpoint.every;
         if cfg.checkpoint.dir.is_some() && ((every > 0 && done % every == 0) || done == last) {
             let c0 = std::time::Instant::now();
+            settle_round(&mut tr, &mut rep, world)?;
             write_checkpoint(run, &tr, &rep, done)?;
             times.checkpoint += c0.elapsed().as_secs_f64();
         }
     }
+    settle_round(&mut tr, &mut rep, world)?;
     rep.finish().unwrap_or_else(|e| fatal(e));
     for l in times.finish(comm).unwrap_or_else(|e| fatal(e)) {
         rep.line(&l);
@@ -268,6 +273,29 @@ fn train_loop<B: Backend>(
         _ => Ok(()),
     };
     agree(comm, marked)
+}
+
+/// `--sync local`, inside a round (a checkpoint, or the run stops): the
+/// round's step records are exchanged now and reported. NaN/Inf errors
+/// return (every rank has them); any other error ends the job.
+fn settle_round<B: Backend>(
+    tr: &mut Trainer<'_, B>,
+    rep: &mut Reporter,
+    world: &World,
+) -> Result<()> {
+    let fatal = |e: Error| -> ! {
+        eprintln!("ringtrain: rank {}: error: {e}", world.rank);
+        world.abort(2)
+    };
+    let reports = match tr.settle_round() {
+        Ok(r) => r,
+        Err(e @ (Error::NonFinite(_) | Error::OtherRank(_))) => return Err(e),
+        Err(e) => fatal(e),
+    };
+    for r in reports {
+        rep.step(&r).unwrap_or_else(|e| fatal(e));
+    }
+    Ok(())
 }
 
 /// The file in `--checkpoint-dir` that says the run reached its last step

@@ -517,7 +517,11 @@ fn interpret(
     let params = params_from_bytes(&files[MODEL_FILE], &path.join(MODEL_FILE), spec, layout)?;
     let opt_state = optim_from_bytes(&files[OPTIM_FILE], path, layout, opt)?;
     let local = match files.get(LOCAL_FILE) {
-        Some(b) => Some(local::from_bytes(b, layout.total, opt_state.len()).map_err(bad)?),
+        Some(b) => {
+            let counters = [m.updates, m.skips_in_a_row];
+            let l = local::from_bytes(b, layout.total, opt_state.len(), counters);
+            Some(l.map_err(bad)?)
+        }
         None => None,
     };
     Ok(Loaded {

@@ -24,10 +24,26 @@
 //! runs the same code.
 //!
 //! Within a round the loss scales are over this rank's own labels (a
-//! per-rank mean: no all-reduce averages afterwards), and one small
-//! all-reduce per step carries the losses, the label counts and whether
-//! any rank's gradient is not finite, so that every rank takes the same
-//! NaN/Inf branch.
+//! per-rank mean: no all-reduce averages afterwards), and no collective
+//! runs between two outer steps: a rank never waits for another inside a
+//! round. Each rank keeps one record per step (its loss sums and label
+//! counts per task, whether it skipped the step's update, whether that
+//! ends the run) and the round's records go in ONE f64 all-reduce at the
+//! outer boundary, before the parameters (also at a checkpoint inside a
+//! round, which is collective anyway). Only then are the round's step
+//! lines and metrics records written, with the global losses.
+//!
+//! NaN/Inf in local mode: a rank whose own step has a non-finite loss or
+//! gradient leaves its own update out (its θ_r and inner state stay as
+//! they were; the other ranks' updates of that step stand), counts it in
+//! its own updates-skipped-in-a-row, and goes on. At the next exchange
+//! every rank sees every rank's records, so all take the same decision:
+//! under `--on-nonfinite abort`, or when a rank skipped more than
+//! `--max-skips` updates in a row, every rank stops there with one
+//! message naming the first such step (before the round's parameters are
+//! merged); under `skip` the step line warns "update skipped on k of n
+//! rank(s)". The ranks' update counts may then differ (AdamW's bias
+//! correction counts each rank's own); checkpoints keep each rank's.
 
 use std::time::Instant;
 
@@ -41,8 +57,10 @@ use crate::gradsync::{self, GradBuckets, SyncOptions};
 use crate::model::layout::ParamLayout;
 use crate::watchdog::Watchdog;
 
-use super::Trainer;
 use super::clock::Phase;
+use super::{StepReport, Trainer};
+use crate::config::NonFinitePolicy;
+use crate::error::Error;
 
 /// The outer state and the parameter all-reduce of a local-mode run.
 pub struct Outer<B: Backend> {
@@ -62,6 +80,26 @@ pub struct Outer<B: Backend> {
     scratch: Vec<f32>,
     /// Bytes one parameter all-reduce sends (and receives) per rank.
     pub bytes_per_outer: u64,
+    /// The exchange of the round's step records (see the module comment).
+    round: Round,
+}
+
+/// The step records of the round so far, until they are exchanged.
+#[derive(Default)]
+struct Round {
+    /// This step's loss sums and label counts per task (`local_losses`).
+    sums: Vec<f64>,
+    counts: Vec<f64>,
+    /// One record per step: sums, counts, skipped (0/1), ends the run
+    /// (0/1); and its step. Summed over the ranks at the exchange.
+    control: Vec<f64>,
+    steps: Vec<u64>,
+    /// The last exchange's sums (records of `reduced_steps`) and bytes,
+    /// until `Trainer::reports` hands the reports on.
+    reduced: Vec<f64>,
+    reduced_steps: Vec<u64>,
+    /// This rank's reports of the round, waiting for the global values.
+    reports: Vec<StepReport>,
 }
 
 impl<B: Backend> Outer<B> {
@@ -99,6 +137,7 @@ impl<B: Backend> Outer<B> {
             delta,
             scratch: vec![0.0; n],
             bytes_per_outer: ring_bytes(n, wire, comm.size()),
+            round: Round::default(),
         }
     }
 }
@@ -158,6 +197,12 @@ pub fn ring_bytes(floats: usize, elem: usize, n: usize) -> u64 {
     (2 * (n - 1) as u64 * floats as u64 * elem as u64) / n as u64
 }
 
+/// f64 values of one step's record in the round's exchange: the loss
+/// sums and label counts per task, skipped, ends the run.
+pub fn record_len(tasks: usize) -> usize {
+    2 * tasks + 2
+}
+
 /// Bytes per element on the wire: NCCL all-reduces f32 whatever `wire`.
 pub fn wire_bytes(comm: &dyn Communicator, wire: Wire) -> usize {
     match (wire, comm.nccl().is_some()) {
@@ -204,14 +249,23 @@ impl<B: Backend> Trainer<'_, B> {
         let every = ring_bytes(self.num_params(), wire, self.comm.size());
         match &self.outer {
             None => (every as f64, every),
-            Some(o) => (o.bytes_per_outer as f64 / o.local_steps as f64, every),
+            Some(o) => {
+                let rec = self.record_bytes() as f64;
+                (o.bytes_per_outer as f64 / o.local_steps as f64 + rec, every)
+            }
         }
     }
 
-    /// Local mode's losses and NaN/Inf check: this rank's gradient norm
-    /// (for clipping, into `stats` like the every-step path), and one
-    /// all-reduce of the loss sums, the label counts and a flag per rank
-    /// whose gradient is not finite, so every rank takes the same branch.
+    /// Bytes one step's record adds to the round's exchange (the ring's
+    /// count of [`record_len`] f64 values).
+    pub fn record_bytes(&self) -> u64 {
+        ring_bytes(record_len(self.spec.tasks.len()), 8, self.comm.size())
+    }
+
+    /// Local mode's losses and NaN/Inf check, on this rank alone (no
+    /// collective): its gradient norm (for clipping, into `stats` like the
+    /// every-step path), its own mean losses, and what is not finite. The
+    /// loss sums and label counts are kept for the step's record.
     pub(super) fn local_losses(
         &mut self,
         counts: &[f64],
@@ -222,45 +276,174 @@ impl<B: Backend> Trainer<'_, B> {
         let mut stats = vec![0f32; ntask + 1];
         self.be.download(&self.stats, 0, &mut stats);
         let norm = stats[ntask].sqrt();
-        let mut v: Vec<f64> = stats[..ntask].iter().map(|&s| s as f64).collect();
-        v.extend_from_slice(counts);
-        v.push(f64::from(u8::from(!norm.is_finite())));
-        self.comm.all_reduce_sum_f64(&mut v)?;
-        let losses: Vec<f64> = (0..ntask)
-            .map(|t| match v[ntask + t] > 0.0 {
-                true => v[t] / v[ntask + t],
-                false => f64::NAN,
-            })
-            .collect();
-        let bad: Vec<String> = (0..ntask)
-            .filter(|&t| !v[t].is_finite())
-            .map(|t| format!("{} is {}", self.spec.tasks[t].name, v[t]))
-            .collect();
-        let bad_ranks = v[2 * ntask];
-        let nonfinite = if !bad.is_empty() {
-            Some(format!("the loss of task {}", bad.join(", task ")))
-        } else if bad_ranks > 0.0 {
-            Some(format!(
-                "the local gradient of {bad_ranks} rank(s) is not finite"
-            ))
-        } else {
-            None
+        let sums: Vec<f64> = stats[..ntask].iter().map(|&s| s as f64).collect();
+        let losses = mean_losses(&sums, counts);
+        let nonfinite = match nonfinite_tasks(&self.spec, &sums) {
+            Some(bad) => Some(bad),
+            None if !norm.is_finite() => Some(format!("the local gradient norm is {norm}")),
+            None => None,
         };
+        if let Some(o) = &mut self.outer {
+            (o.round.sums, o.round.counts) = (sums, counts.to_vec());
+        }
         Ok((losses, norm, nonfinite))
     }
 
-    /// After step `step`'s update: at an outer boundary, all-reduce the
-    /// ranks' parameters and apply the outer update (see the module
-    /// comment). Returns whether it ran.
-    pub(super) fn outer_step(&mut self, step: u64) -> Result<bool> {
-        let steps = self.cfg.train.steps;
+    /// A local step whose loss or gradient is NaN/Inf: this rank leaves
+    /// its own update out and goes on; whether the run ends is decided at
+    /// the next exchange, by every rank alike (see the module comment).
+    pub(super) fn skip_local(&mut self, step: u64, what: String) -> String {
+        self.skips_in_a_row += 1;
+        format!("step {}: {what} on this rank", step + 1)
+    }
+
+    /// Appends step `step`'s record to the round (`skipped`: this rank
+    /// left the update out).
+    fn record_step(&mut self, step: u64, skipped: bool) {
+        let t = &self.cfg.train;
+        let fatal = skipped
+            && (t.on_nonfinite == NonFinitePolicy::Abort || self.skips_in_a_row > t.max_skips);
         let Some(o) = &mut self.outer else {
+            return;
+        };
+        let r = &mut o.round;
+        r.control.extend_from_slice(&r.sums);
+        r.control.extend_from_slice(&r.counts);
+        r.control.push(f64::from(u8::from(skipped)));
+        r.control.push(f64::from(u8::from(fatal)));
+        r.steps.push(step);
+    }
+
+    /// The round's one exchange: every rank's step records summed (one f64
+    /// all-reduce), kept for [`Trainer::reports`]. A record that ends the
+    /// run ends it on every rank here, with one message. Collective; a
+    /// no-op when no record is waiting (the same on every rank).
+    fn exchange(&mut self) -> Result<()> {
+        let (ntask, size) = (self.spec.tasks.len(), self.comm.size());
+        let Some(o) = &mut self.outer else {
+            return Ok(());
+        };
+        let r = &mut o.round;
+        if r.steps.is_empty() {
+            return Ok(());
+        }
+        let mut v = std::mem::take(&mut r.control);
+        self.comm.all_reduce_sum_f64(&mut v)?;
+        let m = record_len(ntask);
+        let first_fatal = v
+            .chunks_exact(m)
+            .zip(&r.steps)
+            .find(|(c, _)| c[m - 1] > 0.0);
+        if let Some((c, &step)) = first_fatal {
+            let what = describe(&self.spec, c, size);
+            let last = r.steps.last().copied().unwrap_or(step);
+            let t = &self.cfg.train;
+            let why = match t.on_nonfinite {
+                NonFinitePolicy::Abort => {
+                    "stopping (--on-nonfinite abort; `skip` would leave such updates out)".into()
+                }
+                NonFinitePolicy::Skip => format!(
+                    "a rank skipped more than --max-skips {} updates in a row",
+                    t.max_skips
+                ),
+            };
+            return Err(Error::NonFinite(format!(
+                "step {}: {what}; {why} (--sync local: seen at the exchange after step {})",
+                step + 1,
+                last + 1
+            )));
+        }
+        r.reduced = v;
+        r.reduced_steps = std::mem::take(&mut r.steps);
+        Ok(())
+    }
+
+    /// The step reports ready for the reporter. Every-step sync: `r`
+    /// itself. Local mode: `r` waits with the round's others until their
+    /// records are exchanged (at the outer step, or [`Trainer::settle_round`]);
+    /// then all of them, with the global losses, which steps some rank
+    /// skipped, and the exchange's bytes counted at its step.
+    pub fn reports(&mut self, r: StepReport) -> Vec<StepReport> {
+        let per_record = self.record_bytes();
+        let size = self.comm.size();
+        let Some(o) = &mut self.outer else {
+            return vec![r];
+        };
+        o.round.reports.push(r);
+        let round = &mut o.round;
+        let settled = round.reduced_steps.len();
+        if settled == 0 || round.reports.len() < settled {
+            return vec![];
+        }
+        let mut out: Vec<StepReport> = round.reports.drain(..settled).collect();
+        let v = std::mem::take(&mut round.reduced);
+        round.reduced_steps.clear();
+        let m = record_len(self.spec.tasks.len());
+        let before = out[0].step;
+        let last = out.len() - 1;
+        for (i, (r, c)) in out.iter_mut().zip(v.chunks_exact(m)).enumerate() {
+            let ntask = (m - 2) / 2;
+            r.task_losses = mean_losses(&c[..ntask], &c[ntask..2 * ntask]);
+            r.loss = self.weights.total_loss(&r.task_losses);
+            let skipped_on = c[m - 2];
+            r.skipped = (skipped_on > 0.0).then(|| {
+                format!(
+                    "step {}: {}; update skipped on {skipped_on} of {size} rank(s) (--sync local: each rank skips its own; at most {} in a row)",
+                    r.step + 1,
+                    describe(&self.spec, c, size),
+                    self.cfg.train.max_skips
+                )
+            });
+            // Records sent before this exchange, and by it at its step.
+            match i == last {
+                false => r.bytes_sent_total += before * per_record,
+                true => {
+                    r.bytes_sent += (last as u64 + 1) * per_record;
+                    r.bytes_sent_total += (r.step + 1) * per_record;
+                }
+            }
+        }
+        out
+    }
+
+    /// Before a checkpoint inside a round (or when the run stops there):
+    /// exchanges the round's records so far and returns their reports
+    /// (collective; none in every-step mode or at an outer boundary).
+    pub fn settle_round(&mut self) -> Result<Vec<StepReport>> {
+        self.exchange()?;
+        let Some(o) = &mut self.outer else {
+            return Ok(vec![]);
+        };
+        match o.round.reports.pop() {
+            Some(r) => Ok(self.reports(r)),
+            None => Ok(vec![]),
+        }
+    }
+
+    /// After step `step`'s update (or its skip, `skipped`): the step's
+    /// record joins the round; at an outer boundary, the round's records
+    /// are exchanged, then the ranks' parameters all-reduced and the outer
+    /// update applied (see the module comment). Returns whether it ran.
+    pub(super) fn outer_step(&mut self, step: u64, skipped: bool) -> Result<bool> {
+        let steps = self.cfg.train.steps;
+        let Some(o) = &self.outer else {
             return Ok(false);
         };
         if !is_outer_boundary(step + 1, o.local_steps, steps) {
+            self.record_step(step, skipped);
             return Ok(false);
         }
+        self.record_step(step, skipped);
+        let records = self
+            .outer
+            .as_ref()
+            .map_or(0, |o| o.round.steps.len() as u64);
+        let control = records * self.record_bytes();
         let t = Instant::now();
+        self.exchange()?;
+        let Some(o) = &mut self.outer else {
+            return Ok(false);
+        };
         self.be.download(&self.params, 0, &mut o.scratch);
         for (d, &t) in o.scratch.iter_mut().zip(&o.theta) {
             *d = t - *d;
@@ -268,7 +451,8 @@ impl<B: Backend> Trainer<'_, B> {
         self.be.upload(&o.scratch, &mut o.delta, 0);
         o.sync.ready(0);
         let report = o.sync.finish()?;
-        self.clock.record_outer(t, &report, o.bytes_per_outer);
+        self.clock
+            .record_outer(t, &report, o.bytes_per_outer + control);
 
         let t = Instant::now();
         self.be.download(&o.delta, 0, &mut o.scratch);
@@ -287,7 +471,12 @@ impl<B: Backend> Trainer<'_, B> {
         let params = self.params_to_host();
         let mut opt = vec![0.0; opt_state_len(&self.model.layout, self.cfg.optim.optimizer)];
         self.be.download(&self.opt_state, 0, &mut opt);
-        local::gather(self.comm, &o.v, &params, &opt).map(Some)
+        let mine = local::RankState {
+            params,
+            opt_state: opt,
+            counters: [self.updates, self.skips_in_a_row],
+        };
+        local::gather(self.comm, &o.v, &mine).map(Some)
     }
 
     /// Continues from a checkpoint's local state: θ is the checkpoint's
@@ -297,10 +486,39 @@ impl<B: Backend> Trainer<'_, B> {
         let me = &l.ranks[self.comm.rank()];
         self.be.upload(&me.params, &mut self.params, 0);
         self.be.upload(&me.opt_state, &mut self.opt_state, 0);
+        [self.updates, self.skips_in_a_row] = me.counters;
         if let Some(o) = &mut self.outer {
             o.theta.copy_from_slice(theta);
             o.v.copy_from_slice(&l.momentum);
         }
+    }
+}
+
+/// Mean losses from sums and label counts (NaN where a task had none).
+fn mean_losses(sums: &[f64], counts: &[f64]) -> Vec<f64> {
+    sums.iter()
+        .zip(counts)
+        .map(|(&s, &c)| if c > 0.0 { s / c } else { f64::NAN })
+        .collect()
+}
+
+/// "the loss of task a is NaN, task b is inf" for the tasks whose loss
+/// sum is not finite, if any.
+fn nonfinite_tasks(spec: &crate::spec::ModelSpec, sums: &[f64]) -> Option<String> {
+    let bad: Vec<String> = (spec.tasks.iter().zip(sums))
+        .filter(|(_, s)| !s.is_finite())
+        .map(|(t, s)| format!("{} is {s}", t.name))
+        .collect();
+    (!bad.is_empty()).then(|| format!("the loss of task {}", bad.join(", task ")))
+}
+
+/// What was not finite in an exchanged record `c` (summed over ranks).
+fn describe(spec: &crate::spec::ModelSpec, c: &[f64], size: usize) -> String {
+    let ntask = spec.tasks.len();
+    let skipped_on = c[2 * ntask];
+    match nonfinite_tasks(spec, &c[..ntask]) {
+        Some(what) => format!("{what} (summed over the ranks)"),
+        None => format!("the local gradient of {skipped_on} of {size} rank(s) is not finite"),
     }
 }
 
