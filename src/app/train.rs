@@ -23,6 +23,7 @@ use crate::report::Reporter;
 use crate::spec::ModelSpec;
 use crate::trace::Trace;
 use crate::train::weighting::TaskWeights;
+use crate::train::overlap::OverlapChoice;
 use crate::train::{Trainer, prefetch};
 use crate::watchdog::Watchdog;
 use crate::world::World;
@@ -178,8 +179,9 @@ fn train_loop<B: Backend>(
     } = *run;
     tr.fault = fault;
     let read_ahead = tr.prefetch;
-    print_header(&rep, run, tr.num_params(), backend, read_ahead);
+    print_header(&rep, run, tr.num_params(), backend, read_ahead, &tr.overlap);
     let first_step = resumed.map_or(0, |r| r.state.step);
+    rep.run_record(first_step, tr.overlap.json())?;
     if let Some(r) = resumed {
         tr.restore(&r.state)
             .map_err(|m| Error::checkpoint(&r.path, m))?;
@@ -548,7 +550,14 @@ fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
 }
 
 /// The run's header lines: world, model, data, communication.
-fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ahead: bool) {
+fn print_header(
+    rep: &Reporter,
+    run: &Run,
+    params: usize,
+    backend: &str,
+    read_ahead: bool,
+    overlap: &OverlapChoice,
+) {
     let Run {
         cfg,
         spec,
@@ -637,7 +646,7 @@ fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ah
             lower(c.kind),
             lower(c.wire),
             c.bucket_kib,
-            if c.overlap { "on" } else { "off" }
+            overlap.describe()
         )),
     }
     rep.line(&cfg.sync.describe());
