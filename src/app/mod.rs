@@ -4,6 +4,7 @@ pub mod data;
 pub mod info;
 pub mod plot;
 pub mod preflight;
+pub mod synthetic;
 pub mod summary;
 pub mod train;
 

@@ -45,6 +45,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
+    // Synthetic rows drawn more than once: generated once, over the ranks.
+    crate::app::synthetic::share(&cfg, &*data, comm)?;
     // Before anything is allocated or written: the model fits in memory,
     // and every output can be written (rank 0 writes them).
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());

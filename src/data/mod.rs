@@ -50,6 +50,11 @@ pub trait Dataset: Send + Sync {
     /// Ranks each check a slice and agree on the outcome, so the whole
     /// dataset is checked once, up front.
     fn validate_rows(&self, split: Split, lo: usize, hi: usize) -> Result<()>;
+    /// The generated dataset, which a run may materialise once
+    /// (src/app/synthetic.rs); None for data read from files.
+    fn as_synthetic(&self) -> Option<&synthetic::Synthetic> {
+        None
+    }
 }
 
 /// Label columns of a dataset's tasks.
