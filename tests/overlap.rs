@@ -64,7 +64,12 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
         );
         assert!(bits_equal(&on, &off), "{comm}: overlap changed the result");
     }
-    let on3 = train(3, dir, "ring3-on", &["--bucket-kib", "4", "--overlap", "on"]);
+    let on3 = train(
+        3,
+        dir,
+        "ring3-on",
+        &["--bucket-kib", "4", "--overlap", "on"],
+    );
     let off3 = train(3, dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
     assert!(bits_equal(&on3, &off3));
 }
@@ -79,7 +84,12 @@ fn the_chosen_overlap_is_reported_and_changes_no_bit() {
         2,
         dir,
         "auto",
-        &["--bucket-kib", "1", "--metrics-out", metrics.to_str().unwrap()],
+        &[
+            "--bucket-kib",
+            "1",
+            "--metrics-out",
+            metrics.to_str().unwrap(),
+        ],
     );
     let line = overlap_line(&out);
     assert!(
@@ -115,7 +125,10 @@ fn the_chosen_overlap_is_reported_and_changes_no_bit() {
     let (out, _) = train_run(1, dir, "single", &[]);
     assert_eq!(overlap_line(&out), "off (1 rank: nothing to all-reduce)");
     // Both spellings at once are refused.
-    let r = mpirun(1, &["train", "--steps", "1", "--overlap", "on", "--no-overlap"]);
+    let r = mpirun(
+        1,
+        &["train", "--steps", "1", "--overlap", "on", "--no-overlap"],
+    );
     assert_eq!(r.code, Some(2), "{}", r.stderr);
 }
 

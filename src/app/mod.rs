@@ -4,8 +4,8 @@ pub mod data;
 pub mod info;
 pub mod plot;
 pub mod preflight;
-pub mod synthetic;
 pub mod summary;
+pub mod synthetic;
 pub mod train;
 
 use crate::comm::CommKind;

@@ -381,10 +381,14 @@ mod tests {
         assert!(!ds.is_installed(Split::Val));
         let (x2, l2) = fill_all(&clone, Split::Train, &idx);
         assert_eq!((bits(&x), bits(&l)), (bits(&x2), bits(&l2)));
-        ds.install(Split::Val, ds.generate(Split::Val, 0..40)).unwrap();
+        ds.install(Split::Val, ds.generate(Split::Val, 0..40))
+            .unwrap();
         let (vx2, vl2) = fill_all(&ds, Split::Val, &vidx);
         assert_eq!((bits(&vx), bits(&vl)), (bits(&vx2), bits(&vl2)));
-        assert!(ds.fill(Split::Train, &[300], &mut [0.0; INPUT], &mut [0.0; LABELS]).is_err());
+        assert!(
+            ds.fill(Split::Train, &[300], &mut [0.0; INPUT], &mut [0.0; LABELS])
+                .is_err()
+        );
     }
 
     #[test]

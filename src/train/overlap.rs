@@ -13,8 +13,8 @@
 
 use std::ops::Range;
 
-use crate::comm::Communicator;
 use crate::backend::Memory;
+use crate::comm::Communicator;
 use crate::config::{Overlap, TrainConfig};
 use crate::error::Result;
 use crate::gradsync::plan_buckets;
