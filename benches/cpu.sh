@@ -66,9 +66,11 @@ model_iters() {
 if has peers; then
     venv="${CARGO_TARGET_DIR:-$ROOT/target}/torch-venv"
     if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-        # PyPI's Linux torch wheel needs its nvidia-* dependencies to
-        # import, even on a CPU (about 3 GB); there is no CPU-only wheel
-        # on PyPI.
+        # PyPI has no CPU-only torch wheel for Linux, and its wheel does
+        # not import without the nvidia-* packages it pulls (checked with
+        # torch 2.15.0: `pip install --no-deps torch` fails at import,
+        # libcudart.so.13 not found), so this is the full install: 5.4 GB,
+        # about 9 minutes here.
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q torch numpy >&2
     fi

@@ -11,7 +11,6 @@ use num_traits::Float;
 use super::cpu_fused as fused;
 use super::{Backend, Gemm, LossArgs, Memory, UpdateArgs, UpdateRule, clip_scale};
 use crate::spec::Activation;
-use crate::tasks::TaskKind;
 
 /// Element types the CPU backend computes in.
 pub trait Elem: Float + LinalgScalar + Send + Sync + std::fmt::Debug + 'static {
@@ -413,6 +412,7 @@ mod tests {
     //! Every op against central finite differences (f64) or a direct formula.
     use super::*;
     use crate::rng::normal;
+    use crate::tasks::TaskKind;
 
     fn randn(n: usize, stream: u64) -> Vec<f64> {
         (0..n).map(|i| normal(7, stream, i as u64)).collect()
