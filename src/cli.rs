@@ -466,9 +466,15 @@ pub struct CommArgs {
     /// Gradient bucket size in KiB.
     #[arg(long)]
     pub bucket_kib: Option<usize>,
-    /// All-reduce buckets after backward instead of overlapping with it.
-    #[arg(long)]
+    /// All-reduce buckets after backward instead of overlapping with it
+    /// (the same as --overlap off).
+    #[arg(long, conflicts_with = "overlap")]
     pub no_overlap: bool,
+    /// Overlap the bucket all-reduces with backward on a communication
+    /// thread: auto (on with more than one rank, more than one bucket and a
+    /// core free for that thread; the header says which), on, off.
+    #[arg(long, value_enum)]
+    pub overlap: Option<crate::config::Overlap>,
     /// Seconds a collective may take before the watchdog ends the job,
     /// naming the step, the operation and the ranks missing (0: off).
     #[arg(long, value_name = "SECONDS")]
@@ -486,8 +492,11 @@ impl CommArgs {
         if let Some(b) = self.bucket_kib {
             c.comm.bucket_kib = b;
         }
+        if let Some(o) = self.overlap {
+            c.comm.overlap = o;
+        }
         if self.no_overlap {
-            c.comm.overlap = false;
+            c.comm.overlap = crate::config::Overlap::Off;
         }
         if let Some(t) = self.comm_timeout {
             c.comm.timeout = t;

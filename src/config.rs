@@ -14,6 +14,8 @@ pub mod sync;
 pub use sync::{SyncConfig, SyncMode};
 pub mod balance;
 pub use balance::BalanceMode;
+pub mod overlap;
+pub use overlap::Overlap;
 mod table_hint;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -202,8 +204,9 @@ pub struct CommConfig {
     /// produces gradients (last layer first).
     pub bucket_kib: usize,
     /// All-reduce each bucket on a communication thread as soon as it is
-    /// complete, while backward continues.
-    pub overlap: bool,
+    /// complete, while backward continues: auto (when it can pay), on, off
+    /// (`true`/`false` are read as on/off).
+    pub overlap: Overlap,
     /// Seconds a collective may take before the watchdog ends the job
     /// (0: no watchdog).
     pub timeout: f64,
@@ -215,7 +218,7 @@ impl Default for CommConfig {
             kind: CommKind::Auto,
             wire: Wire::F32,
             bucket_kib: 256,
-            overlap: true,
+            overlap: Overlap::Auto,
             timeout: 300.0,
         }
     }

@@ -242,6 +242,16 @@ impl Reporter {
         }))
     }
 
+    /// How the run (or its resumed part) from `step` is set up: a `run`
+    /// record with `fields` (an object), e.g. the overlap chosen.
+    pub fn run_record(&mut self, step: u64, fields: Value) -> Result<()> {
+        let mut v = json!({ "type": "run", "step": step });
+        if let (Some(m), Value::Object(f)) = (v.as_object_mut(), fields) {
+            m.extend(f);
+        }
+        self.record(v)
+    }
+
     pub fn eval(&mut self, step: u64, metrics: &[(String, TaskMetrics)]) -> Result<()> {
         if !self.root {
             return Ok(());

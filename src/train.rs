@@ -34,6 +34,7 @@ use crate::watchdog::Watchdog;
 pub mod balance;
 pub mod clock;
 pub mod local;
+pub mod overlap;
 pub mod prefetch;
 pub mod weighting;
 
@@ -117,6 +118,9 @@ pub struct Trainer<'a, B: Backend> {
     pub prefetch: bool,
     /// How many samples of each global batch every rank takes.
     pub balance: Balancer,
+    /// Whether the gradient all-reduce overlaps backward, and why
+    /// (`[comm] overlap`, decided in `new`).
+    pub overlap: overlap::OverlapChoice,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -139,13 +143,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let model = Model::new(&be, spec.clone(), max_rows);
         let n = model.layout.total;
         let mut grads = be.alloc(n);
+        let bucket_floats = cfg.comm.bucket_kib * 1024 / 4;
+        let layers = model.layout.layer_ranges();
+        let overlap = overlap::for_trainer(cfg, comm, &layers, be.memory(&mut grads));
         let opts = SyncOptions {
             kind: cfg.comm.kind,
             wire: cfg.comm.wire,
-            overlap: cfg.comm.overlap,
-            bucket_floats: cfg.comm.bucket_kib * 1024 / 4,
+            overlap: overlap.on,
+            bucket_floats,
         };
-        let layers = model.layout.layer_ranges();
         // SAFETY: `sync` is declared before `grads` in `Trainer`, so it is
         // dropped (its communication thread joined) before the buffer is
         // freed; the buffer never moves; and only backward below `lo` and
@@ -202,6 +208,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
             balance,
+            overlap,
         }
     }
 

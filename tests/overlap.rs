@@ -7,6 +7,11 @@ mod common;
 use common::{mpirun, read_params, rel_diff, tempdir};
 
 fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32> {
+    train_run(np, dir, tag, extra).1
+}
+
+/// The run's stdout and its saved parameters.
+fn train_run(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> (String, Vec<f32>) {
     let out = dir.join(format!("{tag}.safetensors"));
     let mut args = vec![
         "train",
@@ -22,8 +27,17 @@ fn train(np: usize, dir: &std::path::Path, tag: &str, extra: &[&str]) -> Vec<f32
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    mpirun(np, &args).ok();
-    read_params(&out)
+    let r = mpirun(np, &args);
+    r.ok();
+    (r.stdout, read_params(&out))
+}
+
+/// The header's overlap, e.g. "on (--overlap on)".
+fn overlap_line(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once(", overlap ").map(|(_, o)| o))
+        .unwrap_or_else(|| panic!("no overlap in the header:\n{stdout}"))
 }
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
@@ -40,7 +54,7 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
             2,
             dir,
             &format!("{comm}-on"),
-            &["--comm", comm, "--bucket-kib", "1"],
+            &["--comm", comm, "--bucket-kib", "1", "--overlap", "on"],
         );
         let off = train(
             2,
@@ -50,9 +64,72 @@ fn overlap_on_and_off_give_bit_identical_parameters() {
         );
         assert!(bits_equal(&on, &off), "{comm}: overlap changed the result");
     }
-    let on3 = train(3, dir, "ring3-on", &["--bucket-kib", "4"]);
+    let on3 = train(
+        3,
+        dir,
+        "ring3-on",
+        &["--bucket-kib", "4", "--overlap", "on"],
+    );
     let off3 = train(3, dir, "ring3-off", &["--bucket-kib", "4", "--no-overlap"]);
     assert!(bits_equal(&on3, &off3));
+}
+
+#[test]
+fn the_chosen_overlap_is_reported_and_changes_no_bit() {
+    let tmp = tempdir("overlap-auto");
+    let dir = tmp.path();
+    let metrics = dir.join("m.jsonl");
+    // 1 KiB buckets: several, so only the cores decide auto's choice.
+    let (out, auto) = train_run(
+        2,
+        dir,
+        "auto",
+        &[
+            "--bucket-kib",
+            "1",
+            "--metrics-out",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    let line = overlap_line(&out);
+    assert!(
+        line.starts_with("on (auto: ") || line.starts_with("off (auto: "),
+        "{line}"
+    );
+    let run: serde_json::Value = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "run")
+        .expect("a run record");
+    assert_eq!(run["overlap_mode"], "auto");
+    assert_eq!(run["overlap"], line.starts_with("on"));
+    assert_eq!(run["step"], 0);
+    for (tag, flags, want) in [
+        ("on", &["--overlap", "on"][..], "on (--overlap on)"),
+        ("off", &["--overlap", "off"][..], "off (--overlap off)"),
+        ("no", &["--no-overlap"][..], "off (--overlap off)"),
+    ] {
+        let mut extra = vec!["--bucket-kib", "1"];
+        extra.extend_from_slice(flags);
+        let (out, p) = train_run(2, dir, tag, &extra);
+        assert_eq!(overlap_line(&out), want);
+        assert!(bits_equal(&p, &auto), "{tag}: not the parameters of auto");
+    }
+    // One bucket (the default 256 KiB holds this model): nothing to overlap.
+    let (out, _) = train_run(2, dir, "one", &[]);
+    assert_eq!(
+        overlap_line(&out),
+        "off (auto: one bucket, which starts when backward ends)"
+    );
+    let (out, _) = train_run(1, dir, "single", &[]);
+    assert_eq!(overlap_line(&out), "off (1 rank: nothing to all-reduce)");
+    // Both spellings at once are refused.
+    let r = mpirun(
+        1,
+        &["train", "--steps", "1", "--overlap", "on", "--no-overlap"],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
 }
 
 #[test]
@@ -96,7 +173,14 @@ fn trace_has_one_all_reduce_per_bucket_per_step() {
         2,
         dir,
         "t",
-        &["--bucket-kib", "4", "--trace", trace.to_str().unwrap()],
+        &[
+            "--bucket-kib",
+            "4",
+            "--overlap",
+            "on",
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
     );
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = doc["traceEvents"].as_array().unwrap();

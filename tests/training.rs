@@ -134,7 +134,14 @@ fn learns_every_task_beyond_its_trivial_baseline() {
         .filter(|l| l.contains("\"type\":\"train\""))
         .count();
     assert_eq!(train_lines, 300);
-    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    // The run record (the overlap chosen) comes first, then the steps.
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["type"], "run", "{}", records[0]);
+    assert!(records[0]["overlap"].is_boolean(), "{}", records[0]);
+    let first = &records[1];
     for key in [
         "step",
         "loss",

@@ -158,7 +158,10 @@ fn a_killed_rank_0_ends_the_job_too() {
 #[test]
 fn a_slow_but_alive_job_is_left_alone() {
     let _s = serial();
-    for extra in [&[][..], &["--comm", "mpi", "--no-overlap"][..]] {
+    for extra in [
+        &["--overlap", "on"][..],
+        &["--comm", "mpi", "--no-overlap"][..],
+    ] {
         let mut args = vec![
             "--steps",
             "60",

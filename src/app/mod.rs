@@ -5,6 +5,7 @@ pub mod info;
 pub mod plot;
 pub mod preflight;
 pub mod summary;
+pub mod synthetic;
 pub mod train;
 
 use crate::comm::CommKind;

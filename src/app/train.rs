@@ -22,6 +22,7 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::report::Reporter;
 use crate::spec::ModelSpec;
 use crate::trace::Trace;
+use crate::train::overlap::OverlapChoice;
 use crate::train::weighting::TaskWeights;
 use crate::train::{Trainer, prefetch};
 use crate::watchdog::Watchdog;
@@ -44,6 +45,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
+    // Synthetic rows drawn more than once: generated once, over the ranks.
+    crate::app::synthetic::share(&cfg, &*data, comm)?;
     // Before anything is allocated or written: the model fits in memory,
     // and every output can be written (rank 0 writes them).
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());
@@ -178,8 +181,9 @@ fn train_loop<B: Backend>(
     } = *run;
     tr.fault = fault;
     let read_ahead = tr.prefetch;
-    print_header(&rep, run, tr.num_params(), backend, read_ahead);
+    print_header(&rep, run, tr.num_params(), backend, read_ahead, &tr.overlap);
     let first_step = resumed.map_or(0, |r| r.state.step);
+    rep.run_record(first_step, tr.overlap.json())?;
     if let Some(r) = resumed {
         tr.restore(&r.state)
             .map_err(|m| Error::checkpoint(&r.path, m))?;
@@ -576,7 +580,14 @@ fn check_data_slice(data: &dyn Dataset, comm: &dyn Communicator) -> Result<()> {
 }
 
 /// The run's header lines: world, model, data, communication.
-fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ahead: bool) {
+fn print_header(
+    rep: &Reporter,
+    run: &Run,
+    params: usize,
+    backend: &str,
+    read_ahead: bool,
+    overlap: &OverlapChoice,
+) {
     let Run {
         cfg,
         spec,
@@ -665,7 +676,7 @@ fn print_header(rep: &Reporter, run: &Run, params: usize, backend: &str, read_ah
             lower(c.kind),
             lower(c.wire),
             c.bucket_kib,
-            if c.overlap { "on" } else { "off" }
+            overlap.describe()
         )),
     }
     rep.line(&cfg.sync.describe());

@@ -11,7 +11,6 @@ use num_traits::Float;
 use super::cpu_fused as fused;
 use super::{Backend, Gemm, LossArgs, Memory, UpdateArgs, UpdateRule, clip_scale};
 use crate::spec::Activation;
-use crate::tasks::TaskKind;
 
 /// Element types the CPU backend computes in.
 pub trait Elem: Float + LinalgScalar + Send + Sync + std::fmt::Debug + 'static {
@@ -109,51 +108,6 @@ pub fn act_grad<T: Elem>(act: Activation, z: T, h: T) -> T {
             let half = T::of64(0.5);
             half * (T::one() + t)
                 + half * z * (T::one() - t * t) * c * (T::one() + T::of64(3.0) * k * z * z)
-        }
-    }
-}
-
-/// Per-row loss of one task and its gradient; `None` if the label is missing.
-/// `out` and `dout` are the task's slice of the row; `y` its label columns.
-fn row_loss<T: Elem>(kind: TaskKind, out: &[T], y: &[T], dout: &mut [T], scale: T) -> T {
-    match kind {
-        TaskKind::Classify { .. } => {
-            if y[0].is_nan() {
-                dout.fill(T::zero());
-                return T::zero();
-            }
-            let c = y[0].f32() as usize;
-            let mx = out.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-            let sum = out.iter().fold(T::zero(), |s, &v| s + (v - mx).exp());
-            for (d, &v) in dout.iter_mut().zip(out) {
-                *d = (v - mx).exp() / sum * scale;
-            }
-            dout[c] = dout[c] - scale;
-            sum.ln() + mx - out[c]
-        }
-        TaskKind::Binary => {
-            if y[0].is_nan() {
-                dout[0] = T::zero();
-                return T::zero();
-            }
-            let x = out[0];
-            let sig = T::one() / (T::one() + (-x).exp());
-            dout[0] = (sig - y[0]) * scale;
-            // BCE with logits, stable: max(x,0) - x y + log(1 + e^-|x|).
-            x.max(T::zero()) - x * y[0] + (-x.abs()).exp().ln_1p()
-        }
-        TaskKind::Regress { .. } => {
-            let mut l = T::zero();
-            for ((d, &o), &t) in dout.iter_mut().zip(out).zip(y) {
-                if t.is_nan() {
-                    *d = T::zero();
-                } else {
-                    let e = o - t;
-                    l = l + e * e;
-                    *d = T::of(2.0) * e * scale;
-                }
-            }
-            l
         }
     }
 }
@@ -270,7 +224,7 @@ impl<T: Elem> Backend for Cpu<T> {
             let o = r * a.out_cols + a.out_off;
             let l = r * a.label_cols + a.label_off;
             total = total
-                + row_loss(
+                + fused::row_loss(
                     a.kind,
                     &out[o..o + w],
                     &labels[l..l + lw],
@@ -355,6 +309,53 @@ impl<T: Elem> Backend for Cpu<T> {
 pub mod reference {
     use super::{Elem, act_fwd, act_grad};
     use crate::spec::Activation;
+    use crate::tasks::TaskKind;
+
+    /// Per-row loss of one task and its gradient (both zero where the label
+    /// is missing). `out` and `dout` are the task's slice of the row; `y`
+    /// its label columns.
+    pub fn row_loss<T: Elem>(kind: TaskKind, out: &[T], y: &[T], dout: &mut [T], scale: T) -> T {
+        match kind {
+            TaskKind::Classify { .. } => {
+                if y[0].is_nan() {
+                    dout.fill(T::zero());
+                    return T::zero();
+                }
+                let c = y[0].f32() as usize;
+                let mx = out.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+                let sum = out.iter().fold(T::zero(), |s, &v| s + (v - mx).exp());
+                for (d, &v) in dout.iter_mut().zip(out) {
+                    *d = (v - mx).exp() / sum * scale;
+                }
+                dout[c] = dout[c] - scale;
+                sum.ln() + mx - out[c]
+            }
+            TaskKind::Binary => {
+                if y[0].is_nan() {
+                    dout[0] = T::zero();
+                    return T::zero();
+                }
+                let x = out[0];
+                let sig = T::one() / (T::one() + (-x).exp());
+                dout[0] = (sig - y[0]) * scale;
+                // BCE with logits, stable: max(x,0) - x y + log(1 + e^-|x|).
+                x.max(T::zero()) - x * y[0] + (-x.abs()).exp().ln_1p()
+            }
+            TaskKind::Regress { .. } => {
+                let mut l = T::zero();
+                for ((d, &o), &t) in dout.iter_mut().zip(out).zip(y) {
+                    if t.is_nan() {
+                        *d = T::zero();
+                    } else {
+                        let e = o - t;
+                        l = l + e * e;
+                        *d = T::of(2.0) * e * scale;
+                    }
+                }
+                l
+            }
+        }
+    }
 
     /// z[r, :] += bias for every row; then h = act(z) (h untouched if None).
     pub fn bias_act<T: Elem>(
@@ -411,6 +412,7 @@ mod tests {
     //! Every op against central finite differences (f64) or a direct formula.
     use super::*;
     use crate::rng::normal;
+    use crate::tasks::TaskKind;
 
     fn randn(n: usize, stream: u64) -> Vec<f64> {
         (0..n).map(|i| normal(7, stream, i as u64)).collect()

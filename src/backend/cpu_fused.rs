@@ -2,7 +2,8 @@
 //! so that the compiler vectorises it: bias + activation in one pass over
 //! the GEMM output, the activation's backward together with the bias
 //! gradient's column sum, a sum of squares with independent partial sums,
-//! and a branch-free tanh for f32 (GELU's tanh form).
+//! a branch-free tanh for f32 (GELU's tanh form), and the loss heads with
+//! each exponential computed once.
 //!
 //! The plain loops in `cpu.rs` (`act_fwd`, `act_grad`, the `reference`
 //! module) stay the readable definition; the tests below hold these fused
@@ -10,6 +11,7 @@
 
 use super::cpu::Elem;
 use crate::spec::Activation;
+use crate::tasks::TaskKind;
 
 // GELU, tanh form: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
 const GELU_C: f64 = 0.797_884_560_802_865_4;
@@ -232,6 +234,60 @@ pub fn sum_squares<T: Elem>(x: &[T]) -> T {
     s
 }
 
+/// One row of one task's loss and gradient, bit for bit
+/// `reference::row_loss`, with each exponential computed once: softmax
+/// cross-entropy keeps e^(v − max) in `dout` between its sum and its
+/// normalisation (the reference computes it twice); BCE shares e^(−|x|)
+/// between the sigmoid and the loss when x ≥ 0. MSE is one pass already.
+#[inline]
+pub fn row_loss<T: Elem>(kind: TaskKind, out: &[T], y: &[T], dout: &mut [T], scale: T) -> T {
+    match kind {
+        TaskKind::Classify { .. } => {
+            if y[0].is_nan() {
+                dout.fill(T::zero());
+                return T::zero();
+            }
+            let c = y[0].f32() as usize;
+            let mx = out.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+            let mut sum = T::zero();
+            for (d, &v) in dout.iter_mut().zip(out) {
+                *d = (v - mx).exp();
+                sum = sum + *d;
+            }
+            for d in dout.iter_mut() {
+                *d = *d / sum * scale;
+            }
+            dout[c] = dout[c] - scale;
+            sum.ln() + mx - out[c]
+        }
+        TaskKind::Binary => {
+            if y[0].is_nan() {
+                dout[0] = T::zero();
+                return T::zero();
+            }
+            let x = out[0];
+            let e = (-x.abs()).exp();
+            let e_neg = if x >= T::zero() { e } else { (-x).exp() };
+            let sig = T::one() / (T::one() + e_neg);
+            dout[0] = (sig - y[0]) * scale;
+            x.max(T::zero()) - x * y[0] + e.ln_1p()
+        }
+        TaskKind::Regress { .. } => {
+            let mut l = T::zero();
+            for ((d, &o), &t) in dout.iter_mut().zip(out).zip(y) {
+                if t.is_nan() {
+                    *d = T::zero();
+                } else {
+                    let e = o - t;
+                    l = l + e * e;
+                    *d = T::of(2.0) * e * scale;
+                }
+            }
+            l
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +430,51 @@ mod tests {
                 "{n}: {got} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn fused_loss_heads_are_the_reference_bit_for_bit() {
+        fn check<T: Elem>() {
+            let kinds = [
+                TaskKind::Classify { classes: 4 },
+                TaskKind::Binary,
+                TaskKind::Regress { dim: 2 },
+            ];
+            let mut seed = 7u64;
+            let mut next = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+            };
+            for kind in kinds {
+                let (w, lw) = (kind.out_dim(), kind.label_dim());
+                for i in 0..4000 {
+                    let spread = [0.1, 3.0, 40.0][i % 3];
+                    let out: Vec<T> = (0..w).map(|_| T::of((next() * spread) as f32)).collect();
+                    let y: Vec<T> = (0..lw)
+                        .map(|_| match (i % 11, kind) {
+                            (0, _) => T::of(f32::NAN),
+                            (_, TaskKind::Classify { classes }) => T::of(
+                                ((next() + 1.0) * 0.5 * classes as f64).min(3.0).floor() as f32,
+                            ),
+                            (_, TaskKind::Binary) => T::of((next() > 0.0) as u8 as f32),
+                            _ => T::of(next() as f32),
+                        })
+                        .collect();
+                    let scale = T::of(0.37);
+                    let (mut d1, mut d2) = (vec![T::of(9.0); w], vec![T::of(-9.0); w]);
+                    let l1 = super::super::cpu::reference::row_loss(kind, &out, &y, &mut d1, scale);
+                    let l2 = row_loss(kind, &out, &y, &mut d2, scale);
+                    let bits = |v: T| num_traits::ToPrimitive::to_f64(&v).unwrap().to_bits();
+                    assert_eq!(bits(l1), bits(l2), "{kind:?} {i}");
+                    for (&a, &b) in d1.iter().zip(&d2) {
+                        assert_eq!(bits(a), bits(b), "{kind:?} {i}");
+                    }
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
     }
 }

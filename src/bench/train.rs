@@ -95,6 +95,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         rss_start,
     } = *ctx;
     tr.fault = crate::fault::from_env();
+    let overlap = tr.overlap.clone();
     let mut sum = StepTimes::default();
     let mut step_cpu = 0.0;
     let mut speed = Speed::default();
@@ -174,7 +175,8 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                 "ranks": comm.size(),
                 "backend": backend,
                 "comm": { "kind": cfg.comm.kind, "wire": cfg.comm.wire,
-                          "bucket_kib": cfg.comm.bucket_kib, "overlap": cfg.comm.overlap },
+                          "bucket_kib": cfg.comm.bucket_kib, "overlap": overlap.on,
+                          "overlap_mode": overlap.mode, "overlap_why": overlap.why },
                 "accum_steps": cfg.train.accum_steps,
                 "sync": { "mode": cfg.sync.mode, "local_steps": cfg.sync.local_steps,
                           "outer_wire": cfg.sync.outer_wire,
@@ -241,7 +243,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         c.kind,
         c.wire,
         c.bucket_kib,
-        if c.overlap { "on" } else { "off" },
+        overlap.describe(),
         1e3 * grad_comm,
         1e3 * grad_exposed,
         if grad_comm > 0.0 {

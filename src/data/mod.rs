@@ -56,6 +56,11 @@ pub trait Dataset: Send + Sync {
     fn resident_bytes(&self) -> u64 {
         0
     }
+    /// The generated dataset, which a run may materialise once
+    /// (src/app/synthetic.rs); None for data read from files.
+    fn as_synthetic(&self) -> Option<&synthetic::Synthetic> {
+        None
+    }
 }
 
 /// Label columns of a dataset's tasks.

@@ -9,7 +9,14 @@
 //!
 //! each missing (NaN) with probability 0.15, 0.25 and 0.10. `A`, `C` and the
 //! `w`s come from the dataset seed; every sample is a pure function of
-//! (seed, split, index), generated on demand, so nothing is stored.
+//! (seed, split, index), generated on demand (about 4–5 µs a row, mostly
+//! `ln`/`sin`/`cos`/`tanh`). A run that draws each row more than once can
+//! generate a split once, spread over its ranks, and install it
+//! ([`Synthetic::generate`], [`Synthetic::install`]): later fills copy the
+//! same values from memory.
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use super::sampler::{hash_words, splitmix64};
 use super::{Dataset, Split, check_fill_args};
@@ -21,6 +28,8 @@ const INPUT: usize = 32;
 const CLASSES: usize = 4;
 /// Label columns: shape, size (2), flag.
 const LABELS: usize = 4;
+/// Floats of one generated row: its inputs, then its labels.
+pub const ROW_FLOATS: usize = INPUT + LABELS;
 const MISSING: [f64; 3] = [0.15, 0.25, 0.10];
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -99,6 +108,9 @@ pub struct Synthetic {
     c: [Vec8; CLASSES],
     /// Unit vectors, so each `w·z` is N(0, 1).
     w: [Vec8; 4],
+    /// Each split's rows once generated ([`Synthetic::install`]), shared
+    /// by clones.
+    cache: Arc<[OnceLock<Vec<f32>>; 2]>,
 }
 
 impl Synthetic {
@@ -125,7 +137,40 @@ impl Synthetic {
             a,
             c,
             w,
+            cache: Arc::new([OnceLock::new(), OnceLock::new()]),
         }
+    }
+
+    /// Rows `rows` of `split`, [`ROW_FLOATS`] floats each (inputs, then
+    /// labels), as `fill` writes them.
+    pub fn generate(&self, split: Split, rows: Range<usize>) -> Vec<f32> {
+        let mut out = vec![0.0; rows.len() * ROW_FLOATS];
+        for (i, r) in rows.zip(out.chunks_exact_mut(ROW_FLOATS)) {
+            let (x, labels) = r.split_at_mut(INPUT);
+            self.row(split, i as u64, x, labels);
+        }
+        out
+    }
+
+    /// Keeps `all` (every row of `split`, as [`Synthetic::generate`]
+    /// gives them) for later fills. Fails if the length is not the
+    /// split's; a second install is ignored.
+    pub fn install(&self, split: Split, all: Vec<f32>) -> Result<()> {
+        let want = self.len(split) * ROW_FLOATS;
+        if all.len() != want {
+            return Err(crate::error::Error::Consistency(format!(
+                "synthetic {} rows: {} floats given, {want} expected",
+                split.name(),
+                all.len()
+            )));
+        }
+        let _ = self.cache[split_slot(split)].set(all);
+        Ok(())
+    }
+
+    /// Whether `split`'s rows are installed.
+    pub fn is_installed(&self, split: Split) -> bool {
+        self.cache[split_slot(split)].get().is_some()
     }
 
     /// 65536 training and 8192 validation samples.
@@ -172,6 +217,13 @@ impl Synthetic {
         labels[1] = or_nan(size_present, size0);
         labels[2] = or_nan(size_present, size1);
         labels[3] = or_nan(present(2), flag);
+    }
+}
+
+fn split_slot(split: Split) -> usize {
+    match split {
+        Split::Train => 0,
+        Split::Val => 1,
     }
 }
 
@@ -226,8 +278,19 @@ impl Dataset for Synthetic {
         let rows = x
             .chunks_exact_mut(INPUT)
             .zip(labels.chunks_exact_mut(LABELS));
-        for (&i, (xr, lr)) in indices.iter().zip(rows) {
-            self.row(split, i, xr, lr);
+        match self.cache[split_slot(split)].get() {
+            Some(all) => {
+                for (&i, (xr, lr)) in indices.iter().zip(rows) {
+                    let r = &all[i as usize * ROW_FLOATS..][..ROW_FLOATS];
+                    xr.copy_from_slice(&r[..INPUT]);
+                    lr.copy_from_slice(&r[INPUT..]);
+                }
+            }
+            None => {
+                for (&i, (xr, lr)) in indices.iter().zip(rows) {
+                    self.row(split, i, xr, lr);
+                }
+            }
         }
         Ok(())
     }
@@ -235,6 +298,10 @@ impl Dataset for Synthetic {
     /// Generated data is valid by construction.
     fn validate_rows(&self, _split: Split, _lo: usize, _hi: usize) -> Result<()> {
         Ok(())
+    }
+
+    fn as_synthetic(&self) -> Option<&Synthetic> {
+        Some(self)
     }
 }
 
@@ -295,6 +362,33 @@ mod tests {
         }
         assert_eq!(bits(&x[..INPUT]), bits(&x[3 * INPUT..4 * INPUT]));
         assert!(x.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn installed_rows_fill_the_same_bits() {
+        let ds = Synthetic::new(3, 300, 40);
+        let idx = [0u64, 299, 17, 17, 150];
+        let vidx = [39u64, 0, 5];
+        let (x, l) = fill_all(&ds, Split::Train, &idx);
+        let (vx, vl) = fill_all(&ds, Split::Val, &vidx);
+        // Generated in two parts, as two ranks would.
+        let clone = ds.clone();
+        let mut all = ds.generate(Split::Train, 0..120);
+        all.extend(ds.generate(Split::Train, 120..300));
+        assert!(ds.install(Split::Train, all[..10].to_vec()).is_err());
+        ds.install(Split::Train, all).unwrap();
+        assert!(clone.is_installed(Split::Train), "clones share the rows");
+        assert!(!ds.is_installed(Split::Val));
+        let (x2, l2) = fill_all(&clone, Split::Train, &idx);
+        assert_eq!((bits(&x), bits(&l)), (bits(&x2), bits(&l2)));
+        ds.install(Split::Val, ds.generate(Split::Val, 0..40))
+            .unwrap();
+        let (vx2, vl2) = fill_all(&ds, Split::Val, &vidx);
+        assert_eq!((bits(&vx), bits(&vl)), (bits(&vx2), bits(&vl2)));
+        assert!(
+            ds.fill(Split::Train, &[300], &mut [0.0; INPUT], &mut [0.0; LABELS])
+                .is_err()
+        );
     }
 
     #[test]

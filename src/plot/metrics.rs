@@ -83,8 +83,8 @@ pub fn figure(records: &[Record], name: &str, title: Option<&str>) -> Result<Fig
     for r in records {
         let x = step(r)?;
         match r.fields.get("type").and_then(Value::as_str) {
-            // `--balance`'s partitions: not drawn.
-            Some("partition") => {}
+            // `--balance`'s partitions and the run's set-up: not drawn.
+            Some("partition" | "run") => {}
             Some("tasks") => {
                 for (pair, c) in object(r, "cosines")?.into_iter().flatten() {
                     cosines.push(pair, x, c.as_f64());

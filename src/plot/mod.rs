@@ -208,9 +208,9 @@ fn without_position(e: &serde_json::Error) -> String {
 fn kind_of(r: &Record) -> std::result::Result<Kind, String> {
     if let Some(t) = r.fields.get("type") {
         return match t.as_str() {
-            Some("train" | "eval" | "tasks" | "partition") => Ok(Kind::Metrics),
+            Some("train" | "eval" | "tasks" | "partition" | "run") => Ok(Kind::Metrics),
             _ => Err(format!(
-                "line {}: unknown record type {t} (a metrics file has \"train\", \"eval\", \"tasks\" and \"partition\" records)",
+                "line {}: unknown record type {t} (a metrics file has \"run\", \"train\", \"eval\", \"tasks\" and \"partition\" records)",
                 r.line
             )),
         };
