@@ -8,7 +8,9 @@
 #          (QUOTA_CPUS, PERIOD_US); real compute, no fault; and even with
 #          equal quotas (EQUAL_CPUS=0.5 each): the floor, where balance
 #          has nothing left to gain. Needs root and a cgroup cpu
-#          controller, else exit 3 (SETUPS=sleep skips it).
+#          controller, else exit 3 (SETUPS=sleep skips it). QUOTA_BATCH
+#          (default 32000) is each rank's even share: larger steps make
+#          the quota's fixed cost at each collective a smaller part.
 #   sleep  RINGTRAIN_FAULT=slow@2:2:8: every rank's compute stretched 8×,
 #          mostly sleeping, rank 2's 16×.
 # Prints the README table (medians over ROUNDS=3 rounds; JSON lines in
@@ -68,7 +70,7 @@ for setup in $SETUPS; do
         fault=""
         launch=("$quota" exec "$cg_dir" "$cg_name" "$bin")
         # shellcheck disable=SC2054 # 128,128 is one argument
-        args=(--batch-per-rank 16000 --hidden 128,128 --warmup 40 --iters 60 --balance-every 5 --no-overlap)
+        args=(--batch-per-rank "${QUOTA_BATCH:-32000}" --hidden 128,128 --warmup 40 --iters 60 --balance-every 5 --no-overlap)
         ;;
     sleep)
         fault=slow@2:2:8

@@ -108,7 +108,10 @@ def read(name):
     train, evals = [], []
     for line in open(f"{out}/{name}.jsonl"):
         r = json.loads(line)
-        (train if r["type"] == "train" else evals).append(r)
+        if r["type"] == "train":
+            train.append(r)
+        elif r["type"] == "eval":
+            evals.append(r)
     t, cum = 0.0, {}
     for r in train:
         t += r["step_time_s"]
