@@ -208,6 +208,9 @@ mod tests {
     /// is not left behind.
     pub fn a_rank_stopped_on_the_second_host_is_named() -> Result<(), Skip> {
         let c = Cluster::up(2, Some("1gbit"))?;
+        let tmp = tempdir("cluster-stop");
+        let metrics = tmp.path().join("m.jsonl");
+        let metrics_arg = metrics.to_string_lossy().into_owned();
         let r = std::thread::scope(|sc| {
             let run = sc.spawn(|| {
                 c.ringtrain(
@@ -226,21 +229,29 @@ mod tests {
                         "0",
                         "--comm-timeout",
                         "5",
+                        "--metrics-out",
+                        &metrics_arg,
                     ],
                     &[],
                 )
             });
-            // Wait until rank 3 runs, give it a moment to train, stop it.
+            // Stop rank 3 once the job trains: every rank is past start-up
+            // and watched. (Stopped inside MPI_Init, before ringtrain's own
+            // code runs, a rank is the launcher's to notice, not ours: on a
+            // loaded machine 2 s after its process appeared was too soon.)
+            let training = || {
+                std::fs::read_to_string(&metrics).is_ok_and(|m| m.contains("\"type\":\"train\""))
+            };
             let mut pid = None;
-            for _ in 0..600 {
-                pid = rank_pid(&c, 1, 3);
+            for _ in 0..2400 {
+                pid = rank_pid(&c, 1, 3).filter(|_| training());
                 if pid.is_some() || run.is_finished() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let pid = pid.expect("rank 3 never ran on host 1");
-            std::thread::sleep(Duration::from_secs(2));
+            let pid = pid.expect("rank 3 never trained on host 1");
+            std::thread::sleep(Duration::from_millis(500));
             // SAFETY: kill(2) on a pid of a process of our own job.
             assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
             run.join().expect("run thread")
