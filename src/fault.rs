@@ -65,7 +65,7 @@ pub fn from_env() -> Option<Fault> {
     }
     let parsed = parse(&v);
     if parsed.is_none() {
-        eprintln!("ringtrain: ignoring malformed {ENV}={v:?}");
+        crate::say!("ringtrain: ignoring malformed {ENV}={v:?}");
     }
     parsed
 }
@@ -207,7 +207,7 @@ pub fn in_checkpoint_write(fault: Option<Fault>, steps_done: u64, progress: &dyn
     match fault {
         Some(Fault::CrashInCheckpoint { step }) if step == steps_done => {
             firing();
-            eprintln!(
+            crate::say!(
                 "ringtrain: injected fault: {ENV} crash while writing the checkpoint of step {steps_done}"
             );
             std::process::abort();

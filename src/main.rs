@@ -15,12 +15,27 @@ fn main() {
     let cli = match ringtrain::cli::help::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            if world::process_is_env_root() {
-                let _ = e.print();
-                let args: Vec<String> = std::env::args().collect();
-                if let Some(tip) = ringtrain::cli::help::usage_hint(&args) {
-                    eprintln!("\n{tip}");
+            if !world::process_is_env_root() {
+                if e.use_stderr() {
+                    world::exit_after_root_reports(e.exit_code());
                 }
+                std::process::exit(e.exit_code());
+            }
+            // `--help` and `--version` go to stdout, errors to stderr.
+            let styled = e.render();
+            let mut text = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                styled.ansi().to_string()
+            } else {
+                styled.to_string()
+            };
+            let args: Vec<String> = std::env::args().collect();
+            if e.use_stderr() {
+                if let Some(tip) = ringtrain::cli::help::usage_hint(&args) {
+                    text = format!("{}\n\n{tip}", text.trim_end());
+                }
+                ringtrain::say!("{}", text.trim_end());
+            } else {
+                let _ = e.print();
             }
             std::process::exit(e.exit_code());
         }
@@ -35,7 +50,7 @@ fn main() {
         match app::plot::run(a) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
-                eprintln!("ringtrain: error: {e}");
+                ringtrain::say!("ringtrain: error: {e}");
                 std::process::exit(2);
             }
         }
@@ -43,9 +58,10 @@ fn main() {
     let world = match World::init(&cli.bootstrap_options()) {
         Ok(w) => w,
         Err(e) => {
-            if e.print {
-                eprintln!("ringtrain: error: {}", e.message);
+            if !e.print {
+                world::exit_after_root_reports(2);
             }
+            ringtrain::say!("ringtrain: error: {}", e.message);
             std::process::exit(2);
         }
     };
@@ -56,7 +72,7 @@ fn main() {
             Ok(()) => {}
             Err(Error::OtherRank(_)) => world.exit(2),
             Err(e) => {
-                eprintln!("ringtrain: error: {e}");
+                ringtrain::say!("ringtrain: error: {e}");
                 world.exit(2)
             }
         }
@@ -67,7 +83,7 @@ fn main() {
             Err(e) => {
                 // Another rank failed and printed the reason.
                 if !matches!(e, Error::OtherRank(_)) {
-                    eprintln!("ringtrain: error: {e}");
+                    ringtrain::say!("ringtrain: error: {e}");
                 }
                 world.exit(2)
             }
@@ -76,7 +92,7 @@ fn main() {
         if !matches!(cli.command, Command::Info) {
             if let Err(msg) = world.check_collectives() {
                 if world.is_root() {
-                    eprintln!("ringtrain: error: {msg}");
+                    ringtrain::say!("ringtrain: error: {msg}");
                 }
                 world.exit(2);
             }
@@ -105,12 +121,12 @@ fn main() {
         // Every rank found the same NaN/Inf at the same step: one message.
         Err(e @ Error::NonFinite(_)) => {
             if world.is_root() {
-                eprintln!("ringtrain: error: {e}");
+                ringtrain::say!("ringtrain: error: {e}");
             }
             world.exit(4)
         }
         Err(e) => {
-            eprintln!("ringtrain: error: {e}");
+            ringtrain::say!("ringtrain: error: {e}");
             world.exit(2)
         }
     }

@@ -15,6 +15,7 @@ use crate::train::StepReport;
 use crate::train::balance::{Balancer, Replan};
 
 mod bar;
+pub mod stderr;
 pub use bar::Progress;
 
 pub struct Reporter {

@@ -358,7 +358,7 @@ fn install_panic_hook(rank: usize, size: usize) {
         if is_closed_output(info) {
             abort_job(size, 128 + libc::SIGPIPE);
         }
-        eprintln!("ringtrain: rank {rank}: internal error, aborting all ranks");
+        crate::say!("ringtrain: rank {rank}: internal error, aborting all ranks");
         default(info);
         abort_job(size, 101);
     }));
@@ -406,6 +406,15 @@ pub fn env_says_root(get: &Getter) -> bool {
     .iter()
     .filter_map(|k| get(k))
     .all(|v| v.trim().parse::<u64>().map_or(true, |r| r == 0))
+}
+
+/// Ends a rank that found the same error as every other rank before the
+/// world exists, and left reporting it to rank 0. It waits a moment first:
+/// a launcher tears the job down when the first rank exits with an error,
+/// and rank 0 must have written its message by then.
+pub fn exit_after_root_reports(code: i32) -> ! {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::process::exit(code)
 }
 
 /// [`env_says_root`] for this process.

@@ -222,6 +222,21 @@ fn bad_flags_exit_2_with_one_message() {
         assert_eq!(run.stderr.matches("error:").count(), 1, "{c}");
         assert_eq!(run.stderr.matches(fragment).count(), 1, "{c}");
         assert!(rows(&run.stdout).is_empty(), "{c}");
+        // The message arrives whole (mpirun's own notice once landed inside
+        // it), and rank 0 is the first to exit: the other ranks wait for it,
+        // so that mpirun's teardown cannot cut its message short.
+        let whole = format!("error: {fragment}\n  [possible values: ");
+        assert!(run.stderr.contains(&whole), "{c}");
+        assert!(
+            run.stderr.contains("For more information, try '--help'.\n"),
+            "{c}"
+        );
+        if let Some(at) = run.stderr.find("The first process to do so was:") {
+            let named = run.stderr[at..]
+                .lines()
+                .find(|l| l.contains("Process name:"));
+            assert!(named.is_some_and(|l| l.trim_end().ends_with(",0]")), "{c}");
+        }
     }
 }
 

@@ -200,7 +200,7 @@ fn train_loop<B: Backend>(
     // Errors every rank has at the same point (agreed ones, NaN/Inf under
     // `abort`) return instead, for one message and a clean exit.
     let fatal = |e: Error| -> ! {
-        eprintln!("ringtrain: rank {}: error: {e}", world.rank);
+        crate::say!("ringtrain: rank {}: error: {e}", world.rank);
         world.abort(2)
     };
     let saved = resumed.and_then(|r| r.state.balance.as_ref());
@@ -288,7 +288,7 @@ fn settle_round<B: Backend>(
     world: &World,
 ) -> Result<()> {
     let fatal = |e: Error| -> ! {
-        eprintln!("ringtrain: rank {}: error: {e}", world.rank);
+        crate::say!("ringtrain: rank {}: error: {e}", world.rank);
         world.abort(2)
     };
     let reports = match tr.settle_round() {
@@ -482,7 +482,7 @@ fn find_checkpoint(
 /// `--resume auto` passed over damaged checkpoints: say which, and why.
 fn warn_damaged(damaged: &[training::Damaged], used: &Path) {
     for d in damaged {
-        eprintln!(
+        crate::say!(
             "ringtrain: warning: skipping damaged checkpoint {} ({}); resuming from {} instead",
             d.path.display(),
             match &d.error {

@@ -318,7 +318,7 @@ impl Shared {
         if self.ending.swap(true, Ordering::SeqCst) {
             return; // another thread is ending the job
         }
-        eprintln!("{message}");
+        crate::say!("{message}");
         self.send_all(&wire::Msg::Exit(EXIT_CODE));
         // End each connection after the exit line (FIN, not the reset a
         // close with unread reports would send, which can overtake it), and
@@ -350,7 +350,7 @@ impl Shared {
         std::thread::sleep(Duration::from_millis(500));
         if !quiet {
             let step = self.marker.get().map_or(0, |m| m.step);
-            eprintln!(
+            crate::say!(
                 "ringtrain: watchdog: rank {}: step {step}: lost the connection to rank 0 \
                  without a goodbye (rank 0 was killed, crashed or ran out of memory, or its \
                  host is unreachable); ending this rank",

@@ -255,7 +255,7 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
             Err(_) => s.lost_root(root_aborting),
         }
         if m.inside && m.since.elapsed() > fallback && root_heard.elapsed() > fallback {
-            eprintln!(
+            crate::say!(
                 "ringtrain: watchdog: rank {}: step {}: \"{}\" did not complete within {} s \
                  and rank 0 fell silent without ending the job; ending this rank",
                 s.rank,

@@ -41,7 +41,7 @@ pub(super) fn report(
             wrong,
         };
         for note in &opts.notes {
-            eprintln!("ringtrain: note: {note}");
+            crate::say!("ringtrain: note: {note}");
         }
         if let Some(path) = &opts.output_file {
             let text = format!("{}\n", report.json());
