@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # 2-rank all-reduce busbw (GB/s), interleaved rounds, medians: an older
 # ringtrain's --comm mpi (OLD_BIN, optional), this one's --comm mpi
-# (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, and the ring.
+# (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, and the ring,
+# with the ring over mpi4py and over its shared-memory bound (same run).
 # Usage: OLD_BIN=target/base-ringtrain benches/mpi_vs_mpi4py.sh [REPEAT]
 # Needs target/py (python3 -m venv target/py && target/py/bin/pip install mpi4py numpy).
 set -euo pipefail
@@ -33,12 +34,19 @@ def rows(name, r):
 names = [x for x in ("old", "mpi", "py", "ring") if rows(x, 1)]
 label = {"old": "mpi (scratch+copy)", "mpi": "mpi (IN_PLACE)", "py": "mpi4py", "ring": "ring"}
 print(f"2 ranks, busbw GB/s, medians of {n} interleaved rounds; in-place / out-of-place")
-print(f"{'size':>10} " + " ".join(f"{label[x]:>22}" for x in names))
+print(f"{'size':>10} " + " ".join(f"{label[x]:>22}" for x in names)
+      + f" {'ring / mpi4py':>15} {'shm bound':>10} {'ring / bound':>14}")
 for size in sorted(rows(names[0], 1)):
     cells = []
     for x in names:
         ip = st.median(rows(x, r)[size]["in_place"]["busbw"] for r in range(1, n + 1))
         oop = st.median(rows(x, r)[size]["out_of_place"]["busbw"] for r in range(1, n + 1))
         cells.append(f"{ip:10.2f} / {oop:9.2f}")
-    print(f"{size:>10} " + " ".join(f"{c:>22}" for c in cells))
+    med = lambda x, k: st.median(rows(x, r)[size][k]["busbw"] for r in range(1, n + 1))
+    # In-place / out-of-place ratios, and the ring's shared-memory bound
+    # (bench allreduce measures it in the same run).
+    ratio = f"{med('ring', 'in_place') / med('py', 'in_place'):.2f} / {med('ring', 'out_of_place') / med('py', 'out_of_place'):.2f}"
+    bound = st.median(rows("ring", r)[size]["shm_bound_busbw"] for r in range(1, n + 1))
+    vs = f"{med('ring', 'in_place') / bound:.2f} / {med('ring', 'out_of_place') / bound:.2f}"
+    print(f"{size:>10} " + " ".join(f"{c:>22}" for c in cells) + f" {ratio:>15} {bound:10.2f} {vs:>14}")
 PY

@@ -65,6 +65,12 @@ fn table_has_the_nccl_tests_columns_and_footer() {
         ],
         "{c}"
     );
+    // Then the α-β model's and the shared-memory bound's columns.
+    assert_eq!(
+        &names[13..],
+        ["model", "x(oop)", "x(ip)", "bound", "%(oop)", "%(ip)"],
+        "{c}"
+    );
     assert!(
         out.contains("out-of-place") && out.contains("in-place"),
         "{c}"
@@ -92,6 +98,16 @@ fn table_has_the_nccl_tests_columns_and_footer() {
         // busbw = algbw · 2(n−1)/n = algbw at 2 ranks.
         assert_eq!(r[6], r[7], "{c}");
         assert_eq!((r[8].as_str(), r[12].as_str()), ("0", "0"), "{c}");
+        // Both ranks share this host: the bound is measured, and the
+        // percentage is busbw over it.
+        let bound: f64 = r[16].parse().unwrap_or_else(|_| panic!("bound\n{c}"));
+        assert!(bound > 0.0, "{c}");
+        let pct: f64 = r[18].trim_end_matches('%').parse().unwrap();
+        let busbw: f64 = r[11].parse().unwrap();
+        assert!(
+            (pct - 100.0 * busbw / bound).abs() <= 1.0 + 0.01 * pct,
+            "{c}"
+        );
     }
     assert!(out.contains("# Out of bounds values : 0 OK"), "{c}");
     assert!(out.contains("# Avg bus bandwidth    : "), "{c}");
@@ -136,6 +152,7 @@ fn json_parses_with_the_same_rows() {
             assert!((bus - alg * 4.0 / 3.0).abs() <= 1e-9 * bus.max(1.0), "{c}");
         }
         assert!(r["x_in_place"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(r["shm_bound_busbw"].as_f64().unwrap() > 0.0, "{c}");
     }
     assert!(v["model"]["alpha_us"].as_f64().unwrap() > 0.0, "{c}");
     assert!(v["model"]["beta_gbps"].as_f64().unwrap() > 0.0, "{c}");

@@ -21,7 +21,7 @@
 //! collective's file: `options.rs` the flags and sizes, `elem.rs` the
 //! element types and the integer inputs, `timing.rs` one row's timing loop,
 //! `check.rs` the checks of `-c 1` (with the ring's error bounds in
-//! `bounds.rs`), `model.rs` the α–β model, `output.rs` the table and JSON;
+//! `bounds.rs`), `model.rs` the α–β model, `shm_bound.rs` the shared-memory bound, `output.rs` the table and JSON;
 //! `nccl.rs` the rows of `--comm nccl`.
 
 mod bounds;
@@ -31,6 +31,7 @@ mod model;
 mod nccl;
 mod options;
 mod output;
+mod shm_bound;
 mod timing;
 
 use half::bf16;
@@ -52,12 +53,19 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
     let comm = crate::comm::create(n, opts.kind, opts.wire);
     let model = model::alpha_beta(&opts, n, ctl)?;
     let mut rows = Vec::with_capacity(opts.sizes.len());
+    // The memory bound means something where all ranks share one host's
+    // memory (MPI's shared-memory transport), not across hosts.
+    let one_host = n > 1 && world.local_size == n;
     for &bytes in &opts.sizes {
         let count = bytes / opts.dtype.bytes();
-        rows.push(match opts.dtype {
+        let mut row = match opts.dtype {
             Datatype::Float => measure::<f32>(&opts, count, &*comm, ctl)?,
             Datatype::Bfloat16 => measure::<bf16>(&opts, count, &*comm, ctl)?,
-        });
+        };
+        if one_host {
+            row.shm_bound = Some(shm_bound::busbw_bound(bytes, n, ctl)?);
+        }
+        rows.push(row);
     }
     report(&opts, world, ctl, comm.name(), None, model, &rows)
 }

@@ -202,13 +202,23 @@ impl Report<'_> {
             }
             None => println!("# ring alpha-beta model: N/A (one rank)"),
         }
+        if self.rows.iter().any(|r| r.shm_bound.is_some()) {
+            println!(
+                "# shm bound: busbw of 3(n-1) passes over S/n bytes per rank at one thread's memcpy speed (every"
+            );
+            println!(
+                "#   rank copying at once, this run) = 2/3 x memcpy GB/s; %: busbw / bound (src/bench/allreduce/shm_bound.rs)."
+            );
+        } else {
+            println!("# shm bound: N/A (one rank, or ranks on more than one host)");
+        }
         println!("#");
         println!(
-            "#{:>79}{:>32}{:>24}",
-            "out-of-place", "in-place", "ring alpha-beta model"
+            "#{:>79}{:>32}{:>24}{:>21}",
+            "out-of-place", "in-place", "ring alpha-beta model", "shm bound"
         );
         println!(
-            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
+            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>7} {:>6} {:>6}",
             "size",
             "count",
             "type",
@@ -224,10 +234,13 @@ impl Report<'_> {
             "#wrong",
             "model",
             "x(oop)",
-            "x(ip)"
+            "x(ip)",
+            "bound",
+            "%(oop)",
+            "%(ip)"
         );
         println!(
-            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6}",
+            "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>7} {:>6} {:>6}",
             "(B)",
             "(elements)",
             "",
@@ -242,6 +255,9 @@ impl Report<'_> {
             "(GB/s)",
             "",
             "(us)",
+            "",
+            "",
+            "(GB/s)",
             "",
             ""
         );
@@ -272,6 +288,17 @@ impl Report<'_> {
                     )
                 }
                 _ => line += &format!(" {:>9} {:>6} {:>6}", "N/A", "N/A", "N/A"),
+            }
+            match row.shm_bound {
+                Some(b) if b > 0.0 => {
+                    let pct = |t: &Timing| 100.0 * self.bandwidth(row, t).1 / b;
+                    line += &format!(
+                        " {b:>7.2} {:>5.0}% {:>5.0}%",
+                        pct(&row.out_of_place),
+                        pct(&row.in_place)
+                    )
+                }
+                _ => line += &format!(" {:>7} {:>6} {:>6}", "N/A", "N/A", "N/A"),
             }
             println!("{line}");
         }
@@ -310,6 +337,7 @@ impl Report<'_> {
                     "model_us": model.map(|m| m * 1e6),
                     "x_out_of_place": model.map(|m| row.out_of_place.seconds / m),
                     "x_in_place": model.map(|m| row.in_place.seconds / m),
+                    "shm_bound_busbw": row.shm_bound,
                 })
             })
             .collect();

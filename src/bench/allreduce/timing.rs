@@ -22,6 +22,9 @@ pub(super) struct Row {
     pub(super) count: usize,
     pub(super) out_of_place: Timing,
     pub(super) in_place: Timing,
+    /// The shared-memory bound (busbw GB/s) when every rank is on one host
+    /// (shm_bound.rs).
+    pub(super) shm_bound: Option<f64>,
 }
 
 impl Row {
@@ -30,6 +33,7 @@ impl Row {
             count,
             out_of_place: Timing::default(),
             in_place: Timing::default(),
+            shm_bound: None,
         }
     }
 
