@@ -85,7 +85,7 @@ for r in $(seq "$repeat"); do
     if has allreduce; then
         for np in 2 4; do
             for c in ring mpi; do
-                run_np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 20 --comm "$c" --json \
+                run_np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 100 --comm "$c" --json \
                     >"$OUT_DIR/ar_${c}_$np.$r.json"
             done
         done

@@ -13,11 +13,11 @@ py="$ROOT/target/py/bin/python"
 m=(mpirun -np 2)
 [ "$(id -u)" = 0 ] && m+=(--allow-run-as-root)
 out=$(mktemp -d)
-ar=(bench allreduce -b 1M -e 64M -f 4 -n 20 --json)
+ar=(bench allreduce -b 1M -e 64M -f 4 -n 100 --json)
 for r in $(seq "$repeat"); do
     [ -n "${OLD_BIN:-}" ] && "${m[@]}" "$OLD_BIN" "${ar[@]}" --comm mpi >"$out/old.$r"
     "${m[@]}" "$bin" "${ar[@]}" --comm mpi >"$out/mpi.$r"
-    "${m[@]}" "$py" "$ROOT/benches/mpi4py_allreduce.py" 1M 64M 4 20 >"$out/py.$r"
+    "${m[@]}" "$py" "$ROOT/benches/mpi4py_allreduce.py" 1M 64M 4 100 >"$out/py.$r"
     "${m[@]}" "$bin" "${ar[@]}" --comm ring >"$out/ring.$r"
 done
 python3 - "$out" "$repeat" <<'PY'

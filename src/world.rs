@@ -35,8 +35,8 @@ pub enum BootstrapMode {
     /// rank); never touches MPI.
     Env,
     /// MPI_Init in a build with MPI, unless RANK/WORLD_SIZE or an srun step
-    /// without an MPI plugin started more than one rank; env in a build
-    /// without MPI.
+    /// without an MPI plugin started more than one rank, or no launcher
+    /// started this one process; env in a build without MPI.
     Auto,
 }
 
@@ -150,6 +150,14 @@ impl World {
                         "auto: built with MPI, but no MPI launcher started these {} ranks;",
                         e.size
                     ),
+                ),
+                // One process that no launcher started: nothing to
+                // communicate, and a singleton MPI_Init costs ~0.4 s (it
+                // spawns a helper daemon).
+                (None, Ok(e)) if e.source_vars == "none" => (
+                    false,
+                    "auto: built with MPI, but one process and no launcher: no MPI needed;"
+                        .to_string(),
                 ),
                 (None, _) => (true, "auto: built with MPI".to_string()),
             },

@@ -35,17 +35,7 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
             world.size, world.bootstrap,
         );
         println!("bootstrap: {}", world.bootstrap_reason);
-        println!(
-            "mpi library: {}",
-            world
-                .mpi_library
-                .as_deref()
-                .unwrap_or(if cfg!(feature = "mpi") {
-                    "not initialised (bootstrap env)"
-                } else {
-                    "none (built without the mpi feature)"
-                })
-        );
+        println!("mpi library: {}", mpi_library(world));
         println!(
             "rendezvous: {}, run id {}",
             world
@@ -94,4 +84,21 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The MPI library this rank runs, or (bootstrap env) the one it is linked
+/// with: MPI_Get_library_version may be called before MPI_Init.
+fn mpi_library(world: &World) -> String {
+    if let Some(lib) = &world.mpi_library {
+        return lib.clone();
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let linked = mpi::environment::library_version()
+            .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        format!("not initialised (bootstrap env); linked: {linked}")
+    }
+    #[cfg(not(feature = "mpi"))]
+    "none (built without the mpi feature)".to_string()
 }

@@ -10,7 +10,8 @@
 //!
 //! `examples/gemm_shapes.rs` times both at the training step's real shapes
 //! (forward NT, the TN weight gradients and NN input gradients of backward,
-//! the skinny heads) side by side; [`CHOSEN`] is the winner there.
+//! the skinny heads) side by side; [`CHOSEN`] takes the faster one at each
+//! shape.
 
 use std::sync::OnceLock;
 
@@ -26,34 +27,56 @@ pub enum GemmLib {
     MatrixMultiply,
     /// The `gemm` crate.
     GemmCrate,
+    /// Each product by the library that is faster at its shape
+    /// ([`GemmLib::for_shape`]).
+    ByShape,
 }
 
 impl GemmLib {
+    /// The libraries themselves.
     pub const ALL: [GemmLib; 2] = [GemmLib::MatrixMultiply, GemmLib::GemmCrate];
 
     pub fn name(self) -> &'static str {
         match self {
             GemmLib::MatrixMultiply => "matrixmultiply",
             GemmLib::GemmCrate => "gemm",
+            GemmLib::ByShape => "by-shape",
+        }
+    }
+
+    /// The library that multiplies `g`: matrixmultiply when every
+    /// dimension is at least [`LARGE`], the gemm crate otherwise. Measured
+    /// with `examples/gemm_shapes.rs` on the development VM (AMD EPYC,
+    /// AVX2/FMA, one thread): matrixmultiply is 5–15% faster on the large
+    /// products (1024×1024×256: 81 vs 72 GFLOP/s), the gemm crate 1.1–2.2×
+    /// faster on the skinny ones (the 7-wide heads, a 32-wide input).
+    pub fn for_shape(self, g: &Gemm) -> GemmLib {
+        match self {
+            GemmLib::ByShape if g.m.min(g.n).min(g.k) >= LARGE => GemmLib::MatrixMultiply,
+            GemmLib::ByShape => GemmLib::GemmCrate,
+            lib => lib,
         }
     }
 }
 
-/// The library `Cpu::gemm` uses: the gemm crate, as fast as matrixmultiply
-/// on the large products and 1.2–1.9× faster on the skinny head GEMMs and
-/// the tiny models, one thread, on the development VM (AVX2/FMA; its CPU
-/// exposes no AVX-512, so neither library's AVX-512 kernel was measured;
-/// the README's Performance section has the table).
-pub const CHOSEN: GemmLib = GemmLib::GemmCrate;
+/// The smallest dimension at which [`GemmLib::ByShape`] picks
+/// matrixmultiply.
+pub const LARGE: usize = 128;
 
-/// The library in use: [`CHOSEN`], unless `RINGTRAIN_CPU_GEMM` names the
-/// other (`matrixmultiply` or `gemm`; for side-by-side measurements).
+/// The library `Cpu::gemm` uses: each product by the faster library at its
+/// shape (the README's Performance section has the table).
+pub const CHOSEN: GemmLib = GemmLib::ByShape;
+
+/// The library in use: [`CHOSEN`], unless `RINGTRAIN_CPU_GEMM` names
+/// another (`matrixmultiply`, `gemm` or `by-shape`; for side-by-side
+/// measurements).
 pub fn in_use() -> GemmLib {
     static LIB: OnceLock<GemmLib> = OnceLock::new();
     *LIB.get_or_init(|| {
         let want = std::env::var("RINGTRAIN_CPU_GEMM").unwrap_or_default();
         GemmLib::ALL
             .into_iter()
+            .chain([GemmLib::ByShape])
             .find(|l| l.name() == want.trim())
             .unwrap_or(CHOSEN)
     })
@@ -84,9 +107,9 @@ fn check_extents(g: &Gemm, a: usize, b: usize, c: usize) {
 /// beta 0 overwrites C without reading it).
 pub fn gemm_with<T: Elem>(lib: GemmLib, g: Gemm, a: &[T], b: &[T], c: &mut [T]) {
     check_extents(&g, a.len(), b.len(), c.len());
-    match lib {
+    match lib.for_shape(&g) {
         GemmLib::MatrixMultiply => matrixmultiply_gemm(g, a, b, c),
-        GemmLib::GemmCrate => gemm_crate_gemm(g, a, b, c),
+        _ => gemm_crate_gemm(g, a, b, c),
     }
 }
 
@@ -244,6 +267,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn by_shape_takes_matrixmultiply_only_when_every_dimension_is_large() {
+        let pick = |m, n, k| GemmLib::ByShape.for_shape(&Gemm::new(m, n, k, false, true));
+        assert_eq!(pick(256, 256, 256), GemmLib::MatrixMultiply);
+        assert_eq!(pick(LARGE, LARGE, LARGE), GemmLib::MatrixMultiply);
+        assert_eq!(pick(256, 7, 256), GemmLib::GemmCrate);
+        assert_eq!(pick(256, 256, 32), GemmLib::GemmCrate);
+        assert_eq!(pick(LARGE - 1, 1024, 1024), GemmLib::GemmCrate);
+        // A library named outright is used for every shape.
+        for lib in GemmLib::ALL {
+            assert_eq!(lib.for_shape(&Gemm::new(7, 7, 7, false, false)), lib);
+            assert_eq!(lib.for_shape(&Gemm::new(512, 512, 512, true, false)), lib);
         }
     }
 
