@@ -143,12 +143,39 @@ impl Synthetic {
 
     /// Rows `rows` of `split`, [`ROW_FLOATS`] floats each (inputs, then
     /// labels), as `fill` writes them.
+    ///
+    /// Each row depends on its index alone, so the rows are split over the
+    /// cores this process may run on (one thread for a rank its launcher
+    /// bound to one core); the bits do not depend on the split.
     pub fn generate(&self, split: Split, rows: Range<usize>) -> Vec<f32> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // At least this many rows per thread (a thread costs ~50 µs).
+        const MIN_ROWS: usize = 4096;
+        let threads = cores.min(rows.len().div_ceil(MIN_ROWS));
+        self.generate_on(split, rows, threads)
+    }
+
+    /// [`Synthetic::generate`] on `threads` threads.
+    fn generate_on(&self, split: Split, rows: Range<usize>, threads: usize) -> Vec<f32> {
         let mut out = vec![0.0; rows.len() * ROW_FLOATS];
-        for (i, r) in rows.zip(out.chunks_exact_mut(ROW_FLOATS)) {
-            let (x, labels) = r.split_at_mut(INPUT);
-            self.row(split, i as u64, x, labels);
+        let threads = threads.max(1);
+        let per = rows.len().div_ceil(threads).max(1);
+        let fill = |first: usize, part: &mut [f32]| {
+            for (i, r) in (first..).zip(part.chunks_exact_mut(ROW_FLOATS)) {
+                let (x, labels) = r.split_at_mut(INPUT);
+                self.row(split, i as u64, x, labels);
+            }
+        };
+        if threads == 1 {
+            fill(rows.start, &mut out);
+            return out;
         }
+        std::thread::scope(|s| {
+            for (t, part) in out.chunks_mut(per * ROW_FLOATS).enumerate() {
+                let fill = &fill;
+                s.spawn(move || fill(rows.start + t * per, part));
+            }
+        });
         out
     }
 
@@ -362,6 +389,17 @@ mod tests {
         }
         assert_eq!(bits(&x[..INPUT]), bits(&x[3 * INPUT..4 * INPUT]));
         assert!(x.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn rows_generated_on_several_threads_are_the_same_bits() {
+        let ds = Synthetic::new(5, 1000, 10);
+        let one = ds.generate_on(Split::Train, 13..1000, 1);
+        for threads in [2, 3, 7] {
+            let many = ds.generate_on(Split::Train, 13..1000, threads);
+            assert_eq!(bits(&one), bits(&many), "{threads} threads");
+        }
+        assert_eq!(ds.generate_on(Split::Val, 0..0, 4).len(), 0);
     }
 
     #[test]
