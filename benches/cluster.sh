@@ -4,8 +4,9 @@
 # from the same run:
 #   1. bench allreduce: ring vs MPI_Allreduce over TCP, f32 vs --wire bf16,
 #      each with OpenMPI's TCP defaults and with the TCP eager limit raised
-#      to the ring's chunk (no rendezvous handshake per chunk); busbw
-#      against the link's bound, the alpha-beta model fitted per link;
+#      to the ring's chunk (what ringtrain sets itself: no rendezvous
+#      handshake per chunk); busbw against the link's bound, the alpha-beta
+#      model fitted per link;
 #   2. bench train --hidden 1024,1024 at the first rate: overlap on vs off;
 #   3. the link's baseline: plain TCP in both directions (benches/tcp_bidi.py).
 # Usage: benches/cluster.sh [--quick]   (needs root: network namespaces)
@@ -16,7 +17,7 @@ set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -39,10 +40,14 @@ sizes=(-b 1M -e 64M -f 4 -n 5 -w 1)
 [ $quick = 1 ] && sizes=(-b 1M -e 16M -f 4 -n 3 -w 1)
 train_iters=(--iters 20 --warmup 3)
 [ $quick = 1 ] && train_iters=(--iters 5 --warmup 1)
-# The ring's chunk is 256 KiB (src/comm/ring.rs); OpenMPI's TCP eager
+# The ring's chunk is 256 KiB (src/comm/ring/mod.rs); OpenMPI's TCP eager
 # limit is 64 KiB, above which every message waits for a handshake.
-eager=(--mca btl_tcp_eager_limit 524288 --mca btl_tcp_rndv_eager_limit 524288
-    --mca btl_tcp_max_send_size 524288)
+# ringtrain raises it to 512 KiB itself unless the user set it
+# (src/comm/ompi_tcp.rs): "eager" is ringtrain's own setting (no flags),
+# "default" passes OpenMPI's defaults explicitly, which ringtrain leaves
+# alone.
+defaults=(--mca btl_tcp_eager_limit 65536 --mca btl_tcp_rndv_eager_limit 65536
+    --mca btl_tcp_max_send_size 131072)
 
 prefix=""
 cleanup() {
@@ -70,7 +75,7 @@ for rate in "${rates[@]}"; do
         wait "$server"
         for tcp in default eager; do
             mca=()
-            [ "$tcp" = default ] || mca=("${eager[@]}")
+            [ "$tcp" = eager ] || mca=("${defaults[@]}")
             for cfg in "ring f32" "ring bf16" "mpi f32"; do
                 read -r comm wire <<<"$cfg"
                 echo "cluster.sh: round $r/$repeat, link $rate, tcp $tcp: bench allreduce --comm $comm --wire $wire" >&2
@@ -149,7 +154,7 @@ for rate in rates:
         if not runs:
             continue
         wrong = sum(r["wrong"] for r in runs.values())
-        print(f"  OpenMPI TCP {tcp}" + (" (btl_tcp_eager_limit 512 KiB)" if tcp == "eager" else "") + f", #wrong {wrong}:")
+        print(f"  OpenMPI TCP {tcp}" + (" (btl_tcp_eager_limit 512 KiB, ringtrain's own setting)" if tcp == "eager" else " (OpenMPI's, passed with --mca)") + f", #wrong {wrong}:")
         for (comm, wire), r in runs.items():
             m = r.get("model") or {}
             if m:

@@ -113,6 +113,25 @@ fn info_says_how_the_world_was_started() {
             "{}",
             r.context()
         );
+        // OpenMPI's TCP settings for the ring: set, unless the user chose.
+        assert!(
+            r.stdout.contains(
+                "openmpi tcp: btl_tcp_eager_limit, btl_tcp_rndv_eager_limit, \
+                 btl_tcp_max_send_size = 524288 B each, set by ringtrain"
+            ),
+            "{}",
+            r.context()
+        );
+        let r = ringtrain(&[("OMPI_MCA_btl_tcp_max_send_size", "131072")], &["info"]);
+        r.ok();
+        assert!(
+            r.stdout.contains(
+                "openmpi tcp: OMPI_MCA_btl_tcp_max_send_size=131072 set by the user: \
+                 OpenMPI's TCP settings left alone"
+            ),
+            "{}",
+            r.context()
+        );
     }
     // Every backend and precision this build has.
     assert!(

@@ -36,6 +36,10 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
         );
         println!("bootstrap: {}", world.bootstrap_reason);
         println!("mpi library: {}", mpi_library(world));
+        #[cfg(feature = "mpi")]
+        if let Some(tcp) = crate::comm::ompi_tcp::applied() {
+            println!("openmpi tcp: {tcp}");
+        }
         println!(
             "rendezvous: {}, run id {}",
             world

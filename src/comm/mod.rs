@@ -12,6 +12,8 @@ pub mod mpi;
 pub mod mpi_in_place;
 pub mod nccl;
 #[cfg(feature = "mpi")]
+pub mod ompi_tcp;
+#[cfg(feature = "mpi")]
 pub mod ring;
 pub mod single;
 
