@@ -32,7 +32,9 @@ pub struct Cli {
     /// when MPI is not used [default: $RINGTRAIN_RENDEZVOUS].
     #[arg(long, global = true, value_name = "DIR")]
     pub rendezvous: Option<PathBuf>,
-    /// Seconds a rank waits for rank 0's rendezvous file.
+    /// Seconds a rank waits at start-up: for rank 0's rendezvous file
+    /// (without MPI), or with MPI for MPI_Init and the first exchanges
+    /// until the watchdog is up (0: no limit there).
     #[arg(long, global = true, value_name = "SECONDS", default_value = "120", value_parser = parse_seconds)]
     pub rendezvous_timeout: Duration,
 }

@@ -26,6 +26,10 @@
 //!   the balancer on a small machine). Held as `milli`: [FACTOR, ALL] in
 //!   thousandths, so that the fault stays `Eq`.
 //!
+//! - `stop-at-startup@R`  rank R (as its launcher numbers it) stops itself
+//!   with SIGSTOP before MPI_Init (a rank frozen before the watchdog
+//!   exists: the start-up guard must end the job)
+//!
 //! With `RINGTRAIN_FAULT_ONCE=FILE` as well, a fault that fires creates
 //! FILE, and no fault is configured while FILE exists: a job that is
 //! restarted (by launch/resume-loop.sh) then runs clean the second time.
@@ -44,6 +48,7 @@ pub enum Fault {
     StallInCheckpoint { step: u64 },
     SlowStart { rank: usize, ms: u64 },
     Slow { rank: usize, milli: [u64; 2] },
+    StopAtStartup { rank: usize },
 }
 
 pub const ENV: &str = "RINGTRAIN_FAULT";
@@ -100,6 +105,9 @@ fn parse(v: &str) -> Option<Fault> {
                 milli: [milli(f)?, milli(all)?],
             })
         }
+        "stop-at-startup" => Some(Fault::StopAtStartup {
+            rank: at.parse().ok()?,
+        }),
         "perturb-init" => Some(Fault::PerturbInit {
             rank: at.parse().ok()?,
         }),
@@ -129,6 +137,18 @@ fn parse(v: &str) -> Option<Fault> {
             step: at.parse().ok()?,
         }),
         _ => None,
+    }
+}
+
+/// Called in `main` before the world exists; `rank` is what the launcher's
+/// variables say.
+pub fn at_startup(rank: Option<usize>) {
+    if let (Some(Fault::StopAtStartup { rank: r }), Some(me)) = (from_env(), rank) {
+        if r == me {
+            firing();
+            // SAFETY: raise with a valid signal number has no preconditions.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        }
     }
 }
 
@@ -261,6 +281,11 @@ mod tests {
             Some(Fault::StallAt { rank: 1, step: 3 })
         );
         assert_eq!(parse("kill@2:0"), Some(Fault::KillAt { rank: 2, step: 0 }));
+        assert_eq!(
+            parse("stop-at-startup@1"),
+            Some(Fault::StopAtStartup { rank: 1 })
+        );
+        assert_eq!(parse("stop-at-startup@x"), None);
         assert_eq!(
             parse("slow-checkpoint@4:6"),
             Some(Fault::SlowCheckpoint { step: 4, secs: 6 })

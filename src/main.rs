@@ -58,6 +58,7 @@ fn main() {
             }
         }
     }
+    ringtrain::fault::at_startup(world::env_rank());
     let world = match World::init(&cli.bootstrap_options()) {
         Ok(w) => w,
         Err(e) => {
@@ -102,6 +103,15 @@ fn main() {
         }
         ringtrain::comm::control(&world)
     };
+    // Commands without a watchdog: the world and its first collective are
+    // up, start-up is over (train and bench train end it when their
+    // watchdog is up).
+    if !matches!(
+        cli.command,
+        Command::Train(_) | Command::Bench(BenchCommand::Train(_))
+    ) {
+        ringtrain::watchdog::startup::disarm();
+    }
     let result = match &cli.command {
         Command::Train(a) => app::train::run(a, &world, &*comm),
         Command::Info => app::info::run(&world, &*comm),

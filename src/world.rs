@@ -163,6 +163,10 @@ impl World {
             },
         };
         let mut world = if use_mpi {
+            // Until the watchdog is up, a rank that never arrives must not
+            // leave the others waiting in MPI_Init for ever.
+            let rank = env.as_ref().map_or(0, |e| e.rank);
+            crate::watchdog::startup::arm(opts.rendezvous_timeout, rank);
             let w = Self::bootstrap_mpi(reason);
             // MPI did not start these processes (e.g. srun without
             // --mpi=pmix): each would train alone as a world of one.
@@ -423,6 +427,13 @@ pub fn env_says_root(get: &Getter) -> bool {
 pub fn exit_after_root_reports(code: i32) -> ! {
     std::thread::sleep(std::time::Duration::from_millis(500));
     std::process::exit(code)
+}
+
+/// This process's rank as its launcher's variables say, if they do.
+pub fn env_rank() -> Option<usize> {
+    EnvWorld::from_vars(&|k| std::env::var(k).ok())
+        .ok()
+        .map(|e| e.rank)
 }
 
 /// [`env_says_root`] for this process.

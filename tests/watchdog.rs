@@ -200,6 +200,34 @@ fn a_panic_is_reported_once_not_again_by_the_watchdog() {
     assert!(watchdog_lines(&r).is_empty(), "{}", r.stderr);
 }
 
+/// Before the watchdog exists: a rank frozen before MPI_Init leaves the
+/// others in MPI_Init. They end after `--rendezvous-timeout` (the start-up
+/// guard), one message from a rank that is not the frozen one, exit 3.
+#[test]
+fn a_rank_frozen_before_mpi_init_ends_the_job_after_the_start_up_timeout() {
+    let _s = serial();
+    for frozen in [1usize, 0] {
+        let fault = format!("stop-at-startup@{frozen}");
+        let r = train(
+            2,
+            Some(&fault),
+            &["--steps", "5", "--rendezvous-timeout", "3"],
+        );
+        let c = format!("{fault}\n{}", r.stderr);
+        assert_eq!(r.code, Some(3), "{c}");
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains("start-up did not finish"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{c}");
+        let waiting = 1 - frozen;
+        let want = format!("ringtrain: rank {waiting}: start-up did not finish within 3 s");
+        assert!(lines[0].starts_with(&want), "{c}");
+        assert!(lines[0].contains("MPI_Init"), "{c}");
+    }
+}
+
 #[test]
 fn a_bad_timeout_is_a_user_error() {
     let _s = serial();

@@ -34,6 +34,7 @@
 mod judge;
 mod marker;
 mod net;
+pub mod startup;
 mod threads;
 mod watched;
 mod wire;
@@ -110,6 +111,17 @@ impl Watchdog {
     /// A rank that cannot set up the side channel fails the call on every
     /// rank (one message, exit 2).
     pub fn start(world: &World, comm: &dyn Communicator, timeout: Duration) -> Result<Self> {
+        let started = Self::start_on_every_rank(world, comm, timeout);
+        // From here the watchdog (or nothing, when off) guards the run.
+        startup::disarm();
+        started
+    }
+
+    fn start_on_every_rank(
+        world: &World,
+        comm: &dyn Communicator,
+        timeout: Duration,
+    ) -> Result<Self> {
         let (rank, size) = (comm.rank(), comm.size());
         if timeout.is_zero() || size < 2 {
             return Ok(Watchdog::off());
