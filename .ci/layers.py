@@ -15,7 +15,7 @@ from pathlib import Path
 # within one layer the edges must still form no cycle.
 LAYERS = [
     # Leaves: no ringtrain module below them but these.
-    ["error", "rng", "digest", "fsutil", "tasks", "spec", "fault"],
+    ["error", "rng", "digest", "fsutil", "tasks", "spec", "fault", "stderr", "startup_guard"],
     # Self-contained services over the leaves.
     ["data", "metrics", "rendezvous", "plot"],
     # Who the ranks are (MPI or the launcher's environment).

@@ -21,6 +21,8 @@ pub mod rendezvous;
 pub mod report;
 pub mod rng;
 pub mod spec;
+pub mod startup_guard;
+pub mod stderr;
 pub mod tasks;
 pub mod trace;
 pub mod train;

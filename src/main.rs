@@ -110,7 +110,7 @@ fn main() {
         cli.command,
         Command::Train(_) | Command::Bench(BenchCommand::Train(_))
     ) {
-        ringtrain::watchdog::startup::disarm();
+        ringtrain::startup_guard::disarm();
     }
     let result = match &cli.command {
         Command::Train(a) => app::train::run(a, &world, &*comm),

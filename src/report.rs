@@ -15,7 +15,6 @@ use crate::train::StepReport;
 use crate::train::balance::{Balancer, Replan};
 
 mod bar;
-pub mod stderr;
 pub use bar::Progress;
 
 pub struct Reporter {

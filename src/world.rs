@@ -166,7 +166,7 @@ impl World {
             // Until the watchdog is up, a rank that never arrives must not
             // leave the others waiting in MPI_Init for ever.
             let rank = env.as_ref().map_or(0, |e| e.rank);
-            crate::watchdog::startup::arm(opts.rendezvous_timeout, rank);
+            crate::startup_guard::arm(opts.rendezvous_timeout, rank);
             let w = Self::bootstrap_mpi(reason);
             // MPI did not start these processes (e.g. srun without
             // --mpi=pmix): each would train alone as a world of one.

@@ -34,7 +34,6 @@
 mod judge;
 mod marker;
 mod net;
-pub mod startup;
 mod threads;
 mod watched;
 mod wire;
@@ -56,7 +55,7 @@ use crate::gradsync::GradBuckets;
 use crate::world::World;
 
 /// The exit code of every rank the watchdog ends.
-pub const EXIT_CODE: i32 = 3;
+pub const EXIT_CODE: i32 = crate::startup_guard::EXIT_CODE;
 pub const PORT_ENV: &str = "RINGTRAIN_WATCHDOG_PORT";
 pub const HOST_ENV: &str = "RINGTRAIN_WATCHDOG_HOST";
 
@@ -113,7 +112,7 @@ impl Watchdog {
     pub fn start(world: &World, comm: &dyn Communicator, timeout: Duration) -> Result<Self> {
         let started = Self::start_on_every_rank(world, comm, timeout);
         // From here the watchdog (or nothing, when off) guards the run.
-        startup::disarm();
+        crate::startup_guard::disarm();
         started
     }
 

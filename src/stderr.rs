@@ -21,6 +21,6 @@ pub fn stderr_line(line: &str) {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::report::stderr::stderr_line(&format!($($arg)*))
+        $crate::stderr::stderr_line(&format!($($arg)*))
     };
 }
