@@ -247,9 +247,7 @@ impl World {
             host: mpi::environment::processor_name().unwrap_or_else(|_| "?".into()),
             bootstrap: Bootstrap::Mpi,
             bootstrap_reason: reason,
-            mpi_library: mpi::environment::library_version()
-                .ok()
-                .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string()),
+            mpi_library: linked_mpi_library(),
             run_id: None,
             rendezvous_dir: None,
             rendezvous_timeout: Duration::from_secs(120),
@@ -427,6 +425,15 @@ pub fn env_says_root(get: &Getter) -> bool {
 pub fn exit_after_root_reports(code: i32) -> ! {
     std::thread::sleep(std::time::Duration::from_millis(500));
     std::process::exit(code)
+}
+
+/// The MPI library this build links ("Open MPI v4.1.4"): the first part of
+/// MPI_Get_library_version, which may be called before MPI_Init.
+#[cfg(feature = "mpi")]
+pub fn linked_mpi_library() -> Option<String> {
+    mpi::environment::library_version()
+        .ok()
+        .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string())
 }
 
 /// This process's rank as its launcher's variables say, if they do.

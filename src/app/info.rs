@@ -98,9 +98,7 @@ fn mpi_library(world: &World) -> String {
     }
     #[cfg(feature = "mpi")]
     {
-        let linked = mpi::environment::library_version()
-            .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
+        let linked = crate::world::linked_mpi_library().unwrap_or_default();
         format!("not initialised (bootstrap env); linked: {linked}")
     }
     #[cfg(not(feature = "mpi"))]

@@ -116,40 +116,41 @@ fn bias_map<T: Elem>(cols: usize, bias: &[T], z: &mut [T], h: &mut [T], f: impl 
     }
 }
 
-/// Whether the loops below may run their AVX2 copies: 8 f32 lanes instead
-/// of the baseline's 4. The same operations per element in the same order
-/// (no FMA contraction, no reassociation), so the same bits either way.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
+/// Defines `pub fn $name<T: Elem>(args)` that runs `$body` (an
+/// `#[inline(always)]` fn with the same arguments) compiled for AVX2 when
+/// the CPU has it (8 f32 lanes instead of the baseline's 4), else as
+/// compiled for the baseline. The same operations per element in the same
+/// order (no FMA contraction, no reassociation): the same bits either way.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub fn $name<T: Elem>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide<T: Elem>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: this CPU has AVX2 (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-/// z[r, :] += bias for every row of `z` ([rows, cols]); then h = act(z) in
-/// the same pass (h untouched if `act` or `h` is None).
-pub fn bias_act<T: Elem>(
-    act: Option<Activation>,
-    cols: usize,
-    bias: &[T],
-    z: &mut [T],
-    h: Option<&mut [T]>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide<T: Elem>(
-            act: Option<Activation>,
-            cols: usize,
-            bias: &[T],
-            z: &mut [T],
-            h: Option<&mut [T]>,
-        ) {
-            bias_act_body(act, cols, bias, z, h)
-        }
-        // SAFETY: this CPU has AVX2 (checked just above).
-        return unsafe { wide(act, cols, bias, z, h) };
-    }
-    bias_act_body(act, cols, bias, z, h)
+with_avx2! {
+    /// z[r, :] += bias for every row of `z` ([rows, cols]); then h = act(z) in
+    /// the same pass (h untouched if `act` or `h` is None).
+    fn bias_act = bias_act_body(
+        act: Option<Activation>,
+        cols: usize,
+        bias: &[T],
+        z: &mut [T],
+        h: Option<&mut [T]>
+    )
 }
 
 #[inline(always)]
@@ -187,18 +188,9 @@ fn grad_map<T: Elem>(z: &[T], h: &[T], dh: &mut [T], g: impl Fn(T, T) -> T) {
     }
 }
 
-/// dh = dh ⊙ act'(z) over equal-length slices.
-pub fn act_backward<T: Elem>(act: Activation, z: &[T], h: &[T], dh: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide<T: Elem>(act: Activation, z: &[T], h: &[T], dh: &mut [T]) {
-            act_backward_body(act, z, h, dh)
-        }
-        // SAFETY: this CPU has AVX2 (checked just above).
-        return unsafe { wide(act, z, h, dh) };
-    }
-    act_backward_body(act, z, h, dh)
+with_avx2! {
+    /// dh = dh ⊙ act'(z) over equal-length slices.
+    fn act_backward = act_backward_body(act: Activation, z: &[T], h: &[T], dh: &mut [T])
 }
 
 #[inline(always)]
@@ -232,35 +224,18 @@ fn grad_col_map<T: Elem>(
     }
 }
 
-/// dh = dh ⊙ act'(z) ([rows, cols], row-major) and out = beta · out +
-/// Σ_rows dh in the same pass (beta 0 overwrites, as in BLAS).
-pub fn act_backward_col_sum<T: Elem>(
-    act: Activation,
-    cols: usize,
-    z: &[T],
-    h: &[T],
-    dh: &mut [T],
-    out: &mut [T],
-    beta: T,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide<T: Elem>(
-            act: Activation,
-            cols: usize,
-            z: &[T],
-            h: &[T],
-            dh: &mut [T],
-            out: &mut [T],
-            beta: T,
-        ) {
-            act_backward_col_sum_body(act, cols, z, h, dh, out, beta)
-        }
-        // SAFETY: this CPU has AVX2 (checked just above).
-        return unsafe { wide(act, cols, z, h, dh, out, beta) };
-    }
-    act_backward_col_sum_body(act, cols, z, h, dh, out, beta)
+with_avx2! {
+    /// dh = dh ⊙ act'(z) ([rows, cols], row-major) and out = beta · out +
+    /// Σ_rows dh in the same pass (beta 0 overwrites, as in BLAS).
+    fn act_backward_col_sum = act_backward_col_sum_body(
+        act: Activation,
+        cols: usize,
+        z: &[T],
+        h: &[T],
+        dh: &mut [T],
+        out: &mut [T],
+        beta: T
+    )
 }
 
 #[inline(always)]
