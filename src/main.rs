@@ -9,9 +9,10 @@ use ringtrain::{app, bench};
 fn main() {
     // First, before any thread exists (it sets an environment variable).
     ringtrain::cli::set_gemm_threads_from_args();
-    // Also before any thread: OpenMPI's TCP settings for the ring.
+    // Also before any thread: OpenMPI parameters (TCP for the ring; no
+    // probing for an absent fabric).
     #[cfg(feature = "mpi")]
-    ringtrain::comm::ompi_tcp::apply();
+    ringtrain::comm::ompi_params::apply();
     // Parse before the world exists: `--bootstrap` decides whether MPI is
     // initialised at all. Every rank parses the same arguments, so all fail
     // alike; the one the launcher's environment calls rank 0 prints.

@@ -122,6 +122,26 @@ fn info_says_how_the_world_was_started() {
             "{}",
             r.context()
         );
+        // No probing for a fabric the host lacks: pml = ob1 unless a fabric
+        // device is there (CI's host has none) or the user chose.
+        assert!(
+            r.stdout.contains(
+                "openmpi fabric: pml = ob1, set by ringtrain (no fabric device on this host"
+            ) || r
+                .stdout
+                .contains("on this host: OpenMPI chooses its transport"),
+            "{}",
+            r.context()
+        );
+        let r = ringtrain(&[("OMPI_MCA_pml", "ucx")], &["info"]);
+        r.ok();
+        assert!(
+            r.stdout.contains(
+                "openmpi fabric: OMPI_MCA_pml=ucx set by the user: OpenMPI chooses its transport"
+            ),
+            "{}",
+            r.context()
+        );
         let r = ringtrain(&[("OMPI_MCA_btl_tcp_max_send_size", "131072")], &["info"]);
         r.ok();
         assert!(

@@ -37,8 +37,8 @@ pub fn run(world: &World, comm: &dyn Communicator) -> Result<()> {
         println!("bootstrap: {}", world.bootstrap_reason);
         println!("mpi library: {}", mpi_library(world));
         #[cfg(feature = "mpi")]
-        if let Some(tcp) = crate::comm::ompi_tcp::applied() {
-            println!("openmpi tcp: {tcp}");
+        for (group, said) in crate::comm::ompi_params::applied() {
+            println!("{group}: {said}");
         }
         println!(
             "rendezvous: {}, run id {}",

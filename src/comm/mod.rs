@@ -12,7 +12,7 @@ pub mod mpi;
 pub mod mpi_in_place;
 pub mod nccl;
 #[cfg(feature = "mpi")]
-pub mod ompi_tcp;
+pub mod ompi_params;
 #[cfg(feature = "mpi")]
 pub mod ring;
 pub mod single;
