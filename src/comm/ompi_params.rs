@@ -21,10 +21,13 @@ const PARAM_FILES: [&str; 2] = [
     "/etc/openmpi/openmpi-mca-params.conf",
 ];
 
+/// Reads an environment variable.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// What the user set: the environment and the MCA parameter files that
 /// exist.
 pub struct UserChoices {
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: EnvLookup,
     files: Vec<String>,
 }
 
