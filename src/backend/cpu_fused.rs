@@ -23,9 +23,11 @@ const GELU_K: f64 = 0.044715;
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // n = round(x / ln 2) by the 1.5·2^23 trick (round to nearest even).
+    // n = round(x / ln 2) by the 1.5·2^23 trick (round to nearest even):
+    // t's low mantissa bits hold n.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let r2 = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -33,8 +35,12 @@ pub fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
-    // n is in [-126, 127] after the clamp: 2^n is a normal f32.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n is in [-126, 127] after the clamp: 2^n is a normal f32. Its
+    // exponent comes from t's bits (t = 1.5·2^23 + n), not from `n as
+    // i32`: that cast saturates and maps NaN to 0, which the compiler
+    // does one lane at a time; integer ops on the bits stay in vectors.
+    let n_bits = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let scale = f32::from_bits((n_bits.wrapping_add(127) as u32) << 23);
     y * scale
 }
 
