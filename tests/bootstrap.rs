@@ -122,6 +122,14 @@ fn info_says_how_the_world_was_started() {
             "{}",
             r.context()
         );
+        // A small gradient's messages within a host go without a handshake.
+        assert!(
+            r.stdout.contains(
+                "openmpi shared memory: btl_vader_eager_limit = 32768 B, set by ringtrain"
+            ),
+            "{}",
+            r.context()
+        );
         // No probing for a fabric the host lacks: pml = ob1 unless a fabric
         // device is there (CI's host has none) or the user chose.
         assert!(
@@ -138,6 +146,16 @@ fn info_says_how_the_world_was_started() {
         assert!(
             r.stdout.contains(
                 "openmpi fabric: OMPI_MCA_pml=ucx set by the user: OpenMPI chooses its transport"
+            ),
+            "{}",
+            r.context()
+        );
+        let r = ringtrain(&[("OMPI_MCA_btl_vader_eager_limit", "4096")], &["info"]);
+        r.ok();
+        assert!(
+            r.stdout.contains(
+                "openmpi shared memory: OMPI_MCA_btl_vader_eager_limit=4096 set by the user: \
+                 OpenMPI's shared-memory settings left alone"
             ),
             "{}",
             r.context()

@@ -5,11 +5,13 @@
 //! A parameter counts as the user's when it is in the environment (where
 //! mpirun's `--mca` also puts it) or in an MCA parameter file; then
 //! ringtrain leaves that group alone and says so in `ringtrain info`.
-//! Two groups: [`tcp`] (the ring's chunks go without a rendezvous
-//! handshake) and [`fabric`] (no probing for a fabric the host does not
-//! have). Without OpenMPI the variables are read by nothing.
+//! Three groups: [`tcp`] (the ring's chunks go without a rendezvous
+//! handshake between hosts), [`shm`] (nor do a small gradient's messages
+//! within a host) and [`fabric`] (no probing for a fabric the host does
+//! not have). Without OpenMPI the variables are read by nothing.
 
 pub mod fabric;
+pub mod shm;
 pub mod tcp;
 
 use std::sync::OnceLock;
@@ -105,12 +107,13 @@ pub type Plan = Result<Vec<(String, String)>, String>;
 /// Each group's line for `ringtrain info`: ("openmpi tcp", what it did).
 static APPLIED: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
 
-/// Sets the variables of both groups. Call first thing in `main`, before
+/// Sets the variables of every group. Call first thing in `main`, before
 /// any thread exists (it changes the environment).
 pub fn apply() {
     let user = UserChoices::of_this_process();
     let groups = [
         ("openmpi tcp", tcp::plan(&user), tcp::SAID),
+        ("openmpi shared memory", shm::plan(&user), shm::SAID),
         (
             "openmpi fabric",
             fabric::plan(&user, fabric::on_this_host().as_deref()),
