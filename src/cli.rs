@@ -318,8 +318,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Read the next step's batch on a helper thread during the current
-    /// step: on, off, or auto (on for GPU ranks, and for CPU ranks when
-    /// the host has a core their GEMM threads leave free).
+    /// step: on, off, or auto (off when the training rows are in memory
+    /// already, as synthetic rows a run draws more than once; else on for
+    /// GPU ranks, and for CPU ranks when the host has a core their GEMM
+    /// threads leave free).
     #[arg(long, value_enum)]
     pub prefetch: Option<crate::config::Prefetch>,
     /// Training steps (one global batch each).

@@ -204,3 +204,48 @@ fn gemm_threads_do_not_change_the_result() {
     let b = train(1, dir, "t2", &["--threads", "2"]);
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// `--prefetch auto` reads no batch ahead when the training rows are in
+/// memory already (a synthetic split the run draws from more than once is
+/// generated once, up front): a batch is then a copy, cheaper than the
+/// hand-off to a helper thread. Otherwise, unbound with a core to spare,
+/// it reads ahead; `on` always does.
+#[test]
+fn auto_reads_ahead_only_rows_not_in_memory() {
+    let tmp = tempdir("prefetch-auto");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[data]\nsynthetic_train = 64\nsynthetic_val = 16\n[model]\nhidden = [8]\n",
+    )
+    .unwrap();
+    let header = |steps: &str, prefetch: &str| {
+        let args = [
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--steps",
+            steps,
+            "--global-batch",
+            "32",
+            "--eval-every",
+            "0",
+            "--prefetch",
+            prefetch,
+        ];
+        let r = common::alone(&[], &args, std::time::Duration::from_secs(120));
+        r.ok();
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("data: "))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no data line\n{}", r.context()))
+    };
+    // 4 steps x 32 rows from 64: the rows are installed, nothing read ahead.
+    assert!(!header("4", "auto").contains("read ahead"));
+    assert!(header("4", "on").contains("read ahead"));
+    // 2 steps x 32 rows: generated on demand; read ahead with a core to spare.
+    let spare = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+    assert_eq!(header("2", "auto").contains("read ahead"), spare);
+}

@@ -117,24 +117,28 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
-            tr.prefetch = prefetch_for(&cfg, world, true);
+            tr.prefetch = prefetch_for(&cfg, world, &*data, true);
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
-            tr.prefetch = prefetch_for(&cfg, world, false);
+            tr.prefetch = prefetch_for(&cfg, world, &*data, false);
             train_loop(&ctx, tr, rep, &choice.cpu_label())
         }
     }
 }
 
-/// `[data] prefetch` for this rank: on, off, or auto (`prefetch::auto`
-/// from the GEMM threads, the ranks on this host and its cores).
-pub fn prefetch_for(cfg: &TrainConfig, world: &World, gpu: bool) -> bool {
+/// `[data] prefetch` for this rank: on, off, or auto: off when the
+/// training rows are in memory already (a batch is then a copy of a few
+/// KiB, cheaper than a helper thread started and joined every step; see
+/// the README's "Reading ahead"), else `prefetch::auto` from the GEMM
+/// threads, the ranks on this host and its cores.
+pub fn prefetch_for(cfg: &TrainConfig, world: &World, data: &dyn Dataset, gpu: bool) -> bool {
     match cfg.data.prefetch {
         Prefetch::On => true,
         Prefetch::Off => false,
+        Prefetch::Auto if data.in_memory(Split::Train) => false,
         Prefetch::Auto => {
             let threads = std::env::var("MATMUL_NUM_THREADS")
                 .ok()

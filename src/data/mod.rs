@@ -56,6 +56,11 @@ pub trait Dataset: Send + Sync {
     fn resident_bytes(&self) -> u64 {
         0
     }
+    /// Whether `split`'s rows are all in memory already, so that filling a
+    /// batch is a copy (nothing worth reading ahead).
+    fn in_memory(&self, _split: Split) -> bool {
+        false
+    }
     /// The generated dataset, which a run may materialise once
     /// (src/app/synthetic.rs); None for data read from files.
     fn as_synthetic(&self) -> Option<&synthetic::Synthetic> {

@@ -327,6 +327,11 @@ impl Dataset for Synthetic {
         Ok(())
     }
 
+    /// Installed rows are in memory (src/app/synthetic.rs installs them).
+    fn in_memory(&self, split: Split) -> bool {
+        self.is_installed(split)
+    }
+
     fn as_synthetic(&self) -> Option<&Synthetic> {
         Some(self)
     }
