@@ -357,8 +357,10 @@ impl Shared {
     fn lost_root(&self, quiet: bool) -> ! {
         // When the launcher is tearing the job down (rank 0 ended it, or
         // another rank died), this rank is stopped in a moment anyway:
-        // wait for that before claiming rank 0 was lost.
-        std::thread::sleep(Duration::from_millis(500));
+        // wait for that before claiming rank 0 was lost (1 s, not 0.5:
+        // with busy cores, stopping the ranks of a second host can take
+        // longer).
+        std::thread::sleep(Duration::from_secs(1));
         if !quiet {
             let step = self.marker.get().map_or(0, |m| m.step);
             crate::say!(

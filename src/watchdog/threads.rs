@@ -190,6 +190,30 @@ pub(super) fn monitor(s: Arc<Shared>) {
     }
 }
 
+/// Reads what rank 0 sent that is still in the socket (bounded: what its
+/// buffer holds) and obeys it: exits on an exit line; returns whether rank
+/// 0 had announced an abort. Called when the connection broke, so that a
+/// rank 0 that ended the job and then exited is not reported lost.
+fn obey_what_is_left(stream: &TcpStream, buf: &mut Vec<u8>) -> bool {
+    let _ = stream.set_nonblocking(true);
+    let mut chunk = [0u8; 4096];
+    for _ in 0..256 {
+        match (&*stream).read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let mut aborting = false;
+    for line in wire::take_lines(buf) {
+        match wire::Msg::parse(&line) {
+            Some(wire::Msg::Exit(code)) => exit_now(code),
+            Some(wire::Msg::Abort) => aborting = true,
+            _ => {}
+        }
+    }
+    aborting
+}
+
 /// Another rank: reports the marks to rank 0, obeys rank 0, and exits on
 /// its own when rank 0 is gone or a collective lasts far past the timeout.
 pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
@@ -230,7 +254,10 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
                 if s.stop.load(Ordering::SeqCst) {
                     return;
                 }
-                s.lost_root(root_aborting);
+                // Rank 0's exit line may be waiting unread: the write
+                // failed because rank 0 has exited since sending it.
+                let aborting = obey_what_is_left(&stream, &mut buf);
+                s.lost_root(root_aborting || aborting);
             }
             (sent, sent_at) = (Some(key), Instant::now());
         }
@@ -252,7 +279,10 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => s.lost_root(root_aborting),
+            Err(_) => {
+                let aborting = obey_what_is_left(&stream, &mut buf);
+                s.lost_root(root_aborting || aborting)
+            }
         }
         if m.inside && m.since.elapsed() > fallback && root_heard.elapsed() > fallback {
             crate::say!(
@@ -265,5 +295,35 @@ pub(super) fn report(stream: TcpStream, s: Arc<Shared>) {
             );
             exit_now(EXIT_CODE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines rank 0 sent before its end of the connection closed are still
+    /// read (here an abort notice; an exit line would end the process).
+    #[test]
+    fn lines_left_in_a_closed_connection_are_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut root = TcpStream::connect(addr).unwrap();
+        let (rank, _) = listener.accept().unwrap();
+        let line = wire::Msg::Abort.encode() + &wire::Msg::Alive.encode();
+        root.write_all(line.as_bytes()).unwrap();
+        drop(root);
+        let mut buf = vec![];
+        // The bytes may still be on their way on a loaded machine.
+        let t0 = Instant::now();
+        while !obey_what_is_left(&rank, &mut buf) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "abort line never read"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Nothing left: no abort.
+        assert!(!obey_what_is_left(&rank, &mut buf));
     }
 }
