@@ -16,6 +16,7 @@
 //! ```
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{Backend, LossArgs, UpdateArgs, UpdateRule};
@@ -41,7 +42,7 @@ pub mod weighting;
 use balance::{Balancer, Replan};
 pub use clock::StepTimes;
 use clock::{Phase, PhaseClock};
-use prefetch::{Ahead, HostBatch, Loader};
+use prefetch::{Ahead, HostBatch, Loader, Reader};
 use weighting::{TaskGradStats, TaskWeights};
 
 /// What one step measured, for logs and metrics.
@@ -99,7 +100,9 @@ pub struct Trainer<'a, B: Backend> {
     /// for the one after.
     ahead: Option<Ahead>,
     spare: Option<HostBatch>,
-    loader: Loader<'a>,
+    loader: Loader,
+    /// The thread that reads ahead, started at the first step that does.
+    reader: Option<Reader>,
     /// Times the phases of each step, and traces them (`clock.trace`).
     pub clock: PhaseClock,
     /// Optimizer updates applied so far (AdamW's bias correction counts
@@ -132,7 +135,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         spec: ModelSpec,
         comm: &'a dyn Communicator,
         wd: &Watchdog,
-        data: &'a dyn Dataset,
+        data: Arc<dyn Dataset>,
         be: B,
         init: &[f32],
     ) -> Self {
@@ -189,6 +192,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             ahead: None,
             spare: None,
             loader,
+            reader: None,
             grads,
             opt_state: be.alloc(state_len),
             stats: be.alloc(spec.tasks.len() + 1),
@@ -276,28 +280,25 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let t = Instant::now();
         let rows = self.take_batch(step)?;
         self.clock.record(Phase::Data, t);
-        if !self.prefetch {
-            return self.compute(step, rows, want_losses);
+        if self.prefetch && self.reader.is_none() {
+            // Without a thread, read each batch in its own step.
+            self.reader = Reader::start().ok();
+            self.prefetch = self.reader.is_some();
         }
+        let Some(reader) = self.reader.as_ref().filter(|_| self.prefetch) else {
+            return self.compute(step, rows, want_losses);
+        };
 
-        let loader = self.loader.clone();
-        let fault = self.fault;
-        let mut spare = match self.spare.take() {
+        let spare = match self.spare.take() {
             Some(b) => b,
             None => self.host.same_size(),
         };
-        let shard = loader.shard.clone();
-        std::thread::scope(|s| {
-            let next = s.spawn(move || loader.load(step + 1, fault, &mut spare).map(|()| spare));
-            let report = self.compute(step, rows, want_losses);
-            let batch = next.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            self.ahead = Some(Ahead {
-                step: step + 1,
-                shard,
-                batch,
-            });
-            report
-        })
+        reader.request(&self.loader, step + 1, self.fault, spare);
+        let report = self.compute(step, rows, want_losses);
+        if let Some(reader) = self.reader.as_mut() {
+            self.ahead = Some(reader.receive());
+        }
+        report
     }
 
     /// This rank's slice of the global batch of (seed, step) into

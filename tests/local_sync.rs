@@ -686,12 +686,12 @@ fn no_collective_between_outer_steps() {
             cfg.sync.local_steps = 4;
         }
         let d = &cfg.data;
-        let data = Synthetic::new(d.synthetic_seed, 256, 64);
-        let spec = ringtrain::app::model_spec(&cfg, &data).unwrap();
+        let data = std::sync::Arc::new(Synthetic::new(d.synthetic_seed, 256, 64));
+        let spec = ringtrain::app::model_spec(&cfg, &*data).unwrap();
         let init = ringtrain::model::layout::init_params(&ParamLayout::new(&spec), 1);
         let comm = Counting(Default::default());
         let wd = Watchdog::off();
-        let mut tr = Trainer::new(&cfg, spec, &comm, &wd, &data, Cpu::<f32>::new(), &init);
+        let mut tr = Trainer::new(&cfg, spec, &comm, &wd, data, Cpu::<f32>::new(), &init);
         let (mut calls, mut reported) = (vec![], vec![]);
         for step in 0..10 {
             let before = comm.0.get();

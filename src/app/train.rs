@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::app::{model_spec, open_dataset, preflight};
 use crate::backend::Backend;
@@ -41,7 +42,8 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);
     let comm: &dyn Communicator = &watched;
-    let data = agree(comm, open_dataset(&cfg))?;
+    // Shared with the thread that reads batches ahead.
+    let data: Arc<dyn Dataset> = agree(comm, open_dataset(&cfg))?.into();
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
@@ -116,13 +118,13 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let opts = CudaOptions::from_env().with_precision(args.precision);
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
-            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, true);
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
-            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &*data, be, &init);
+            let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, false);
             train_loop(&ctx, tr, rep, &choice.cpu_label())
         }

@@ -5,6 +5,7 @@
 //! all-reduce, update); producing the batch is timed and shown apart, since
 //! a real input pipeline runs ahead of the step.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
@@ -34,8 +35,12 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
     let wd = Watchdog::start(world, comm, cfg.comm_timeout())?;
     let watched = wd.watch(comm);
     let comm: &dyn Communicator = &watched;
-    let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 1);
-    let spec = model_spec(&cfg, &data)?;
+    let data = Arc::new(Synthetic::new(
+        cfg.data.synthetic_seed,
+        cfg.data.synthetic_train,
+        1,
+    ));
+    let spec = model_spec(&cfg, &*data)?;
     let ranks_here = world.local_size.max(1);
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());
     let rows = most.div_ceil(cfg.train.accum_steps).max(1);
@@ -60,12 +65,12 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
             let opts = CudaOptions::from_env().with_precision(a.precision);
             let be = agree(comm, CudaBackend::new(ordinal, opts))?;
             let label = be.name();
-            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &data, be, &init);
+            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             bench_on(&ctx, tr, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
-            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, &data, be, &init);
+            let tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             bench_on(&ctx, tr, &choice.cpu_label())
         }
     }

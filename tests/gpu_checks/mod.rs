@@ -438,15 +438,19 @@ pub fn train_both_weights<R: GpuRuntime>(
     loss_tol: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<f64>) {
     let steps = cfg.train.steps;
-    let data = Synthetic::new(cfg.data.synthetic_seed, cfg.data.synthetic_train, 64);
-    let spec = model_spec(cfg, &data).expect("spec");
+    let data = std::sync::Arc::new(Synthetic::new(
+        cfg.data.synthetic_seed,
+        cfg.data.synthetic_train,
+        64,
+    ));
+    let spec = model_spec(cfg, &*data).expect("spec");
     let init = init_params(&ParamLayout::new(&spec), 3);
     let comm = Single;
 
     let wd = Watchdog::off();
     let cpu_be = Cpu::<f32>::new();
-    let mut cpu = Trainer::new(cfg, spec.clone(), &comm, &wd, &data, cpu_be, &init);
-    let mut gpu_tr = Trainer::new(cfg, spec.clone(), &comm, &wd, &data, be, &init);
+    let mut cpu = Trainer::new(cfg, spec.clone(), &comm, &wd, data.clone(), cpu_be, &init);
+    let mut gpu_tr = Trainer::new(cfg, spec.clone(), &comm, &wd, data.clone(), be, &init);
     for step in 0..steps {
         let a = cpu.step(step, true).expect("cpu step");
         let b = gpu_tr.step(step, true).expect("gpu step");
