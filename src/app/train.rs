@@ -133,9 +133,9 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
 
 /// `[data] prefetch` for this rank: on, off, or auto: off when the
 /// training rows are in memory already (a batch is then a copy of a few
-/// KiB, cheaper than a helper thread started and joined every step; see
-/// the README's "Reading ahead"), else `prefetch::auto` from the GEMM
-/// threads, the ranks on this host and its cores.
+/// KiB: nothing to hide behind the step; see the README's "Reading
+/// ahead"), else `prefetch::auto` from the GEMM threads, the ranks on this
+/// host and its cores.
 pub fn prefetch_for(cfg: &TrainConfig, world: &World, data: &dyn Dataset, gpu: bool) -> bool {
     match cfg.data.prefetch {
         Prefetch::On => true,
