@@ -294,9 +294,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
             None => self.host.same_size(),
         };
         reader.request(&self.loader, step + 1, self.fault, spare);
-        let report = self.compute(step, rows, want_losses);
+        let mut report = self.compute(step, rows, want_losses);
         if let Some(reader) = self.reader.as_mut() {
+            // The wait for the next batch is this step's data time.
+            let t = Instant::now();
             self.ahead = Some(reader.receive());
+            if let Ok(r) = &mut report {
+                let wait = t.elapsed().as_secs_f64();
+                r.times.data += wait;
+                r.times.total += wait;
+            }
         }
         report
     }

@@ -247,7 +247,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         println!("{name:<12} {:>10.3} {:>7.1}%", 1e3 * s, 100.0 * s / step_s);
     }
     let how = match tr.prefetch {
-        true => "taking the batch a helper thread read ahead",
+        true => "waiting for the batch a helper thread read ahead",
         false => "reading the batch before the step",
     };
     println!(
