@@ -104,6 +104,24 @@ fn value_in(file: &str, param: &str) -> Option<String> {
 /// What one group did: the variables it set, or why none.
 pub type Plan = Result<Vec<(String, String)>, String>;
 
+/// `OMPI_MCA_<param> = value` for each of `params`, unless the user chose
+/// any of `watched`; then why `what` is left alone.
+fn unless_chosen(
+    user: &UserChoices,
+    watched: &[&str],
+    params: &[&str],
+    value: usize,
+    what: &str,
+) -> Plan {
+    if let Some(c) = watched.iter().find_map(|p| user.chose(p)) {
+        return Err(format!("{}: OpenMPI's {what} settings left alone", c.said));
+    }
+    Ok(params
+        .iter()
+        .map(|p| (format!("OMPI_MCA_{p}"), value.to_string()))
+        .collect())
+}
+
 /// Each group's line for `ringtrain info`: ("openmpi tcp", what it did).
 static APPLIED: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
 

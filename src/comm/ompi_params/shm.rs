@@ -23,17 +23,8 @@ pub const SAID: &str = "btl_vader_eager_limit = 32768 B, set by ringtrain \
 
 /// The variables to set, or why none.
 pub fn plan(user: &UserChoices) -> Plan {
-    let params = ["btl_vader_eager_limit", "btl_vader_max_send_size"];
-    if let Some(c) = params.iter().find_map(|p| user.chose(p)) {
-        return Err(format!(
-            "{}: OpenMPI's shared-memory settings left alone",
-            c.said
-        ));
-    }
-    Ok(vec![(
-        "OMPI_MCA_btl_vader_eager_limit".into(),
-        EAGER_BYTES.to_string(),
-    )])
+    let watched = ["btl_vader_eager_limit", "btl_vader_max_send_size"];
+    super::unless_chosen(user, &watched, &watched[..1], EAGER_BYTES, "shared-memory")
 }
 
 #[cfg(test)]

@@ -28,13 +28,7 @@ pub const SAID: &str = "btl_tcp_eager_limit, btl_tcp_rndv_eager_limit, btl_tcp_m
 
 /// The variables to set, or why none.
 pub fn plan(user: &UserChoices) -> Plan {
-    if let Some(c) = PARAMS.iter().find_map(|p| user.chose(p)) {
-        return Err(format!("{}: OpenMPI's TCP settings left alone", c.said));
-    }
-    Ok(PARAMS
-        .iter()
-        .map(|p| (format!("OMPI_MCA_{p}"), TCP_EAGER_BYTES.to_string()))
-        .collect())
+    super::unless_chosen(user, &PARAMS, &PARAMS, TCP_EAGER_BYTES, "TCP")
 }
 
 #[cfg(test)]
