@@ -55,6 +55,12 @@ pub trait Communicator {
     fn size(&self) -> usize;
     /// Short name for logs ("mpi", "single", "nccl").
     fn name(&self) -> &'static str;
+    /// What carries the data, for the ring ("shared memory, ...", "MPI
+    /// point-to-point, ..."); `None` where the name says it all. Collective
+    /// on first use.
+    fn transport(&self) -> Option<String> {
+        None
+    }
     /// The NCCL communicator, when this is one (for device gradients).
     fn nccl(&self) -> Option<&nccl::NcclComm> {
         None

@@ -36,7 +36,7 @@ pub(super) fn run(o: &Options, world: &World, ctl: &dyn Communicator) -> Result<
         });
     }
     let version = Some(version_string(nc.version()));
-    report(o, world, ctl, "nccl", version, None, &rows)
+    report(o, world, ctl, "nccl", None, version, None, &rows)
 }
 
 fn cuda(what: &'static str) -> impl Fn(DriverError) -> Error {

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::model::{ALPHA_BYTES, Model};
 use super::options::Options;
 use super::timing::{Row, Timing};
-use crate::comm::{CommKind, Communicator};
+use crate::comm::Communicator;
 use crate::error::{Error, Result};
 use crate::world::World;
 
@@ -17,6 +17,7 @@ pub(super) fn report(
     world: &World,
     ctl: &dyn Communicator,
     comm: &'static str,
+    transport: Option<String>,
     nccl: Option<String>,
     model: Option<Model>,
     rows: &[Row],
@@ -33,6 +34,7 @@ pub(super) fn report(
             opts,
             n,
             comm,
+            transport,
             library: world.mpi_library.as_deref().unwrap_or("none"),
             nccl,
             hosts: &hosts,
@@ -82,6 +84,8 @@ struct Report<'a> {
     opts: &'a Options,
     n: usize,
     comm: &'static str,
+    /// What carries the ring's data (`Communicator::transport`).
+    transport: Option<String>,
     library: &'a str,
     /// "2.27.3" with --comm nccl.
     nccl: Option<String>,
@@ -139,9 +143,9 @@ impl Report<'_> {
             o.iters,
             u8::from(o.check)
         );
-        let chunk = match o.kind {
-            CommKind::Ring => format!("  chunk: {} B", chunk_bytes()),
-            _ => String::new(),
+        let chunk = match &self.transport {
+            Some(t) => format!("  transport: {t}"),
+            None => String::new(),
         };
         let nccl = match &self.nccl {
             Some(v) => format!("  NCCL: {v}"),
@@ -346,7 +350,7 @@ impl Report<'_> {
             "ranks": self.n,
             "comm": self.comm,
             "wire": o.wire_name(),
-            "chunk_bytes": chunk_bytes(),
+            "transport": self.transport,
             "mpi": self.library,
             "nccl": self.nccl,
             "iters": o.iters,
@@ -376,11 +380,4 @@ fn time_us(seconds: f64) -> String {
     } else {
         format!("{us:.2}")
     }
-}
-
-fn chunk_bytes() -> usize {
-    #[cfg(feature = "mpi")]
-    return crate::comm::ring::CHUNK_BYTES;
-    #[cfg(not(feature = "mpi"))]
-    0
 }

@@ -55,6 +55,7 @@
 mod bf16_ops;
 mod hops;
 pub mod schedule;
+mod shm;
 mod steps;
 
 use std::cell::{OnceCell, RefCell};
@@ -69,6 +70,8 @@ use crate::error::Result;
 pub use hops::sum_in_ring_order;
 use hops::{Bf16Sum, F32OverBf16, F32Sum, Hops};
 use schedule::{all_gather_step, owned_segment, reduce_scatter_step, segment};
+use shm::ShmLinks;
+pub use shm::ENV as SHM_ENV;
 use steps::chunk_elems;
 
 /// Bytes per message within a ring step (the pipeline's grain). Smaller
@@ -81,13 +84,21 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 pub struct RingComm {
     mpi: MpiComm,
     wire: Wire,
-    /// A private duplicate of MPI_COMM_WORLD, so that no other message in
-    /// the program can ever match a ring message. Made by the first
-    /// all-reduce (MPI_Comm_dup is collective, and so is every all-reduce),
-    /// not by `world()`, which may be called from any thread at any time.
-    ring: OnceCell<SimpleCommunicator>,
+    /// The ring's links, made by the first all-reduce (collective, like
+    /// every all-reduce), not by `world()`, which may be called from any
+    /// thread at any time.
+    ring: OnceCell<Links>,
     /// Receive and staging buffers: grown on demand, reused by every call.
     scratch: RefCell<Scratch>,
+}
+
+/// What carries the ring's chunks.
+struct Links {
+    /// A private duplicate of MPI_COMM_WORLD, so that no other message in
+    /// the program can ever match a ring message.
+    comm: SimpleCommunicator,
+    /// Shared-memory channels, when every rank is on one host (`shm.rs`).
+    shm: Option<ShmLinks>,
 }
 
 #[derive(Default)]
@@ -115,14 +126,22 @@ impl RingComm {
     /// do). Collective on first use.
     fn ring(&self) -> Option<Ring<'_>> {
         let n = self.size();
-        (n > 1).then(|| Ring {
-            comm: self
-                .ring
-                .get_or_init(|| SimpleCommunicator::world().duplicate()),
-            rank: self.rank(),
-            n,
+        (n > 1).then(|| {
+            let links = self.ring.get_or_init(|| {
+                let comm = SimpleCommunicator::world().duplicate();
+                let shm = ShmLinks::open(&comm);
+                Links { comm, shm }
+            });
+            Ring {
+                comm: &links.comm,
+                shm: links.shm.as_ref(),
+                rank: self.rank(),
+                n,
+            }
         })
     }
+
+
 
     /// Σ over ranks into `out`: of `src` (out of place) or of `out` itself
     /// (in place, `src` = None). Both run the same ring in the same order,
@@ -203,6 +222,19 @@ impl Communicator for RingComm {
     fn name(&self) -> &'static str {
         "ring"
     }
+    /// Shared memory when every rank is on one host (`shm.rs`), else MPI
+    /// point-to-point.
+    fn transport(&self) -> Option<String> {
+        Some(match self.ring() {
+            Some(r) if r.shm.is_some() => format!(
+                "shared memory ({} slots of {} B per rank)",
+                shm::SLOTS,
+                shm::SLOT_BYTES
+            ),
+            Some(_) => format!("MPI point-to-point (chunks of {CHUNK_BYTES} B)"),
+            None => "none (one rank)".to_string(),
+        })
+    }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         self.sum_f32(None, buf)
     }
@@ -260,6 +292,7 @@ fn slots<W: Copy + Default>(v: &mut Vec<W>) -> &mut [W] {
 /// One rank's place in the ring, for the duration of one call.
 struct Ring<'c> {
     comm: &'c SimpleCommunicator,
+    shm: Option<&'c ShmLinks>,
     rank: usize,
     n: usize,
 }

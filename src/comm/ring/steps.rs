@@ -1,7 +1,10 @@
-//! One ring step over MPI: a segment goes to the next rank while the
-//! previous rank's arrives, cut into chunks of [`CHUNK_BYTES`] with
+//! One ring step: a segment goes to the next rank while the previous
+//! rank's arrives. Over MPI it is cut into chunks of [`CHUNK_BYTES`] with
 //! non-blocking sends and receives, chunk j + 1 on the wire while chunk j
-//! is added (reduce-scatter) or stored (all-gather).
+//! is added (reduce-scatter) or stored (all-gather). Over shared memory
+//! (`shm.rs`) it is cut into slots of [`SLOT_BYTES`]: each chunk is copied
+//! into the channel to the next rank, then the previous rank's chunk is
+//! added or stored straight from its slot.
 
 use std::ops::Range;
 
@@ -12,6 +15,7 @@ use mpi::topology::Communicator as _;
 
 use super::hops::Hops;
 use super::schedule::{chunk, split_disjoint};
+use super::shm::{SLOT_BYTES, ShmLinks};
 use super::{CHUNK_BYTES, Ring};
 
 /// Tag of every ring message. Messages are matched by order (MPI never
@@ -39,6 +43,9 @@ impl Ring<'_> {
         slots: &mut [H::W],
         hops: &mut H,
     ) {
+        if let Some(shm) = self.shm {
+            return reduce_step_shm(shm, wire, first, tx, rx, src, hops);
+        }
         let c = chunk_elems::<H::W>();
         let chunks = tx.len().max(rx.len()).div_ceil(c);
         if chunks == 0 {
@@ -81,6 +88,9 @@ impl Ring<'_> {
         rx: Range<usize>,
         hops: &mut H,
     ) {
+        if let Some(shm) = self.shm {
+            return gather_step_shm(shm, wire, tx, rx, hops);
+        }
         let c = chunk_elems::<H::W>();
         let chunks = tx.len().max(rx.len()).div_ceil(c);
         if chunks == 0 {
@@ -125,5 +135,67 @@ impl Ring<'_> {
             work();
             // The guards wait for both transfers here.
         });
+    }
+}
+
+/// [`Ring::reduce_step`] over shared memory: per slot-sized chunk j, chunk
+/// j of `wire[tx]` (or `first[tx]`) goes into the channel to the next rank,
+/// then the previous rank's chunk j is reduced from its slot with the own
+/// values into `wire[rx]`. The same additions in the same order as over
+/// MPI, so the same bits.
+fn reduce_step_shm<H: Hops>(
+    shm: &ShmLinks,
+    wire: &mut [H::W],
+    first: Option<&[H::W]>,
+    tx: Range<usize>,
+    rx: Range<usize>,
+    src: Option<&[H::W]>,
+    hops: &mut H,
+) {
+    let c = SLOT_BYTES / size_of::<H::W>();
+    let own = src.map(|s| &s[rx.clone()]);
+    let (send, recv) = match first {
+        Some(first) => (&first[tx.clone()], &mut wire[rx.clone()]),
+        None => split_disjoint(wire, tx.clone(), rx.clone()),
+    };
+    for j in 0..tx.len().max(rx.len()).div_ceil(c) {
+        let out = chunk(send.len(), c, j);
+        if !out.is_empty() {
+            shm.send(&send[out]);
+        }
+        let here = chunk(recv.len(), c, j);
+        if !here.is_empty() {
+            let range = rx.start + here.start..rx.start + here.end;
+            let own = own.map(|o| &o[here.clone()]);
+            let mine = &mut recv[here.clone()];
+            shm.recv(here.len(), |got| hops.reduce(range, own, mine, got));
+        }
+    }
+}
+
+/// [`Ring::gather_step`] over shared memory: chunk j of the final sums
+/// `wire[tx]` goes to the next rank, then the previous rank's chunk j is
+/// copied from its slot into `wire[rx]` and stored.
+fn gather_step_shm<H: Hops>(
+    shm: &ShmLinks,
+    wire: &mut [H::W],
+    tx: Range<usize>,
+    rx: Range<usize>,
+    hops: &mut H,
+) {
+    let c = SLOT_BYTES / size_of::<H::W>();
+    let (send, recv) = split_disjoint(wire, tx.clone(), rx.clone());
+    for j in 0..tx.len().max(rx.len()).div_ceil(c) {
+        let out = chunk(send.len(), c, j);
+        if !out.is_empty() {
+            shm.send(&send[out]);
+        }
+        let here = chunk(recv.len(), c, j);
+        if !here.is_empty() {
+            let range = rx.start + here.start..rx.start + here.end;
+            let mine = &mut recv[here.clone()];
+            shm.recv(here.len(), |got| mine.copy_from_slice(got));
+            hops.store(range, mine);
+        }
     }
 }
