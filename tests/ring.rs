@@ -76,6 +76,11 @@ fn expected_counts(sizes: &[&str; 6], elem: usize) -> Vec<usize> {
 /// Runs `bench allreduce -c 1` with `args` at `np` ranks over both size
 /// sequences and asserts exit 0 and 0 wrong elements in every row.
 fn check(np: usize, args: &[&str]) {
+    check_env(np, args, &[]);
+}
+
+/// [`check`] with environment variables for the ranks.
+fn check_env(np: usize, args: &[&str], env: &[(&str, &str)]) {
     let elem = if args.contains(&"bfloat16") { 2 } else { 4 };
     for sizes in [&SMALL, &LARGE] {
         let mut full = vec!["bench", "allreduce", "-c", "1", "-n", "2", "-w", "1"];
@@ -83,7 +88,9 @@ fn check(np: usize, args: &[&str]) {
         full.extend_from_slice(args);
         let run = {
             let _one = serial();
-            common::mpirun(np, &full)
+            let mut cmd = common::mpirun_command(np, &full);
+            cmd.envs(env.iter().copied());
+            common::run_with_timeout(cmd, std::time::Duration::from_secs(300))
         };
         let ctx = format!(
             "np {np}: ringtrain {}\n--- exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -162,9 +169,76 @@ fn auto_is_the_ring() {
     assert!(run.stdout.contains("# comm: ring"), "{}", run.stdout);
 }
 
+/// On one host the ring's chunks go through shared memory (the checks
+/// above ran it there); `RINGTRAIN_RING_SHM=off` keeps them on MPI
+/// messages, which is what ranks on different hosts use, and must pass
+/// the same checks.
+#[test]
+fn ring_over_mpi_messages() {
+    let off = [(SHM_ENV, "off")];
+    for np in [2, 3] {
+        check_env(np, &["--comm", "ring", "-d", "float"], &off);
+        check_env(np, &["--comm", "ring", "--wire", "bf16"], &off);
+        check_env(np, &["--comm", "ring", "-d", "bfloat16", "-o", "avg"], &off);
+    }
+    for (env, want) in [
+        (&[][..], "transport: shared memory"),
+        (&off[..], "transport: MPI point-to-point"),
+    ] {
+        let args = ["bench", "allreduce", "-b", "1K", "-e", "1K", "-n", "1"];
+        let run = {
+            let _one = serial();
+            let mut cmd = common::mpirun_command(2, &args);
+            cmd.envs(env.iter().copied());
+            common::run_with_timeout(cmd, std::time::Duration::from_secs(300))
+        };
+        run.ok();
+        assert!(run.stdout.contains(want), "{want}\n{}", run.stdout);
+    }
+}
+
+const SHM_ENV: &str = "RINGTRAIN_RING_SHM";
+
 /// The control: MPI_Allreduce through the same bench and checks.
 #[test]
 fn mpi_f32_and_bf16() {
     each_size(&["--comm", "mpi", "-d", "float"]);
     each_size(&["--comm", "mpi", "-d", "bfloat16"]);
+}
+
+/// Where /dev/shm has no room for the ring's segment (a container's small
+/// /dev/shm), rank 0 says so once and the ring runs over MPI messages,
+/// with the same checks passing. Run in a private mount namespace with a
+/// 64 KiB tmpfs on /dev/shm; skipped where that needs privileges we lack.
+#[test]
+fn a_full_dev_shm_falls_back_to_mpi_messages() {
+    let small = "mount -t tmpfs -o size=64k ringtrain-test /dev/shm";
+    let can = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", small])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        println!("skipped: cannot mount a tmpfs on /dev/shm in a mount namespace (needs root)");
+        return;
+    }
+    let args = ["bench", "allreduce", "-b", "1M", "-e", "1M", "-n", "2"];
+    let mpirun = common::mpirun_command(2, &args);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &format!("{small} && exec \"$@\""), "sh"])
+        .arg(mpirun.get_program())
+        .args(mpirun.get_args());
+    let run = {
+        let _one = serial();
+        common::run_with_timeout(cmd, std::time::Duration::from_secs(300))
+    };
+    run.ok();
+    let note = "the ranks could not share memory in /dev/shm (rank 0: No space left on device";
+    assert_eq!(run.stderr.matches(note).count(), 1, "{}", run.context());
+    assert!(
+        run.stdout.contains("transport: MPI point-to-point")
+            && run.stdout.contains("# Out of bounds values : 0 OK"),
+        "{}",
+        run.context()
+    );
 }

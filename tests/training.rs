@@ -89,6 +89,53 @@ fn prefetching_the_next_batch_changes_nothing() {
     );
 }
 
+/// The ring over shared memory (all ranks on one host, the default here)
+/// and over MPI messages (`RINGTRAIN_RING_SHM=off`, what ranks on
+/// different hosts use) add the same terms in the same order: the same
+/// parameters, bit for bit. The model's gradient (over 65,536 floats)
+/// spans several shared-memory slots per segment.
+#[test]
+fn ring_over_shared_memory_and_over_mpi_give_the_same_bits() {
+    let tmp = tempdir("ring-transports");
+    let dir = tmp.path();
+    for (np, wire) in [(2, "f32"), (3, "f32"), (3, "bf16")] {
+        let params = |tag: &str, shm: &str| {
+            let out = dir.join(format!("{tag}-{np}-{wire}.safetensors"));
+            let args = [
+                "train",
+                "--steps",
+                "6",
+                "--global-batch",
+                "30",
+                "--eval-every",
+                "0",
+                "--hidden",
+                "256,256",
+                "--comm",
+                "ring",
+                "--wire",
+                wire,
+                "--save",
+                out.to_str().unwrap(),
+            ];
+            let mut cmd = common::mpirun_command(np, &args);
+            cmd.env("RINGTRAIN_RING_SHM", shm);
+            common::run_with_timeout(cmd, std::time::Duration::from_secs(300)).ok();
+            read_params(&out)
+        };
+        let shm = params("shm", "auto");
+        let mpi = params("mpi", "off");
+        assert!(shm.len() > 65_536, "{}", shm.len());
+        assert!(
+            shm.iter()
+                .zip(&mpi)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{np} ranks, wire {wire}: relative difference {:e}",
+            rel_diff(&shm, &mpi)
+        );
+    }
+}
+
 #[test]
 fn learns_every_task_beyond_its_trivial_baseline() {
     let tmp = tempdir("learning");

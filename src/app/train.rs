@@ -14,7 +14,7 @@ use crate::checkpoint::local;
 use crate::checkpoint::training::{self, Snapshot, TrainState, opt_state_len};
 use crate::checkpoint::{load_params, save_params_with};
 use crate::cli::TrainArgs;
-use crate::comm::{Communicator, agree, check_same};
+use crate::comm::{CommKind, Communicator, agree, check_same};
 use crate::config::{Prefetch, TaskWeighting, TrainConfig};
 use crate::data::{Dataset, Split, sampler};
 use crate::error::{Error, Result};
@@ -669,17 +669,29 @@ fn print_header(
         ));
     }
     let c = &cfg.comm;
+    // On CPU `auto` is the ring; say what carries its chunks.
+    let ring = backend.starts_with("cpu")
+        && matches!(c.kind, CommKind::Ring | CommKind::Auto)
+        && run.world.size > 1;
+    let kind = match ring {
+        true => format!(
+            "{} (ring over {})",
+            lower(c.kind),
+            crate::comm::ring_transport(run.world)
+        ),
+        false => lower(c.kind),
+    };
     match cfg.sync.is_local() {
         // The parameter all-reduce of the outer step uses the same
         // communicator; no gradient is averaged.
         true => rep.line(&format!(
             "gradients: not averaged; parameters: all-reduce {} in buckets of {} KiB at each outer step",
-            lower(c.kind),
+            kind,
             c.bucket_kib
         )),
         false => rep.line(&format!(
             "gradients: all-reduce {}, wire {}, buckets of {} KiB, overlap {}",
-            lower(c.kind),
+            kind,
             lower(c.wire),
             c.bucket_kib,
             overlap.describe()

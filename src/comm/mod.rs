@@ -39,6 +39,24 @@ pub enum CommKind {
     Auto,
 }
 
+/// `RINGTRAIN_RING_SHM=off` keeps the ring on MPI messages (for
+/// side-by-side measurements); anything else lets it use shared memory
+/// when every rank is on one host (`ring/shm.rs`).
+pub const RING_SHM_ENV: &str = "RINGTRAIN_RING_SHM";
+
+/// What the ring's chunks will travel through in `world`, for the run's
+/// header: shared memory when every rank is on one host and this rank's
+/// `RINGTRAIN_RING_SHM` is not `off`, else MPI messages. (The ring agrees
+/// on it collectively when it starts, and rank 0 prints a note if it has
+/// to fall back.)
+pub fn ring_transport(world: &World) -> &'static str {
+    let off = std::env::var(RING_SHM_ENV).is_ok_and(|v| v.trim() == "off");
+    match world.size > 1 && world.local_size == world.size && !off {
+        true => "shared memory",
+        false => "MPI messages",
+    }
+}
+
 /// Element type on the wire for the f32 all-reduce (`--wire`).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,

@@ -67,5 +67,14 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
         }
         rows.push(row);
     }
-    report(&opts, world, ctl, comm.name(), comm.transport(), None, model, &rows)
+    report(
+        &opts,
+        world,
+        ctl,
+        comm.name(),
+        comm.transport(),
+        None,
+        model,
+        &rows,
+    )
 }

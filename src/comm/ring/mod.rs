@@ -71,7 +71,6 @@ pub use hops::sum_in_ring_order;
 use hops::{Bf16Sum, F32OverBf16, F32Sum, Hops};
 use schedule::{all_gather_step, owned_segment, reduce_scatter_step, segment};
 use shm::ShmLinks;
-pub use shm::ENV as SHM_ENV;
 use steps::chunk_elems;
 
 /// Bytes per message within a ring step (the pipeline's grain). Smaller
@@ -140,8 +139,6 @@ impl RingComm {
             }
         })
     }
-
-
 
     /// Σ over ranks into `out`: of `src` (out of place) or of `out` itself
     /// (in place, `src` = None). Both run the same ring in the same order,

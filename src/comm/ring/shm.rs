@@ -42,10 +42,7 @@ const CHANNEL: usize = HEADER + SLOTS * SLOT_BYTES;
 /// Spins before sleeping on the futex.
 const SPINS: u32 = 2000;
 
-/// `RINGTRAIN_RING_SHM=off` keeps the ring on MPI messages (for
-/// side-by-side measurements); anything else lets it use shared memory
-/// when every rank is on one host.
-pub const ENV: &str = "RINGTRAIN_RING_SHM";
+use crate::comm::RING_SHM_ENV as ENV;
 
 /// The counters at the head of a channel, each on its own cache line.
 #[repr(C)]
@@ -82,46 +79,46 @@ impl ShmLinks {
     /// ranks are not all on one host, or `RINGTRAIN_RING_SHM=off` on any.
     pub(super) fn open(comm: &SimpleCommunicator) -> Option<ShmLinks> {
         let (rank, n) = (comm.rank() as usize, comm.size() as usize);
-        let wanted = std::env::var(ENV).map(|v| v.trim() != "off").unwrap_or(true);
+        let wanted = std::env::var(ENV).map_or(true, |v| v.trim() != "off");
         let local = comm.split_shared(comm.rank());
         let one_host = local.size() as usize == n;
         if !all(comm, wanted && one_host) {
             return None;
         }
         let bytes = n * CHANNEL;
-        let root = comm.process_at_rank(0);
+        // Rank 0 makes the segment and sends its name (empty: it failed).
         let mut name = [0u8; 64];
-        let made = if rank == 0 {
-            let made = create(bytes);
-            if let Ok((path, _)) = &made {
-                let p = path.as_bytes();
-                name[..p.len()].copy_from_slice(p);
-            }
-            made.ok()
-        } else {
-            None
-        };
-        root.broadcast_into(&mut name[..]);
-        let map = match made {
-            Some((_, map)) => Some(map),
-            None => {
-                let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                std::str::from_utf8(&name[..len])
-                    .ok()
-                    .filter(|p| !p.is_empty())
-                    .and_then(|p| attach(p, bytes))
-            }
-        };
-        let ok = all(comm, map.is_some());
-        if rank == 0 {
-            let len = name.iter().position(|&b| b == 0).unwrap_or(0);
-            if let Ok(p) = std::str::from_utf8(&name[..len]) {
-                if !p.is_empty() {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
+        let made = (rank == 0).then(|| create(bytes));
+        if let Some(Ok((path, _))) = &made {
+            name[..path.len()].copy_from_slice(path.as_bytes());
         }
-        let mut map = map.filter(|_| ok)?;
+        comm.process_at_rank(0).broadcast_into(&mut name[..]);
+        let len = name.iter().position(|&b| b == 0).unwrap_or(0);
+        let path = std::str::from_utf8(&name[..len]).unwrap_or("");
+        let map = match made {
+            Some(made) => made.map(|(_, map)| map).map_err(|e| e.to_string()),
+            None if path.is_empty() => Err("rank 0 could not make it".into()),
+            None => attach(path, bytes),
+        };
+        let ok = all(comm, map.is_ok());
+        if rank == 0 && !path.is_empty() {
+            // Every rank has it mapped (or gave up): no name is needed any
+            // more, and nothing is left behind in /dev/shm.
+            let _ = std::fs::remove_file(path);
+        }
+        if !ok && rank == 0 {
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            let why = match &map {
+                Err(e) => format!("rank 0: {e}"),
+                Ok(_) => "another rank could not map rank 0's segment".into(),
+            };
+            NOTE.call_once(|| {
+                crate::say!(
+                    "ringtrain: note: the ranks could not share memory in /dev/shm ({why}); the ring's chunks go over MPI messages"
+                )
+            });
+        }
+        let mut map = map.ok().filter(|_| ok)?;
         Some(ShmLinks::at(map.as_mut_ptr(), Some(map), rank, n))
     }
 
@@ -161,7 +158,11 @@ impl ShmLinks {
         // SAFETY: the slot is free (the reader has counted it read), the
         // reader touches it again only after `written` moves past it.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr() as *const u8, self.slot(self.outbox, w), bytes);
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr() as *const u8,
+                self.slot(self.outbox, w),
+                bytes,
+            );
         }
         publish(&c.written, w.wrapping_add(1), &c.reader_sleeps);
     }
@@ -169,7 +170,10 @@ impl ShmLinks {
     /// Waits for the next chunk from the previous rank (`len` elements),
     /// hands it to `f` in place, then frees its slot.
     pub(super) fn recv<W: Copy>(&self, len: usize, f: impl FnOnce(&[W])) {
-        assert!(len * size_of::<W>() <= SLOT_BYTES, "chunk of {len} elements");
+        assert!(
+            len * size_of::<W>() <= SLOT_BYTES,
+            "chunk of {len} elements"
+        );
         let c = self.counters(self.inbox);
         let r = c.read.load(Ordering::Relaxed);
         wait(&c.written, &c.reader_sleeps, |written| written != r);
@@ -222,25 +226,25 @@ fn create(bytes: usize) -> std::io::Result<(String, MmapMut)> {
 }
 
 /// The other ranks: rank 0's segment, if it is what rank 0 made.
-fn attach(path: &str, bytes: usize) -> Option<MmapMut> {
-    if !path.starts_with("/dev/shm/ringtrain-") || path.contains("..") {
-        return None;
+fn attach(path: &str, bytes: usize) -> Result<MmapMut, String> {
+    if !path.starts_with("/dev/shm/ringtrain-") || path[9..].contains('/') {
+        return Err(format!("unexpected name {path:?}"));
     }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
+        .map_err(|e| format!("{path}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{path}: {e}"))?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let ours = meta.is_file() && meta.uid() == me && meta.mode() & 0o077 == 0;
     if !ours || meta.len() != bytes as u64 {
-        return None;
+        return Err(format!("{path} is not the segment rank 0 made"));
     }
     // SAFETY: checked above: our own private file of the expected size.
-    unsafe { MmapMut::map_mut(&file) }.ok()
+    unsafe { MmapMut::map_mut(&file) }.map_err(|e| format!("{path}: {e}"))
 }
 
 /// Waits until `ready(word)`: spins, then sleeps on `word`'s futex with
