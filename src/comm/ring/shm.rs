@@ -31,11 +31,15 @@ use memmap2::MmapMut;
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::topology::{Communicator as _, SimpleCommunicator};
 
-/// Bytes per slot: one chunk. Small enough that a chunk just written is
-/// still in cache when the peer reads it.
-pub(super) const SLOT_BYTES: usize = 64 * 1024;
-/// Slots per channel: the writer may run this many chunks ahead.
-pub(super) const SLOTS: usize = 4;
+/// Bytes per slot: one chunk, small enough that a chunk just written is
+/// still in cache when the peer reads it. Slots per channel: how many
+/// chunks the writer may run ahead. Chosen by `bench allreduce` at 2 ranks
+/// (64 KiB–64 MiB, 3 alternated rounds of 32 KiB × 8, 64 KiB × 4 and × 8,
+/// 128 KiB × 4 and × 8, 256 KiB × 4): 32 KiB slots were slowest at every
+/// size, the others within each other's noise, 128 KiB × 8 never far
+/// behind the best. A channel is then 1 MiB, /dev/shm holds n of them.
+pub(super) const SLOT_BYTES: usize = 128 * 1024;
+pub(super) const SLOTS: usize = 8;
 /// The counters' cache lines, then the slots.
 const HEADER: usize = 256;
 const CHANNEL: usize = HEADER + SLOTS * SLOT_BYTES;
