@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # 2-rank all-reduce busbw (GB/s), interleaved rounds, medians: an older
 # ringtrain's --comm mpi (OLD_BIN, optional), this one's --comm mpi
-# (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, and the ring,
-# with the ring over mpi4py and over its shared-memory bound (same run).
+# (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, the ring over
+# MPI messages (RINGTRAIN_RING_SHM=off) and the ring as it runs by default
+# (over shared memory on one host), with the ring over mpi4py and over its
+# shared-memory bound (same run).
 # Usage: OLD_BIN=target/base-ringtrain benches/mpi_vs_mpi4py.sh [REPEAT]
 # Needs target/py (python3 -m venv target/py && target/py/bin/pip install mpi4py numpy).
 set -euo pipefail
@@ -18,6 +20,7 @@ for r in $(seq "$repeat"); do
     [ -n "${OLD_BIN:-}" ] && "${m[@]}" "$OLD_BIN" "${ar[@]}" --comm mpi >"$out/old.$r"
     "${m[@]}" "$bin" "${ar[@]}" --comm mpi >"$out/mpi.$r"
     "${m[@]}" "$py" "$ROOT/benches/mpi4py_allreduce.py" 1M 64M 4 100 >"$out/py.$r"
+    "${m[@]}" -x RINGTRAIN_RING_SHM=off "$bin" "${ar[@]}" --comm ring >"$out/ringmpi.$r"
     "${m[@]}" "$bin" "${ar[@]}" --comm ring >"$out/ring.$r"
 done
 python3 - "$out" "$repeat" <<'PY'
@@ -31,8 +34,9 @@ def rows(name, r):
     if name == "py":
         return {x["size"]: x for x in map(json.loads, t)}
     return {x["size"]: x for x in json.loads(t[-1])["rows"]}
-names = [x for x in ("old", "mpi", "py", "ring") if rows(x, 1)]
-label = {"old": "mpi (scratch+copy)", "mpi": "mpi (IN_PLACE)", "py": "mpi4py", "ring": "ring"}
+names = [x for x in ("old", "mpi", "py", "ringmpi", "ring") if rows(x, 1)]
+label = {"old": "mpi (scratch+copy)", "mpi": "mpi (IN_PLACE)", "py": "mpi4py",
+         "ringmpi": "ring over MPI msgs", "ring": "ring (shm)"}
 print(f"2 ranks, busbw GB/s, medians of {n} interleaved rounds; in-place / out-of-place")
 print(f"{'size':>10} " + " ".join(f"{label[x]:>22}" for x in names)
       + f" {'ring / mpi4py':>15} {'shm bound':>10} {'ring / bound':>14}")
