@@ -339,8 +339,8 @@ mod tests {
     /// The ring's pattern on threads sharing one segment: every rank sends
     /// chunk j to the next, then takes chunk j from the previous one.
     /// Sizes vary from one element to a full slot, the counters wrap
-    /// around the slots many times, and some ranks stall now and then so
-    /// that the others go to sleep on the futex and must be woken.
+    /// around the slots many times, and some ranks stall now and then (longer than
+    /// [`POLL`]) so that the others sleep on the futex and must be woken.
     #[test]
     fn chunks_arrive_in_order_and_intact() {
         for n in [2usize, 3] {
@@ -357,7 +357,7 @@ mod tests {
                         let mut buf = vec![0f32; full];
                         for j in 0..200 {
                             if (j + r) % 37 == 0 {
-                                std::thread::sleep(std::time::Duration::from_millis(15));
+                                std::thread::sleep(std::time::Duration::from_millis(30));
                             }
                             for (i, b) in buf[..len(j)].iter_mut().enumerate() {
                                 *b = value(r, j, i);
