@@ -90,6 +90,15 @@ mod tests {
                 "{}",
                 r.context()
             );
+            // Ranks on two hosts: the ring's chunks travel as MPI messages
+            // (one host would use shared memory).
+            if comm == "ring" {
+                assert!(
+                    r.stdout.contains("all-reduce ring (ring over MPI messages)"),
+                    "{}",
+                    r.context()
+                );
+            }
             let d = rel_diff(&read_params(&out), &one);
             eprintln!("--comm {comm}: 2 hosts x 2 ranks vs 1 rank: relative difference {d:e}");
             assert!(
