@@ -94,7 +94,8 @@ mod tests {
             // (one host would use shared memory).
             if comm == "ring" {
                 assert!(
-                    r.stdout.contains("all-reduce ring (ring over MPI messages)"),
+                    r.stdout
+                        .contains("all-reduce ring (ring over MPI messages)"),
                     "{}",
                     r.context()
                 );

@@ -1,4 +1,5 @@
-//! Ring all-reduce over MPI point-to-point.
+//! Ring all-reduce, written out: over shared memory when every rank is on
+//! one host (`shm.rs`), over MPI point-to-point otherwise.
 //!
 //! A buffer of `len` elements is cut into `n` segments, one per rank, whose
 //! sizes differ by at most one ([`segment`]). Rank `r` only ever sends to
@@ -14,10 +15,13 @@
 //!
 //! Each of the 2(n − 1) steps moves about len/n elements per rank, all ranks
 //! at once, so a rank sends 2(n − 1)/n · len elements in total whatever n is
-//! (nccl-tests' "bus bandwidth" factor). Within a step the segment travels in
-//! chunks of [`CHUNK_BYTES`] with non-blocking sends and receives: while
-//! chunk j + 1 is on the wire, chunk j is added (reduce-scatter) or converted
-//! (bf16 wire), so each chunk is added while it is still in cache.
+//! (nccl-tests' "bus bandwidth" factor). Over MPI, within a step the segment
+//! travels in chunks of [`CHUNK_BYTES`] with non-blocking sends and
+//! receives: while chunk j + 1 is on the wire, chunk j is added
+//! (reduce-scatter) or converted (bf16 wire), so each chunk is added while
+//! it is still in cache. Over shared memory a chunk is copied into a slot
+//! of the channel to the next rank and added (or copied out) by that rank
+//! straight from the slot.
 //!
 //! Each element's sum is formed in one fixed order (around the ring from the
 //! segment's first sender), and its final value is computed once, by the
@@ -48,7 +52,8 @@
 //! The files: this one is the communicator and [`Ring::all_reduce`], the
 //! ring itself (a reduce-scatter loop and an all-gather loop);
 //! `schedule.rs` the index arithmetic (which segment, which chunk);
-//! `steps.rs` one chunked, pipelined step over MPI; `hops.rs` what a hop
+//! `steps.rs` one chunked step, over MPI or shared memory; `shm.rs` the
+//! shared-memory channels; `hops.rs` what a hop
 //! adds and stores for each wire format; `bf16_ops.rs` the SIMD bf16
 //! conversions those hops use.
 
