@@ -199,6 +199,11 @@ pub struct BenchAllreduceArgs {
     /// minimum, 3 the maximum (as nccl-tests).
     #[arg(short = 'a', long = "average", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub average: u8,
+    /// Also time MPI_Allreduce on the same buffers right after each size
+    /// (in the same run, so both see the same machine) and print the
+    /// ring's busbw over it (--comm ring)
+    #[arg(long = "vs-mpi")]
+    pub vs_mpi: bool,
     /// nccl-tests' GPUs per thread: accepted; here every rank drives one
     /// device (start more ranks instead), so any other value only prints a note.
     #[arg(short = 'g', long = "ngpus", value_name = "N")]

@@ -215,6 +215,10 @@ fn bad_flags_exit_2_with_one_message() {
             vec!["-d", "bfloat16", "--wire", "bf16"],
             "--wire bf16 applies to -d float",
         ),
+        (
+            vec!["--comm", "mpi", "--vs-mpi"],
+            "--vs-mpi times MPI_Allreduce beside the ring",
+        ),
     ] {
         let run = bench(2, &args);
         let c = format!("args {args:?}\n{}", ctx(&run));
@@ -255,6 +259,48 @@ fn bad_flags_exit_2_with_one_message() {
             assert!(named.is_some_and(|l| l.trim_end().ends_with(",0]")), "{c}");
         }
     }
+}
+
+/// `--vs-mpi`: every row also carries MPI_Allreduce's busbw, measured in
+/// the same run, and the ratio columns; the table keeps nccl-tests'
+/// columns first; without the flag neither appears.
+#[test]
+fn vs_mpi_adds_mpi_allreduce_beside_each_row() {
+    let args = ["-b", "64K", "-e", "1M", "-f", "4", "-n", "3", "-w", "1"];
+    let run = bench(2, &[&args[..], &["--vs-mpi", "--json"]].concat());
+    run.ok();
+    let c = ctx(&run);
+    let v: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{c}"));
+    let rows_json = v["rows"].as_array().expect("rows");
+    assert_eq!(rows_json.len(), 3, "{c}");
+    for r in rows_json {
+        for p in ["out_of_place", "in_place"] {
+            assert!(r["mpi"][p]["busbw"].as_f64().unwrap() > 0.0, "{c}");
+            assert!(r["mpi"][p]["time_us"].as_f64().unwrap() > 0.0, "{c}");
+        }
+    }
+    let run = bench(2, &[&args[..], &["--vs-mpi"]].concat());
+    run.ok();
+    let c = ctx(&run);
+    assert!(
+        run.stdout.contains("# --vs-mpi: MPI_Allreduce timed"),
+        "{c}"
+    );
+    for row in rows(&run.stdout) {
+        // 13 nccl-tests columns, model (3), shm bound (3), MPI (4).
+        assert_eq!(row.len(), 23, "{row:?}\n{c}");
+        let x: f64 = row[22].parse().unwrap_or_else(|_| panic!("{row:?}\n{c}"));
+        assert!(x > 0.0, "{c}");
+    }
+    let plain = bench(2, &args);
+    plain.ok();
+    assert!(!plain.stdout.contains("MPI_Allreduce, same run"));
+    assert!(
+        rows(&plain.stdout).iter().all(|r| r.len() == 19),
+        "{}",
+        ctx(&plain)
+    );
 }
 
 /// nccl-tests' type names and this program's short ones name the same type.

@@ -59,8 +59,8 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
     for &bytes in &opts.sizes {
         let count = bytes / opts.dtype.bytes();
         let mut row = match opts.dtype {
-            Datatype::Float => measure::<f32>(&opts, count, &*comm, ctl)?,
-            Datatype::Bfloat16 => measure::<bf16>(&opts, count, &*comm, ctl)?,
+            Datatype::Float => row::<f32>(&opts, count, &*comm, ctl)?,
+            Datatype::Bfloat16 => row::<bf16>(&opts, count, &*comm, ctl)?,
         };
         if one_host {
             row.shm_bound = Some(shm_bound::busbw_bound(bytes, n, ctl)?);
@@ -77,4 +77,20 @@ pub fn run(a: &BenchAllreduceArgs, world: &World, ctl: &dyn Communicator) -> Res
         model,
         &rows,
     )
+}
+
+/// One row of `comm`, then with `--vs-mpi` the same row of MPI_Allreduce
+/// (`ctl`, unchecked: `-c 1` already cross-checks the two).
+fn row<T: elem::Elem>(
+    opts: &Options,
+    count: usize,
+    comm: &dyn Communicator,
+    ctl: &dyn Communicator,
+) -> Result<timing::Row> {
+    let mut row = measure::<T>(opts, count, comm, ctl, opts.check)?;
+    if opts.vs_mpi {
+        let mpi = measure::<T>(opts, count, ctl, ctl, false)?;
+        row.mpi = Some((mpi.out_of_place, mpi.in_place));
+    }
+    Ok(row)
 }

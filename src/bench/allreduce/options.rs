@@ -51,6 +51,8 @@ pub(super) struct Options {
     /// Notes on nccl-tests flags that do not apply here (`-g`, `-t`).
     pub(super) notes: Vec<String>,
     pub(super) corrupt: bool,
+    /// `--vs-mpi`: MPI_Allreduce timed after each row, in the same run.
+    pub(super) vs_mpi: bool,
 }
 
 impl Options {
@@ -99,6 +101,11 @@ impl Options {
                 "--wire bf16 applies to -d float; bfloat16 data always travels as bf16",
             ));
         }
+        if a.vs_mpi && kind != CommKind::Ring {
+            return Err(Error::config(
+                "--vs-mpi times MPI_Allreduce beside the ring: it needs --comm ring (or auto)",
+            ));
+        }
         if n > 256 && a.check == 1 {
             return Err(Error::config(format!(
                 "-c 1 checks exact integer sums up to 256, which needs at most 256 ranks (not {n}); use -c 0"
@@ -130,6 +137,7 @@ impl Options {
             average: super::timing::Average::from_code(a.average),
             notes: nccl_tests_notes(a),
             corrupt: a.corrupt,
+            vs_mpi: a.vs_mpi,
         })
     }
 

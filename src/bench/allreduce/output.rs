@@ -216,12 +216,30 @@ impl Report<'_> {
         } else {
             println!("# shm bound: N/A (one rank, or ranks on more than one host)");
         }
+        if o.vs_mpi {
+            println!(
+                "# --vs-mpi: MPI_Allreduce timed on the same buffers right after each row, the same way (not checked:"
+            );
+            println!(
+                "#   -c 1 cross-checks the two); x = MPI time / {} time, above 1 where {} is faster.",
+                self.comm, self.comm
+            );
+        }
         println!("#");
+        let vs = o.vs_mpi;
         println!(
-            "#{:>79}{:>32}{:>24}{:>21}",
-            "out-of-place", "in-place", "ring alpha-beta model", "shm bound"
+            "#{:>79}{:>32}{:>24}{:>21}{}",
+            "out-of-place",
+            "in-place",
+            "ring alpha-beta model",
+            "shm bound",
+            if vs {
+                format!("{:>37}", "MPI_Allreduce, same run")
+            } else {
+                String::new()
+            }
         );
-        println!(
+        let names = format!(
             "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>7} {:>6} {:>6}",
             "size",
             "count",
@@ -243,7 +261,16 @@ impl Report<'_> {
             "%(oop)",
             "%(ip)"
         );
+        let extra = |a: &str, b: &str, c: &str, d: &str| match vs {
+            true => format!(" {a:>10} {b:>9} {c:>7} {d:>7}"),
+            false => String::new(),
+        };
         println!(
+            "{names}{}",
+            extra("busbw(oop)", "busbw(ip)", "x(oop)", "x(ip)")
+        );
+
+        let units = format!(
             "# {:>10} {:>12} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>7} {:>6} {:>6}",
             "(B)",
             "(elements)",
@@ -265,6 +292,7 @@ impl Report<'_> {
             "",
             ""
         );
+        println!("{units}{}", extra("(GB/s)", "(GB/s)", "", ""));
         for row in self.rows {
             let mut line = format!(
                 "  {:>10} {:>12} {:>8} {:>6} {:>6}",
@@ -304,6 +332,20 @@ impl Report<'_> {
                 }
                 _ => line += &format!(" {:>7} {:>6} {:>6}", "N/A", "N/A", "N/A"),
             }
+            if let Some((oop, ip)) = &row.mpi {
+                let bus = |t: &Timing| self.bandwidth(row, t).1;
+                let x = |mine: &Timing, mpi: &Timing| match mine.seconds > 0.0 {
+                    true => format!("{:.2}", mpi.seconds / mine.seconds),
+                    false => "N/A".into(),
+                };
+                line += &format!(
+                    " {:>10.2} {:>9.2} {:>7} {:>7}",
+                    bus(oop),
+                    bus(ip),
+                    x(&row.out_of_place, oop),
+                    x(&row.in_place, ip)
+                );
+            }
             println!("{line}");
         }
         if o.check {
@@ -342,6 +384,10 @@ impl Report<'_> {
                     "x_out_of_place": model.map(|m| row.out_of_place.seconds / m),
                     "x_in_place": model.map(|m| row.in_place.seconds / m),
                     "shm_bound_busbw": row.shm_bound,
+                    "mpi": row.mpi.map(|(oop, ip)| json!({
+                        "out_of_place": timing(&oop),
+                        "in_place": timing(&ip),
+                    })),
                 })
             })
             .collect();

@@ -25,6 +25,9 @@ pub(super) struct Row {
     /// The shared-memory bound (busbw GB/s) when every rank is on one host
     /// (shm_bound.rs).
     pub(super) shm_bound: Option<f64>,
+    /// `--vs-mpi`: MPI_Allreduce's (out of place, in place) timings of the
+    /// same row, measured right after it.
+    pub(super) mpi: Option<(Timing, Timing)>,
 }
 
 impl Row {
@@ -34,6 +37,7 @@ impl Row {
             out_of_place: Timing::default(),
             in_place: Timing::default(),
             shm_bound: None,
+            mpi: None,
         }
     }
 
@@ -98,11 +102,13 @@ fn combine(all: &[f64], how: Average) -> f64 {
     }
 }
 
+/// One row of `comm`; `check` runs the checks of `-c 1` after the timing.
 pub(super) fn measure<T: Elem>(
     o: &Options,
     count: usize,
     comm: &dyn Communicator,
     ctl: &dyn Communicator,
+    check: bool,
 ) -> Result<Row> {
     let (rank, n) = (ctl.rank(), ctl.size());
     let src: Vec<T> = (0..count)
@@ -127,7 +133,7 @@ pub(super) fn measure<T: Elem>(
         }
         let seconds = over_ranks(ctl, t.elapsed().as_secs_f64() / o.iters as f64, o.average)?;
 
-        let wrong = if o.check {
+        let wrong = if check {
             if in_place {
                 dst.copy_from_slice(&src);
             } else {
