@@ -4,7 +4,10 @@
 # (MPI_IN_PLACE), mpi4py's MPI_Allreduce on the same Open MPI, the ring over
 # MPI messages (RINGTRAIN_RING_SHM=off) and the ring as it runs by default
 # (over shared memory on one host), with the ring over mpi4py and over its
-# shared-memory bound (same run).
+# shared-memory bound (same run). Both ring runs also time MPI_Allreduce
+# after each of their rows (--vs-mpi): the last columns are MPI time / ring
+# time from those same-run pairs, which the machine's swings between runs
+# do not bias.
 # Usage: OLD_BIN=target/base-ringtrain benches/mpi_vs_mpi4py.sh [REPEAT]
 # Needs target/py (python3 -m venv target/py && target/py/bin/pip install mpi4py numpy).
 set -euo pipefail
@@ -20,8 +23,8 @@ for r in $(seq "$repeat"); do
     [ -n "${OLD_BIN:-}" ] && "${m[@]}" "$OLD_BIN" "${ar[@]}" --comm mpi >"$out/old.$r"
     "${m[@]}" "$bin" "${ar[@]}" --comm mpi >"$out/mpi.$r"
     "${m[@]}" "$py" "$ROOT/benches/mpi4py_allreduce.py" 1M 64M 4 100 >"$out/py.$r"
-    "${m[@]}" -x RINGTRAIN_RING_SHM=off "$bin" "${ar[@]}" --comm ring >"$out/ringmpi.$r"
-    "${m[@]}" "$bin" "${ar[@]}" --comm ring >"$out/ring.$r"
+    "${m[@]}" -x RINGTRAIN_RING_SHM=off "$bin" "${ar[@]}" --comm ring --vs-mpi >"$out/ringmpi.$r"
+    "${m[@]}" "$bin" "${ar[@]}" --comm ring --vs-mpi >"$out/ring.$r"
 done
 python3 - "$out" "$repeat" <<'PY'
 import json, os, statistics as st, sys
@@ -39,7 +42,8 @@ label = {"old": "mpi (scratch+copy)", "mpi": "mpi (IN_PLACE)", "py": "mpi4py",
          "ringmpi": "ring over MPI msgs", "ring": "ring (shm)"}
 print(f"2 ranks, busbw GB/s, medians of {n} interleaved rounds; in-place / out-of-place")
 print(f"{'size':>10} " + " ".join(f"{label[x]:>22}" for x in names)
-      + f" {'ring / mpi4py':>15} {'shm bound':>10} {'ring / bound':>14}")
+      + f" {'ring / mpi4py':>15} {'shm bound':>10} {'ring / bound':>14}"
+      + f" {'same run: MPI/ring msgs':>24} {'MPI/ring shm':>14}")
 for size in sorted(rows(names[0], 1)):
     cells = []
     for x in names:
@@ -52,5 +56,11 @@ for size in sorted(rows(names[0], 1)):
     ratio = f"{med('ring', 'in_place') / med('py', 'in_place'):.2f} / {med('ring', 'out_of_place') / med('py', 'out_of_place'):.2f}"
     bound = st.median(rows("ring", r)[size]["shm_bound_busbw"] for r in range(1, n + 1))
     vs = f"{med('ring', 'in_place') / bound:.2f} / {med('ring', 'out_of_place') / bound:.2f}"
-    print(f"{size:>10} " + " ".join(f"{c:>22}" for c in cells) + f" {ratio:>15} {bound:10.2f} {vs:>14}")
+    # MPI time / ring time of rows measured side by side (--vs-mpi).
+    def same(x):
+        ip = st.median(rows(x, r)[size]["mpi"]["in_place"]["time_us"] / rows(x, r)[size]["in_place"]["time_us"] for r in range(1, n + 1))
+        oop = st.median(rows(x, r)[size]["mpi"]["out_of_place"]["time_us"] / rows(x, r)[size]["out_of_place"]["time_us"] for r in range(1, n + 1))
+        return f"{ip:.2f} / {oop:.2f}"
+    print(f"{size:>10} " + " ".join(f"{c:>22}" for c in cells) + f" {ratio:>15} {bound:10.2f} {vs:>14}"
+          + f" {same('ringmpi'):>24} {same('ring'):>14}")
 PY
