@@ -23,9 +23,9 @@ use crate::model::layout::{ParamLayout, checksum, init_params};
 use crate::report::Reporter;
 use crate::spec::ModelSpec;
 use crate::trace::Trace;
+use crate::train::Trainer;
 use crate::train::overlap::OverlapChoice;
 use crate::train::weighting::TaskWeights;
-use crate::train::{Trainer, prefetch};
 use crate::watchdog::Watchdog;
 use crate::world::World;
 
@@ -135,23 +135,14 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
 /// training rows are in memory already (a batch is then a copy of a few
 /// KiB: nothing to hide behind the step; see the README's "Reading
 /// ahead"), else `prefetch::auto` from the GEMM threads, the ranks on this
-/// host and its cores.
+/// host and its cores (`overlap::spare_core_here`, the overlap thread's
+/// rule).
 pub fn prefetch_for(cfg: &TrainConfig, world: &World, data: &dyn Dataset, gpu: bool) -> bool {
     match cfg.data.prefetch {
         Prefetch::On => true,
         Prefetch::Off => false,
         Prefetch::Auto if data.in_memory(Split::Train) => false,
-        Prefetch::Auto => {
-            let threads = std::env::var("MATMUL_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            let affinity = std::thread::available_parallelism().map_or(1, |n| n.get());
-            // SAFETY: sysconf has no preconditions.
-            let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-            let host = usize::try_from(online).unwrap_or(affinity).max(affinity);
-            prefetch::auto(gpu, threads, world.local_size, affinity, host)
-        }
+        Prefetch::Auto => crate::train::overlap::spare_core_here(gpu, world.local_size),
     }
 }
 
