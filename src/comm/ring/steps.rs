@@ -138,11 +138,10 @@ impl Ring<'_> {
     }
 }
 
-/// [`Ring::reduce_step`] over shared memory: per slot-sized chunk j, chunk
-/// j of `wire[tx]` (or `first[tx]`) goes into the channel to the next rank,
-/// then the previous rank's chunk j is reduced from its slot with the own
-/// values into `wire[rx]`. The same additions in the same order as over
-/// MPI, so the same bits.
+/// [`Ring::reduce_step`] over shared memory: chunk j of `wire[tx]` (or
+/// `first[tx]`) goes to the next rank, then the previous rank's chunk j is
+/// reduced from its slot with the own values into `wire[rx]`. The same
+/// additions in the same order as over MPI, so the same bits.
 fn reduce_step_shm<H: Hops>(
     shm: &ShmLinks,
     wire: &mut [H::W],
@@ -152,25 +151,16 @@ fn reduce_step_shm<H: Hops>(
     src: Option<&[H::W]>,
     hops: &mut H,
 ) {
-    let c = SLOT_BYTES / size_of::<H::W>();
     let own = src.map(|s| &s[rx.clone()]);
     let (send, recv) = match first {
-        Some(first) => (&first[tx.clone()], &mut wire[rx.clone()]),
-        None => split_disjoint(wire, tx.clone(), rx.clone()),
+        Some(first) => (&first[tx], &mut wire[rx.clone()]),
+        None => split_disjoint(wire, tx, rx.clone()),
     };
-    for j in 0..tx.len().max(rx.len()).div_ceil(c) {
-        let out = chunk(send.len(), c, j);
-        if !out.is_empty() {
-            shm.send(&send[out]);
-        }
-        let here = chunk(recv.len(), c, j);
-        if !here.is_empty() {
-            let range = rx.start + here.start..rx.start + here.end;
-            let own = own.map(|o| &o[here.clone()]);
-            let mine = &mut recv[here.clone()];
-            shm.recv(here.len(), |got| hops.reduce(range, own, mine, got));
-        }
-    }
+    exchange_shm(shm, send, recv.len(), |here, got| {
+        let range = rx.start + here.start..rx.start + here.end;
+        let own = own.map(|o| &o[here.clone()]);
+        hops.reduce(range, own, &mut recv[here], got);
+    });
 }
 
 /// [`Ring::gather_step`] over shared memory: chunk j of the final sums
@@ -183,19 +173,34 @@ fn gather_step_shm<H: Hops>(
     rx: Range<usize>,
     hops: &mut H,
 ) {
-    let c = SLOT_BYTES / size_of::<H::W>();
-    let (send, recv) = split_disjoint(wire, tx.clone(), rx.clone());
-    for j in 0..tx.len().max(rx.len()).div_ceil(c) {
+    let (send, recv) = split_disjoint(wire, tx, rx.clone());
+    exchange_shm(shm, send, recv.len(), |here, got| {
+        let range = rx.start + here.start..rx.start + here.end;
+        recv[here.clone()].copy_from_slice(got);
+        hops.store(range, &recv[here]);
+    });
+}
+
+/// One step's chunks through the shared-memory channels, slot-sized chunk
+/// j at a time: chunk j of `send` to the next rank, then the previous
+/// rank's chunk j of a segment of `recv_len` elements handed to `take`
+/// (its place in the segment, the slot's elements). Empty chunks (the two
+/// segments differ by at most one element) are neither sent nor awaited.
+fn exchange_shm<W: Copy>(
+    shm: &ShmLinks,
+    send: &[W],
+    recv_len: usize,
+    mut take: impl FnMut(Range<usize>, &[W]),
+) {
+    let c = SLOT_BYTES / size_of::<W>();
+    for j in 0..send.len().max(recv_len).div_ceil(c) {
         let out = chunk(send.len(), c, j);
         if !out.is_empty() {
             shm.send(&send[out]);
         }
-        let here = chunk(recv.len(), c, j);
+        let here = chunk(recv_len, c, j);
         if !here.is_empty() {
-            let range = rx.start + here.start..rx.start + here.end;
-            let mine = &mut recv[here.clone()];
-            shm.recv(here.len(), |got| mine.copy_from_slice(got));
-            hops.store(range, mine);
+            shm.recv(here.len(), |got| take(here.clone(), got));
         }
     }
 }
