@@ -119,6 +119,10 @@ pub struct Trainer<'a, B: Backend> {
     /// [`prefetch::auto`]; `new` sets it from `[data] prefetch`, auto
     /// counting as on).
     pub prefetch: bool,
+    /// Stop reading ahead once the training rows are all in memory (a
+    /// batch is then a copy: nothing to hide; `[data] prefetch = auto`
+    /// while synthetic rows are generated in the background).
+    pub prefetch_until_in_memory: bool,
     /// How many samples of each global batch every rank takes.
     pub balance: Balancer,
     /// Whether the gradient all-reduce overlaps backward, and why
@@ -211,6 +215,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             outer,
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
+            prefetch_until_in_memory: false,
             balance,
             overlap,
         }
@@ -280,6 +285,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let t = Instant::now();
         let rows = self.take_batch(step)?;
         self.clock.record(Phase::Data, t);
+        if self.prefetch
+            && self.prefetch_until_in_memory
+            && self.loader.data.in_memory(Split::Train)
+        {
+            // Nothing is requested ahead at this point: the thread is idle.
+            self.prefetch = false;
+            self.reader = None;
+        }
         if self.prefetch && self.reader.is_none() {
             // Without a thread, read each batch in its own step.
             self.reader = Reader::start().ok();

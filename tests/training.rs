@@ -296,3 +296,46 @@ fn auto_reads_ahead_only_rows_not_in_memory() {
     let spare = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
     assert_eq!(header("2", "auto").contains("read ahead"), spare);
 }
+
+/// With a core to spare, the default model's rows are generated on it
+/// during the steps (a thread at the lowest priority; each row kept once
+/// made) instead of up front: the same rows, so the same parameters as
+/// the up-front path (`--threads 2` leaves no core to spare; the GEMM
+/// threads do not change the bits, above).
+#[test]
+fn rows_generated_in_the_background_train_the_same_bits() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        println!("skipped: one core, nothing to spare");
+        return;
+    }
+    let tmp = tempdir("background-rows");
+    let run = |threads: &str| {
+        let out = tmp.path().join(format!("t{threads}.safetensors"));
+        // 300 x 256 rows from 65,536, validation read 3 times: both kept.
+        let args = [
+            "train",
+            "--steps",
+            "300",
+            "--eval-every",
+            "100",
+            "--threads",
+            threads,
+            "--save",
+            out.to_str().unwrap(),
+        ];
+        let r = common::alone(&[], &args, std::time::Duration::from_secs(300));
+        r.ok();
+        let data = r.stdout.lines().find(|l| l.starts_with("data: "));
+        let data = data.unwrap_or_else(|| panic!("no data line\n{}", r.context()));
+        (data.to_string(), read_params(&out))
+    };
+    let (bg_line, bg) = run("1");
+    let (up_line, up) = run("2");
+    assert!(
+        bg_line.contains("generated on a spare core, read ahead until then"),
+        "{bg_line}"
+    );
+    assert!(!up_line.contains("spare core"), "{up_line}");
+    assert_eq!(bg.len(), up.len());
+    assert!(bg.iter().zip(&up).all(|(a, b)| a.to_bits() == b.to_bits()));
+}

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::app::synthetic::Shared;
 use crate::app::{model_spec, open_dataset, preflight};
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
@@ -47,8 +48,14 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
     let spec = agree(comm, model_spec(&cfg, &*data))?;
     agree(comm, check_batch(&cfg, &*data, comm.size()))?;
     agree(comm, check_data_slice(&*data, comm))?;
-    // Synthetic rows drawn more than once: generated once, over the ranks.
-    crate::app::synthetic::share(&cfg, &*data, comm)?;
+    // Synthetic rows drawn more than once: generated once, on spare
+    // cores during the steps or else up front, spread over the ranks.
+    let gpu = matches!(choice, Choice::Cuda { .. });
+    let params = ParamLayout::new(&spec).total;
+    let threads = crate::backend::cpu_gemm::gemm_threads();
+    let spare = crate::app::synthetic::background_pays(gpu, params, threads)
+        && crate::train::overlap::spare_core_here(gpu, world.local_size);
+    let shared = crate::app::synthetic::share(&cfg, &*data, comm, spare)?;
     // Before anything is allocated or written: the model fits in memory,
     // and every output can be written (rank 0 writes them).
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());
@@ -112,6 +119,7 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
         wd: &wd,
         resumed: resumed.as_ref(),
         fault,
+        shared,
     };
     match choice {
         Choice::Cuda { ordinal } => {
@@ -120,12 +128,14 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let label = be.name();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, true);
+            tr.prefetch_until_in_memory = cfg.data.prefetch == Prefetch::Auto;
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, false);
+            tr.prefetch_until_in_memory = cfg.data.prefetch == Prefetch::Auto;
             train_loop(&ctx, tr, rep, &choice.cpu_label())
         }
     }
@@ -156,6 +166,8 @@ struct Run<'a> {
     wd: &'a Watchdog,
     resumed: Option<&'a Resumed>,
     fault: Option<fault::Fault>,
+    /// How the synthetic rows read more than once were generated.
+    shared: Shared,
 }
 
 /// The steps, evaluations, checkpoints and the saved parameters, on any
@@ -625,7 +637,12 @@ fn print_header(
     rep.line(&format!(
         "data: {}{} | global batch {} (~{} per rank, {} micro-batch(es)) | {} steps | {} lr {} {} schedule",
         data.describe(),
-        if read_ahead { ", read ahead" } else { "" },
+        match (run.shared, read_ahead) {
+            (Shared::Background, true) => ", generated on a spare core, read ahead until then",
+            (Shared::Background, false) => ", generated on a spare core",
+            (_, true) => ", read ahead",
+            (_, false) => "",
+        },
         cfg.train.global_batch,
         per_rank,
         cfg.train.accum_steps,

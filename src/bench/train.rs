@@ -42,11 +42,11 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
         1,
     ));
     let spec = model_spec(&cfg, &*data)?;
-    // As `train` does: rows drawn more than once generated once, up front,
-    // and read ahead by `--prefetch auto`'s rule (below). Otherwise the
-    // rows generated during the steps, on a thread sharing a bound rank's
-    // core, would be timed into the step.
-    crate::app::synthetic::share(&cfg, &*data, comm)?;
+    // Rows drawn more than once generated once, up front (where `train`
+    // may generate them on a spare core during the steps: here that
+    // thread would be timed into the steps), and read ahead by `--prefetch
+    // auto`'s rule (below).
+    crate::app::synthetic::share(&cfg, &*data, comm, false)?;
     let ranks_here = world.local_size.max(1);
     let most = crate::train::balance::max_slice(&cfg.train, comm.size());
     let rows = most.div_ceil(cfg.train.accum_steps).max(1);

@@ -12,10 +12,13 @@
 //! (seed, split, index), generated on demand (about 4–5 µs a row, mostly
 //! `ln`/`sin`/`cos`/`tanh`). A run that draws each row more than once can
 //! generate a split once, spread over its ranks, and install it
-//! ([`Synthetic::generate`], [`Synthetic::install`]): later fills copy the
-//! same values from memory.
+//! ([`Synthetic::generate`], [`Synthetic::install`]), or keep each row as
+//! it is first generated and have a background thread generate the rest
+//! ([`Synthetic::keep`], [`Synthetic::generate_rest`]): later fills copy
+//! the same values from memory.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::sampler::{hash_words, splitmix64};
@@ -108,9 +111,35 @@ pub struct Synthetic {
     c: [Vec8; CLASSES],
     /// Unit vectors, so each `w·z` is N(0, 1).
     w: [Vec8; 4],
-    /// Each split's rows once generated ([`Synthetic::install`]), shared
-    /// by clones.
-    cache: Arc<[OnceLock<Vec<f32>>; 2]>,
+    /// Each split's rows kept in memory (if they are), shared by clones.
+    kept: Arc<[Kept; 2]>,
+}
+
+/// One generated row: its inputs, then its labels.
+type Row = [f32; ROW_FLOATS];
+
+/// The rows of one split kept in memory, once [`Synthetic::keep`] asked
+/// for it: each is generated once, by whichever thread needs it first.
+#[derive(Debug, Default)]
+struct Kept {
+    rows: OnceLock<Box<[OnceLock<Row>]>>,
+    /// How many rows are set.
+    filled: AtomicUsize,
+}
+
+impl Kept {
+    /// The rows (`n` of them), allocated empty on the first call.
+    fn start(&self, n: usize) -> &[OnceLock<Row>] {
+        self.rows
+            .get_or_init(|| (0..n).map(|_| OnceLock::new()).collect())
+    }
+
+    /// Sets row `i` unless another thread did (the same bits).
+    fn put(&self, cells: &[OnceLock<Row>], i: usize, row: Row) {
+        if cells[i].set(row).is_ok() {
+            self.filled.fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 impl Synthetic {
@@ -137,7 +166,7 @@ impl Synthetic {
             a,
             c,
             w,
-            cache: Arc::new([OnceLock::new(), OnceLock::new()]),
+            kept: Arc::new([Kept::default(), Kept::default()]),
         }
     }
 
@@ -181,7 +210,7 @@ impl Synthetic {
 
     /// Keeps `all` (every row of `split`, as [`Synthetic::generate`]
     /// gives them) for later fills. Fails if the length is not the
-    /// split's; a second install is ignored.
+    /// split's.
     pub fn install(&self, split: Split, all: Vec<f32>) -> Result<()> {
         let want = self.len(split) * ROW_FLOATS;
         if all.len() != want {
@@ -191,18 +220,48 @@ impl Synthetic {
                 all.len()
             )));
         }
-        let _ = self.cache[split_slot(split)].set(all);
+        let kept = &self.kept[split_slot(split)];
+        let cells = kept.start(self.len(split));
+        for (i, r) in all.chunks_exact(ROW_FLOATS).enumerate() {
+            let row: Row = r.try_into().expect("chunks of a row");
+            kept.put(cells, i, row);
+        }
         Ok(())
     }
 
-    /// Whether `split`'s rows are installed.
+    /// From now on, each row of `split` is kept in memory once generated.
+    pub fn keep(&self, split: Split) {
+        self.kept[split_slot(split)].start(self.len(split));
+    }
+
+    /// Generates every row of `split` not kept yet, on this thread, and
+    /// keeps it (implies [`Synthetic::keep`]).
+    pub fn generate_rest(&self, split: Split) {
+        let kept = &self.kept[split_slot(split)];
+        let cells = kept.start(self.len(split));
+        for (i, cell) in cells.iter().enumerate() {
+            if cell.get().is_none() {
+                kept.put(cells, i, self.row_of(split, i as u64));
+            }
+        }
+    }
+
+    /// Whether every row of `split` is in memory.
     pub fn is_installed(&self, split: Split) -> bool {
-        self.cache[split_slot(split)].get().is_some()
+        self.kept[split_slot(split)].filled.load(Ordering::Acquire) == self.len(split)
     }
 
     /// 65536 training and 8192 validation samples.
     pub fn default_sizes(seed: u64) -> Self {
         Synthetic::new(seed, 65536, 8192)
+    }
+
+    /// Sample `index` of `split` as one row.
+    fn row_of(&self, split: Split, index: u64) -> Row {
+        let mut r = [0.0; ROW_FLOATS];
+        let (x, labels) = r.split_at_mut(INPUT);
+        self.row(split, index, x, labels);
+        r
     }
 
     /// Generates sample `index` of `split` into `x` (32) and `labels` (4).
@@ -305,12 +364,21 @@ impl Dataset for Synthetic {
         let rows = x
             .chunks_exact_mut(INPUT)
             .zip(labels.chunks_exact_mut(LABELS));
-        match self.cache[split_slot(split)].get() {
-            Some(all) => {
+        let kept = &self.kept[split_slot(split)];
+        match kept.rows.get() {
+            Some(cells) => {
                 for (&i, (xr, lr)) in indices.iter().zip(rows) {
-                    let r = &all[i as usize * ROW_FLOATS..][..ROW_FLOATS];
-                    xr.copy_from_slice(&r[..INPUT]);
-                    lr.copy_from_slice(&r[INPUT..]);
+                    let i = i as usize;
+                    let row = match cells[i].get() {
+                        Some(row) => *row,
+                        None => {
+                            let row = self.row_of(split, i as u64);
+                            kept.put(cells, i, row);
+                            row
+                        }
+                    };
+                    xr.copy_from_slice(&row[..INPUT]);
+                    lr.copy_from_slice(&row[INPUT..]);
                 }
             }
             None => {
@@ -432,6 +500,43 @@ mod tests {
             ds.fill(Split::Train, &[300], &mut [0.0; INPUT], &mut [0.0; LABELS])
                 .is_err()
         );
+    }
+
+    /// Rows kept as fills generate them, and the rest generated by
+    /// another thread meanwhile, fill the bits generated on demand.
+    #[test]
+    fn kept_rows_fill_the_same_bits_whichever_thread_made_them() {
+        let ds = Synthetic::new(11, 3000, 50);
+        let fresh = Synthetic::new(11, 3000, 50);
+        let idx: Vec<u64> = (0..3000u64).map(|i| (i * 7919) % 3000).collect();
+        let want = fill_all(&fresh, Split::Train, &idx);
+        ds.keep(Split::Train);
+        assert!(!ds.is_installed(Split::Train));
+        let (a, b) = (ds.clone(), ds.clone());
+        let rest = std::thread::spawn(move || a.generate_rest(Split::Train));
+        // Three fills race the thread for the same rows.
+        let fills: Vec<_> = (0..3)
+            .map(|_| {
+                let (b, idx) = (b.clone(), idx.clone());
+                std::thread::spawn(move || fill_all(&b, Split::Train, &idx))
+            })
+            .collect();
+        for f in fills {
+            let got = f.join().unwrap();
+            assert_eq!((bits(&got.0), bits(&got.1)), (bits(&want.0), bits(&want.1)));
+        }
+        rest.join().unwrap();
+        assert!(ds.is_installed(Split::Train), "every row counted once");
+        assert!(!ds.is_installed(Split::Val));
+        let got = fill_all(&ds, Split::Train, &idx);
+        assert_eq!((bits(&got.0), bits(&got.1)), (bits(&want.0), bits(&want.1)));
+        // Rows kept on first use alone: in memory once each was drawn.
+        ds.keep(Split::Val);
+        let all: Vec<u64> = (0..50).collect();
+        fill_all(&ds, Split::Val, &all[..49]);
+        assert!(!ds.is_installed(Split::Val));
+        fill_all(&ds, Split::Val, &all);
+        assert!(ds.is_installed(Split::Val));
     }
 
     #[test]
