@@ -107,12 +107,17 @@ pub fn share(
         // No thread: this rank generates every row itself (not a
         // collective: the other ranks may have started theirs).
         for split in splits {
-            syn.install(split, syn.generate(split, 0..syn.len(split)))?;
+            syn.generate_rest(split);
         }
         return Ok(Shared::UpFront);
     }
     for split in splits {
-        install(syn, split, comm)?;
+        match split {
+            Split::Train => install(syn, split, comm)?,
+            // Each rank evaluates its own slice of the validation rows:
+            // kept as the first evaluation generates them, none gathered.
+            Split::Val => syn.keep(split),
+        }
     }
     Ok(Shared::UpFront)
 }
@@ -159,14 +164,23 @@ fn install(syn: &Synthetic, split: Split, comm: &dyn Communicator) -> Result<()>
     let mut mine = syn.generate(split, lo..hi);
     // Equal lengths for the all-gather; the padding is cut off below.
     mine.resize(part * ROW_FLOATS, 0.0);
-    let bytes: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let all = comm.all_gather_bytes(&bytes)?;
-    let mut floats: Vec<f32> = all
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    floats.truncate(rows * ROW_FLOATS);
-    syn.install(split, floats)
+    let all = comm.all_gather_bytes(&le_bytes(&mine))?;
+    syn.install(split, &all[..rows * ROW_FLOATS * 4])
+}
+
+/// `values` as little-endian bytes (on a little-endian host, the same
+/// memory: the split's megabytes are not copied).
+fn le_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: the bytes of initialised f32s are initialised u8s, with
+        // alignment 1, covering exactly the slice's memory.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -217,7 +231,13 @@ mod tests {
         // No spare core: up front; a short run: nothing.
         let syn = Synthetic::new(5, 1000, 100);
         assert_eq!(share(&cfg, &syn, &comm, false).unwrap(), Shared::UpFront);
-        assert!(syn.is_installed(Split::Train) && syn.is_installed(Split::Val));
+        assert!(syn.is_installed(Split::Train));
+        // Validation rows: kept as the first evaluation reads them.
+        assert!(!syn.is_installed(Split::Val));
+        let idx: Vec<u64> = (0..100).collect();
+        let (mut x, mut l) = (vec![0.0; 100 * 32], vec![0.0; 100 * 4]);
+        syn.fill(Split::Val, &idx, &mut x, &mut l).unwrap();
+        assert!(syn.is_installed(Split::Val));
         cfg.train.steps = 2;
         cfg.train.eval_every = 0;
         let syn = Synthetic::new(5, 1000, 100);

@@ -209,21 +209,24 @@ impl Synthetic {
     }
 
     /// Keeps `all` (every row of `split`, as [`Synthetic::generate`]
-    /// gives them) for later fills. Fails if the length is not the
-    /// split's.
-    pub fn install(&self, split: Split, all: Vec<f32>) -> Result<()> {
-        let want = self.len(split) * ROW_FLOATS;
+    /// gives them, as little-endian bytes: what ranks exchange) for later
+    /// fills. Fails if the length is not the split's.
+    pub fn install(&self, split: Split, all: &[u8]) -> Result<()> {
+        let want = self.len(split) * ROW_FLOATS * 4;
         if all.len() != want {
             return Err(crate::error::Error::Consistency(format!(
-                "synthetic {} rows: {} floats given, {want} expected",
+                "synthetic {} rows: {} bytes given, {want} expected",
                 split.name(),
                 all.len()
             )));
         }
         let kept = &self.kept[split_slot(split)];
         let cells = kept.start(self.len(split));
-        for (i, r) in all.chunks_exact(ROW_FLOATS).enumerate() {
-            let row: Row = r.try_into().expect("chunks of a row");
+        for (i, r) in all.chunks_exact(ROW_FLOATS * 4).enumerate() {
+            let mut row = [0.0; ROW_FLOATS];
+            for (v, b) in row.iter_mut().zip(r.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
             kept.put(cells, i, row);
         }
         Ok(())
@@ -417,6 +420,10 @@ mod tests {
         (x, l)
     }
 
+    fn le(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|f| f.to_bits()).collect()
     }
@@ -486,13 +493,14 @@ mod tests {
         let clone = ds.clone();
         let mut all = ds.generate(Split::Train, 0..120);
         all.extend(ds.generate(Split::Train, 120..300));
-        assert!(ds.install(Split::Train, all[..10].to_vec()).is_err());
-        ds.install(Split::Train, all).unwrap();
+        let all = le(&all);
+        assert!(ds.install(Split::Train, &all[..40]).is_err());
+        ds.install(Split::Train, &all).unwrap();
         assert!(clone.is_installed(Split::Train), "clones share the rows");
         assert!(!ds.is_installed(Split::Val));
         let (x2, l2) = fill_all(&clone, Split::Train, &idx);
         assert_eq!((bits(&x), bits(&l)), (bits(&x2), bits(&l2)));
-        ds.install(Split::Val, ds.generate(Split::Val, 0..40))
+        ds.install(Split::Val, &le(&ds.generate(Split::Val, 0..40)))
             .unwrap();
         let (vx2, vl2) = fill_all(&ds, Split::Val, &vidx);
         assert_eq!((bits(&vx), bits(&vl)), (bits(&vx2), bits(&vl2)));
