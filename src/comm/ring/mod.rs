@@ -317,6 +317,9 @@ impl Ring<'_> {
     ) {
         let (n, r, len) = (self.n, self.rank, wire.len());
         let seg = |k| segment(len, n, k);
+        if let Some(shm) = self.shm.filter(|_| n > 1) {
+            return self.all_reduce_shm(shm, wire, src, hops);
+        }
         for s in 0..n - 1 {
             let (send, recv) = reduce_scatter_step(r, n, s);
             // Step 0 sends own values, every later step a partial sum that
@@ -330,6 +333,39 @@ impl Ring<'_> {
         let own = seg(owned_segment(r, n));
         hops.store(own.clone(), &wire[own]);
         for s in 0..n - 1 {
+            let (send, recv) = all_gather_step(r, n, s);
+            self.gather_step(wire, seg(send), seg(recv), hops);
+        }
+    }
+
+    /// [`Ring::all_reduce`] over shared memory: the same steps, with the
+    /// last reduce-scatter step and the first all-gather step fused
+    /// ([`steps::reduce_gather_step_shm`]).
+    fn all_reduce_shm<H: Hops>(
+        &self,
+        shm: &ShmLinks,
+        wire: &mut [H::W],
+        src: Option<&[H::W]>,
+        hops: &mut H,
+    ) {
+        let (n, r, len) = (self.n, self.rank, wire.len());
+        let seg = |k| segment(len, n, k);
+        // Step 0 sends own values (from `src`, or loaded into `wire`),
+        // every later step a partial sum that the step before left there.
+        let (send0, _) = reduce_scatter_step(r, n, 0);
+        if src.is_none() {
+            hops.load(seg(send0), &mut wire[seg(send0)]);
+        }
+        for s in 0..n - 2 {
+            let (send, recv) = reduce_scatter_step(r, n, s);
+            let first = if s == 0 { src } else { None };
+            self.reduce_step(wire, first, seg(send), seg(recv), src, &mut [], hops);
+        }
+        let (send, own) = reduce_scatter_step(r, n, n - 2);
+        let (_, recv) = all_gather_step(r, n, 0);
+        let first = if n == 2 { src } else { None };
+        steps::reduce_gather_step_shm(shm, wire, first, seg(send), seg(own), seg(recv), src, hops);
+        for s in 1..n - 1 {
             let (send, recv) = all_gather_step(r, n, s);
             self.gather_step(wire, seg(send), seg(recv), hops);
         }

@@ -181,6 +181,63 @@ fn gather_step_shm<H: Hops>(
     });
 }
 
+/// The last reduce-scatter step fused with the first all-gather step,
+/// over shared memory: chunk j of `wire[tx]` (or `first[tx]`) goes to the
+/// next rank, the previous rank's chunk j of `own` (this rank's segment)
+/// is reduced into its final sums and stored, which go on to the next
+/// rank at once, while they are still in cache (the unfused all-gather
+/// read them back from memory: one pass over half the buffer at 2 ranks);
+/// then the previous rank's final chunk j of `rx` is copied out of its
+/// slot. Each channel carries a reduce-scatter chunk then an all-gather
+/// chunk, and is read in that order. The same additions in the same
+/// order, so the same bits. `tx` and `rx` are the same segment at 2 ranks:
+/// chunk j is sent before its final sums overwrite it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reduce_gather_step_shm<H: Hops>(
+    shm: &ShmLinks,
+    wire: &mut [H::W],
+    first: Option<&[H::W]>,
+    tx: Range<usize>,
+    own: Range<usize>,
+    rx: Range<usize>,
+    src: Option<&[H::W]>,
+    hops: &mut H,
+) {
+    let c = SLOT_BYTES / size_of::<H::W>();
+    let chunks = [tx.len(), own.len(), rx.len()]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    for j in 0..chunks.div_ceil(c) {
+        let out = chunk(tx.len(), c, j);
+        if !out.is_empty() {
+            let send = match first {
+                Some(first) => &first[tx.start + out.start..tx.start + out.end],
+                None => &wire[tx.start + out.start..tx.start + out.end],
+            };
+            shm.send(send);
+        }
+        let here = chunk(own.len(), c, j);
+        if !here.is_empty() {
+            let range = own.start + here.start..own.start + here.end;
+            shm.recv(here.len(), |got| {
+                let mine = src.map(|s| &s[range.clone()]);
+                hops.reduce(range.clone(), mine, &mut wire[range.clone()], got);
+            });
+            hops.store(range.clone(), &wire[range.clone()]);
+            shm.send(&wire[range]);
+        }
+        let back = chunk(rx.len(), c, j);
+        if !back.is_empty() {
+            let range = rx.start + back.start..rx.start + back.end;
+            shm.recv(back.len(), |got: &[H::W]| {
+                wire[range.clone()].copy_from_slice(got);
+            });
+            hops.store(range.clone(), &wire[range]);
+        }
+    }
+}
+
 /// One step's chunks through the shared-memory channels, slot-sized chunk
 /// j at a time: chunk j of `send` to the next rank, then the previous
 /// rank's chunk j of a segment of `recv_len` elements handed to `take`
