@@ -44,14 +44,19 @@ pub enum CommKind {
 /// when every rank is on one host (`ring/shm.rs`).
 pub const RING_SHM_ENV: &str = "RINGTRAIN_RING_SHM";
 
+/// Whether this rank's [`RING_SHM_ENV`] lets the ring use shared memory
+/// (anything but `off`, spaces trimmed, or unset).
+pub fn ring_shm_wanted() -> bool {
+    std::env::var(RING_SHM_ENV).map_or(true, |v| v.trim() != "off")
+}
+
 /// What the ring's chunks will travel through in `world`, for the run's
 /// header: shared memory when every rank is on one host and this rank's
 /// `RINGTRAIN_RING_SHM` is not `off`, else MPI messages. (The ring agrees
 /// on it collectively when it starts, and rank 0 prints a note if it has
 /// to fall back.)
 pub fn ring_transport(world: &World) -> &'static str {
-    let off = std::env::var(RING_SHM_ENV).is_ok_and(|v| v.trim() == "off");
-    match world.size > 1 && world.local_size == world.size && !off {
+    match world.size > 1 && world.local_size == world.size && ring_shm_wanted() {
         true => "shared memory",
         false => "MPI messages",
     }

@@ -50,8 +50,6 @@ const CHANNEL: usize = HEADER + SLOTS * SLOT_BYTES;
 const SPINS: u32 = 200;
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-use crate::comm::RING_SHM_ENV as ENV;
-
 /// The counters at the head of a channel, each on its own cache line.
 #[repr(C)]
 struct Counters {
@@ -87,7 +85,7 @@ impl ShmLinks {
     /// ranks are not all on one host, or `RINGTRAIN_RING_SHM=off` on any.
     pub(super) fn open(comm: &SimpleCommunicator) -> Option<ShmLinks> {
         let (rank, n) = (comm.rank() as usize, comm.size() as usize);
-        let wanted = std::env::var(ENV).map_or(true, |v| v.trim() != "off");
+        let wanted = crate::comm::ring_shm_wanted();
         let local = comm.split_shared(comm.rank());
         let one_host = local.size() as usize == n;
         if !all(comm, wanted && one_host) {
