@@ -17,8 +17,9 @@
 //! ([`Synthetic::keep`], [`Synthetic::generate_rest`]): later fills copy
 //! the same values from memory.
 
+use std::cell::UnsafeCell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::sampler::{hash_words, splitmix64};
@@ -122,23 +123,85 @@ type Row = [f32; ROW_FLOATS];
 /// for it: each is generated once, by whichever thread needs it first.
 #[derive(Debug, Default)]
 struct Kept {
-    rows: OnceLock<Box<[OnceLock<Row>]>>,
+    rows: OnceLock<Box<[KeptRow]>>,
     /// How many rows are set.
     filled: AtomicUsize,
 }
 
 impl Kept {
     /// The rows (`n` of them), allocated empty on the first call.
-    fn start(&self, n: usize) -> &[OnceLock<Row>] {
+    fn start(&self, n: usize) -> &[KeptRow] {
         self.rows
-            .get_or_init(|| (0..n).map(|_| OnceLock::new()).collect())
+            .get_or_init(|| (0..n).map(|_| KeptRow::default()).collect())
     }
 
-    /// Sets row `i` unless another thread did (the same bits).
-    fn put(&self, cells: &[OnceLock<Row>], i: usize, row: Row) {
-        if cells[i].set(row).is_ok() {
+    /// Sets row `i` unless another thread did or is doing so (the same
+    /// bits either way).
+    fn put(&self, cells: &[KeptRow], i: usize, row: &Row) {
+        if cells[i].put(row) {
             self.filled.fetch_add(1, Ordering::Release);
         }
+    }
+}
+
+/// One kept row, written once by the thread that claims it. Nothing ever
+/// waits on it: a reader that finds it not ready generates the row itself,
+/// and a second writer gives up. (With a lock, a step could wait for the
+/// background thread, which runs at `SCHED_IDLE`: only when a core is
+/// idle.)
+struct KeptRow {
+    /// EMPTY, WRITING (claimed) or READY.
+    state: AtomicU8,
+    row: UnsafeCell<Row>,
+}
+
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const READY: u8 = 2;
+
+// SAFETY: `row` is written only by the one thread whose claim (EMPTY to
+// WRITING) succeeded, before it publishes READY with Release; it is read
+// only after READY was seen with Acquire, and never written again.
+unsafe impl Sync for KeptRow {}
+
+impl KeptRow {
+    fn get(&self) -> Option<Row> {
+        // SAFETY: READY (Acquire) means the write is complete and final.
+        (self.state.load(Ordering::Acquire) == READY).then(|| unsafe { *self.row.get() })
+    }
+
+    /// Whether no thread has claimed the row yet.
+    fn unclaimed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == EMPTY
+    }
+
+    /// Whether this call stored `row` (false: another thread has it).
+    fn put(&self, row: &Row) -> bool {
+        let claim =
+            self.state
+                .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed);
+        if claim.is_err() {
+            return false;
+        }
+        // SAFETY: the claim makes this the only thread to touch `row`.
+        unsafe { *self.row.get() = *row };
+        self.state.store(READY, Ordering::Release);
+        true
+    }
+}
+
+impl Default for KeptRow {
+    fn default() -> Self {
+        KeptRow {
+            state: AtomicU8::new(EMPTY),
+            row: UnsafeCell::new([0.0; ROW_FLOATS]),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeptRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeptRow({})", self.state.load(Ordering::Relaxed))
     }
 }
 
@@ -227,7 +290,7 @@ impl Synthetic {
             for (v, b) in row.iter_mut().zip(r.chunks_exact(4)) {
                 *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
-            kept.put(cells, i, row);
+            kept.put(cells, i, &row);
         }
         Ok(())
     }
@@ -243,8 +306,8 @@ impl Synthetic {
         let kept = &self.kept[split_slot(split)];
         let cells = kept.start(self.len(split));
         for (i, cell) in cells.iter().enumerate() {
-            if cell.get().is_none() {
-                kept.put(cells, i, self.row_of(split, i as u64));
+            if cell.unclaimed() {
+                kept.put(cells, i, &self.row_of(split, i as u64));
             }
         }
     }
@@ -373,10 +436,10 @@ impl Dataset for Synthetic {
                 for (&i, (xr, lr)) in indices.iter().zip(rows) {
                     let i = i as usize;
                     let row = match cells[i].get() {
-                        Some(row) => *row,
+                        Some(row) => row,
                         None => {
                             let row = self.row_of(split, i as u64);
-                            kept.put(cells, i, row);
+                            kept.put(cells, i, &row);
                             row
                         }
                     };
