@@ -324,9 +324,10 @@ pub struct TrainArgs {
     pub data: Option<PathBuf>,
     /// Read the next step's batch on a helper thread during the current
     /// step: on, off, or auto (off when the training rows are in memory
-    /// already, as synthetic rows a run draws more than once; else on for
-    /// GPU ranks, and for CPU ranks when the host has a core their GEMM
-    /// threads leave free).
+    /// already: synthetic rows that a run draws more than once and generates
+    /// up front; else on for GPU ranks, and for CPU ranks when the host has
+    /// a core their GEMM threads leave free, until the rows are all in
+    /// memory).
     #[arg(long, value_enum)]
     pub prefetch: Option<crate::config::Prefetch>,
     /// Training steps (one global batch each).
