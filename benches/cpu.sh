@@ -2,7 +2,7 @@
 # CPU benchmarks, each figure beside its baseline measured in the same run:
 #   1. bench train: 1 rank vs 2 ranks (per-rank samples/s ratio), step vs
 #      GEMM-only GFLOP/s, overlap on vs off (exposed all-reduce share);
-#   2. bench allreduce: ring vs MPI_Allreduce busbw at 2 and 4 ranks;
+#   2. bench allreduce --vs-mpi: ring vs MPI_Allreduce busbw at 2 and 4 ranks, same run;
 #   3. overlap auto vs on vs off, 2 ranks, at a tiny, the default and a wide model;
 #   4. peers: PyTorch (benches/torch_cpu.py: eager, torch.compile, DDP/gloo at
 #      1 and 2 processes, one thread each) beside ringtrain at 1 and 2 ranks,
@@ -83,11 +83,11 @@ for r in $(seq "$repeat"); do
         train t2_off 2 --no-overlap
     fi
     if has allreduce; then
+        # MPI_Allreduce timed right after each ring row, in the same run
+        # (--vs-mpi): this VM's speed swings between runs.
         for np in 2 4; do
-            for c in ring mpi; do
-                run_np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 100 --comm "$c" --json \
-                    >"$OUT_DIR/ar_${c}_$np.$r.json"
-            done
+            run_np "$np" "$bin" bench allreduce -b 1M -e 64M -f 4 -n 100 --comm ring --vs-mpi --json \
+                >"$OUT_DIR/ar_ring_$np.$r.json"
         done
     fi
     for m in "${models[@]}"; do
@@ -156,15 +156,20 @@ if "train" in parts:
               f" all-reduce {ms['grad_allreduce_total']:.3f} ms, exposed {100 * exp:.1f}%")
     print(f"  peak RSS per rank {t2['peak_rss_mib']:.1f} MiB (start {t2['start_rss_mib']:.1f}), estimate {t2['estimate_mib']:.1f} MiB")
 if "allreduce" in parts:
-    print("bench allreduce: busbw (GB/s), ring vs MPI_Allreduce; x = ring time / its alpha-beta model")
+    print("bench allreduce --vs-mpi: busbw (GB/s), ring vs MPI_Allreduce timed in the same run;"
+          " x = ring time / its alpha-beta model; bound = ring / shared-memory bound")
     for np in (2, 4):
-        ring, mpi = j(f"ar_ring_{np}"), j(f"ar_mpi_{np}")
-        for a, b in zip(ring["rows"], mpi["rows"]):
+        ring = j(f"ar_ring_{np}")
+        print(f"  np={np}: ring over {ring['transport']}")
+        for a in ring["rows"]:
+            b = a["mpi"]
             ro, ri = a["out_of_place"]["busbw"], a["in_place"]["busbw"]
             mo, mi = b["out_of_place"]["busbw"], b["in_place"]["busbw"]
+            bound = a.get("shm_bound_busbw")
+            frac = f" | bound {ro / bound:4.2f} (oop) {ri / bound:4.2f} (ip)" if bound else ""
             print(f"  np={np} {a['size']:>9} B  out-of-place ring {ro:5.2f} mpi {mo:5.2f} ratio {ro / mo:4.2f}"
                   f" | in-place ring {ri:5.2f} mpi {mi:5.2f} ratio {ri / mi:4.2f}"
-                  f" | x {a['x_out_of_place']:.2f} (oop) {a['x_in_place']:.2f} (ip)"
+                  f" | x {a['x_out_of_place']:.2f} (oop) {a['x_in_place']:.2f} (ip){frac}"
                   f" | wrong {a['out_of_place']['wrong'] + a['in_place']['wrong']}")
 if "overlap" in parts:
     print("overlap, 2 ranks (bench train, samples/s per rank; auto's choice in brackets)")
