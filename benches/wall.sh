@@ -17,7 +17,7 @@ if [ "$NP" -gt 1 ]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-for r in $(seq "$R"); do
+for _ in $(seq "$R"); do
     for b in "$@"; do
         "${launch[@]}" "$b" train --steps 1000 >"$out" 2>&1
         sps=$("${launch[@]}" "$b" bench train --iters 300 --batch-per-rank $((256 / NP)) --json 2>/dev/null |
