@@ -215,7 +215,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             outer,
             fault: None,
             prefetch: cfg.data.prefetch != crate::config::Prefetch::Off,
-            prefetch_until_in_memory: false,
+            prefetch_until_in_memory: cfg.data.prefetch == crate::config::Prefetch::Auto,
             balance,
             overlap,
         }

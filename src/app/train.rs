@@ -128,14 +128,12 @@ pub fn run(args: &TrainArgs, world: &World, comm: &dyn Communicator) -> Result<(
             let label = be.name();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, true);
-            tr.prefetch_until_in_memory = cfg.data.prefetch == Prefetch::Auto;
             train_loop(&ctx, tr, rep, &label)
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, false);
-            tr.prefetch_until_in_memory = cfg.data.prefetch == Prefetch::Auto;
             train_loop(&ctx, tr, rep, &choice.cpu_label())
         }
     }
