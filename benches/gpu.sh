@@ -13,14 +13,23 @@
 #      benches/torch_ref.py (PyTorch, same model/batch/optimizer, eager
 #      and torch.compile);
 #   5. a short table of the figures with ratios, last.
-# Usage: benches/gpu.sh [--quick]    (JSON and logs in $OUT_DIR, else $OUT,
-#   else a temp dir). Environment: PYTHON (a python with torch), CARRY
-#   (default target/gpu-carry). Exit status: 1 if a test failed, else 0.
+# Every stage runs under a timeout cut from one budget, so a hung stage
+# costs its own share and the summary still prints. Logs and JSON are
+# written to a work directory and packed after every stage into
+# OUT_DIR/gpu-logs.tar.gz (the device tool returns at most 8 files);
+# the table also goes to OUT_DIR/summary.txt.
+# Usage: benches/gpu.sh [--quick]    (OUT_DIR defaults to $OUT, else a
+#   temp dir). Environment: PYTHON (a python with torch), CARRY (default
+#   target/gpu-carry), GPU_SH_BUDGET (seconds for all stages, default 540),
+#   GPU_SH_STAGES (default "tests allreduce kernels train torch": a second
+#   call re-runs only the stages named; the machine stage always runs),
+#   GPU_SH_TESTS (a test-name filter for the tests stage, e.g. "two_").
+#   Exit status: 1 if a test failed or a stage timed out, else 0.
 set -uo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 --quick | "") ;;
@@ -36,12 +45,58 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="${CARRY:-$ROOT/target/gpu-carry}"
 OUT_DIR="${OUT_DIR:-${OUT:-$(mktemp -d)}}"
 mkdir -p "$OUT_DIR"
+logs="$(mktemp -d /tmp/gpu-sh.XXXXXX)"
+budget="${GPU_SH_BUDGET:-540}"
+[[ "$budget" =~ ^[1-9][0-9]*$ ]] || {
+    echo "gpu.sh: GPU_SH_BUDGET must be a positive number of seconds, got '$budget'" >&2
+    exit 2
+}
+deadline=$((SECONDS + budget))
+stages=" ${GPU_SH_STAGES:-tests allreduce kernels train torch} "
+for st in $stages; do
+    case "$st" in
+    tests | allreduce | kernels | train | torch) ;;
+    *)
+        echo "gpu.sh: GPU_SH_STAGES: unknown stage '$st' (tests allreduce kernels train torch)" >&2
+        exit 2
+        ;;
+    esac
+done
+wanted() { [[ "$stages" == *" $1 "* ]]; }
 bin="$CARRY/ringtrain"
 [ -x "$bin" ] || {
     echo "gpu.sh: $bin not found: run benches/gpu-build.sh where cargo is, and carry target/gpu-carry" >&2
     exit 2
 }
 say() { printf '\n=== %s\n' "$*"; }
+# The logs so far, packed where the device tool returns them (a temp name
+# first, so a call cut short leaves the previous whole archive).
+pack() {
+    tar -czf "$OUT_DIR/.gpu-logs.tar.gz" -C "$logs" . 2>/dev/null &&
+        mv -f "$OUT_DIR/.gpu-logs.tar.gz" "$OUT_DIR/gpu-logs.tar.gz"
+}
+# within CAP CMD...: runs CMD under a timeout of CAP seconds or what is
+# left of the budget (less 20 s kept for the summary), whichever is less;
+# skips it when under 10 s would be left. 124 means it ran out of time.
+timed_out=0
+within() {
+    local cap="$1" left rc
+    shift
+    left=$((deadline - SECONDS - 20))
+    [ "$left" -lt "$cap" ] && cap="$left"
+    if [ "$cap" -lt 10 ]; then
+        echo "gpu.sh: out of time budget: skipped: $*" >&2
+        timed_out=1
+        return 124
+    fi
+    timeout -k 10 "$cap" "$@"
+    rc=$?
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "gpu.sh: TIMED OUT after $cap s: $*" >&2
+        timed_out=1
+    fi
+    return "$rc"
+}
 
 say "machine"
 nvidia-smi || echo "gpu.sh: nvidia-smi failed"
@@ -53,7 +108,7 @@ cat "$CARRY/MANIFEST" 2>/dev/null
 find_python() {
     local p
     for p in "${PYTHON:-}" "$(command -v python3 || true)" /opt/*/bin/python3 \
-        /root/*/bin/python3 /venv/bin/python3 /workspace/*/bin/python3; do
+        /opt/*/.venv/bin/python3 /root/*/bin/python3 /venv/bin/python3 /workspace/*/bin/python3; do
         [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import torch' 2>/dev/null && {
             echo "$p"
             return 0
@@ -104,8 +159,13 @@ fi
 [ -d /usr/local/cuda ] && export CUDA_HOME=/usr/local/cuda
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
-# NCCL version from the library's file name (libnccl.so.2.27.3), else torch.
-nccl_version="$(readlink -f "${nccl_lib:-/nonexistent}" 2>/dev/null | sed -n 's/.*libnccl\.so\.\([0-9.]*\)$/\1/p')"
+# What the binary itself finds (GPU probe, and ncclGetVersion of the NCCL
+# it loads); then the NCCL version from that, else the library's file name
+# (libnccl.so.2.27.3), else torch.
+within 60 "$bin" --bootstrap env info 2>&1 | tee "$logs/info.txt"
+nccl_version="$(sed -n 's/^nccl: NCCL \([0-9][0-9.]*\) .*/\1/p' "$logs/info.txt" | head -n 1)"
+[ -n "$nccl_version" ] ||
+    nccl_version="$(readlink -f "${nccl_lib:-/nonexistent}" 2>/dev/null | sed -n 's/.*libnccl\.so\.\([0-9.]*\)$/\1/p')"
 if [ -z "$nccl_version" ] && [ -n "$py" ]; then
     nccl_version="$("$py" -c 'import torch; print(".".join(map(str, torch.cuda.nccl.version())))' 2>/dev/null)"
 fi
@@ -123,38 +183,80 @@ if [ "${gpus:-0}" -lt 2 ]; then
     fi
 fi
 export NCCL_MULTI_RANK_GPU_ENABLE=1
+pack
 
-say "tests (--include-ignored)"
 export RINGTRAIN_BIN="$bin" RINGTRAIN_ROOT="$ROOT"
 failed=0
-for t in "$CARRY"/tests/*; do
-    [ -x "$t" ] || continue
-    skip=()
-    [ "$two_ranks" = 0 ] && skip=(--skip two_)
-    echo "--- $(basename "$t")"
-    if ! "$t" --include-ignored --test-threads 1 "${skip[@]}" 2>&1 | tee "$OUT_DIR/test-$(basename "$t").log"; then
-        failed=1
+
+stage_tests() {
+    say "tests (--include-ignored)"
+    local t filter=() skip
+    [ -n "${GPU_SH_TESTS:-}" ] && filter=("$GPU_SH_TESTS")
+    for t in "$CARRY"/tests/*; do
+        [ -x "$t" ] || continue
+        # The bandwidth report has a stage of its own.
+        skip=(--skip kernel_bandwidth_report)
+        [ "$two_ranks" = 0 ] && skip+=(--skip two_)
+        echo "--- $(basename "$t")"
+        within 240 "$t" --include-ignored --test-threads 1 "${skip[@]}" "${filter[@]}" 2>&1 |
+            tee "$logs/test-$(basename "$t").log" || failed=1
+        pack
+    done
+}
+
+stage_allreduce() {
+    say "bench allreduce --comm nccl"
+    local sizes=(-b 8 -e 256M -f 4)
+    [ $quick = 1 ] && sizes=(-b 8 -e 16M -f 16)
+    local ar=(bench allreduce --comm nccl "${sizes[@]}" -n 20 -w 5)
+    within 120 "$bin" --bootstrap env "${ar[@]}" 2>&1 | tee "$logs/allreduce-1.txt"
+    within 120 "$bin" --bootstrap env "${ar[@]}" --json >"$logs/allreduce-1.json"
+    if [ "$two_ranks" = 1 ]; then
+        within 120 bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env "${ar[@]}" 2>&1 |
+            tee "$logs/allreduce-2.txt"
+        within 120 bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env "${ar[@]}" --json |
+            sed 's/^\[rank 0\] //' >"$logs/allreduce-2.json"
     fi
-done
+    pack
+}
 
-say "bench allreduce --comm nccl"
-sizes=(-b 8 -e 256M -f 4)
-[ $quick = 1 ] && sizes=(-b 8 -e 16M -f 16)
-ar_args=(bench allreduce --comm nccl "${sizes[@]}" -n 20 -w 5)
-"$bin" --bootstrap env "${ar_args[@]}" | tee "$OUT_DIR/allreduce-1.txt"
-"$bin" --bootstrap env "${ar_args[@]}" --json >"$OUT_DIR/allreduce-1.json"
-if [ "$two_ranks" = 1 ]; then
-    bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env "${ar_args[@]}" | tee "$OUT_DIR/allreduce-2.txt"
-    bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env "${ar_args[@]}" --json |
-        sed 's/^\[rank 0\] //' >"$OUT_DIR/allreduce-2.json"
-fi
+stage_kernels() {
+    say "kernel bandwidth (tests/gpu.rs kernel_bandwidth_report, memcpy in the same run)"
+    [ -x "$CARRY/tests/gpu" ] || return 0
+    within 180 "$CARRY/tests/gpu" --include-ignored --exact kernel_bandwidth_report --nocapture 2>&1 |
+        tee "$logs/kernels.txt" || failed=1
+    pack
+}
 
-say "kernel bandwidth (tests/gpu.rs kernel_bandwidth_report, memcpy in the same run)"
-if [ -x "$CARRY/tests/gpu" ]; then
-    "$CARRY/tests/gpu" --include-ignored --exact kernel_bandwidth_report --nocapture 2>&1 |
-        tee "$OUT_DIR/kernels.txt"
-fi
+# bench train --device cuda at one model size (1 rank; at the default
+# size 2 ranks over NCCL too when possible).
+stage_train() { # HIDDEN TAG
+    say "bench train --device cuda --hidden $1"
+    local train=(bench train --device cuda --hidden "$1" --iters "$iters" --warmup 20)
+    within 120 "$bin" --bootstrap env "${train[@]}" 2>&1 | tee "$logs/train-1-$2.txt"
+    within 120 "$bin" --bootstrap env "${train[@]}" --json >"$logs/train-1-$2.json"
+    if [ "$two_ranks" = 1 ] && [ "$1" = 256,256 ]; then
+        within 120 bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env "${train[@]}" \
+            --comm nccl --json | sed 's/^\[rank 0\] //' >"$logs/train-2.json"
+    fi
+    pack
+}
 
+# benches/torch_ref.py at the same size: PyTorch eager and torch.compile.
+stage_torch() { # HIDDEN TAG
+    say "PyTorch reference (benches/torch_ref.py --hidden $1)"
+    if [ -z "$py" ]; then
+        echo "gpu.sh: no python with torch: PyTorch reference skipped"
+        return 0
+    fi
+    within 240 env PYTHONUNBUFFERED=1 "$py" "$ROOT/benches/torch_ref.py" --hidden "$1" \
+        --iters "$iters" --warmup 20 --json 2>&1 | tee "$logs/torch-$2.json"
+    pack
+}
+
+wanted tests && stage_tests
+wanted allreduce && stage_allreduce
+wanted kernels && stage_kernels
 # The default model (hidden 256,256), a small and a large one; ringtrain
 # and PyTorch side by side for each.
 iters=200
@@ -162,30 +264,14 @@ iters=200
 sizes_hidden=("256,256" "64,64" "2048,2048")
 [ $quick = 1 ] && sizes_hidden=("256,256")
 for hidden in "${sizes_hidden[@]}"; do
-    tag="${hidden//,/x}"
-    say "bench train --device cuda --hidden $hidden"
-    "$bin" --bootstrap env bench train --device cuda --hidden "$hidden" --iters "$iters" \
-        --warmup 20 | tee "$OUT_DIR/train-1-$tag.txt"
-    "$bin" --bootstrap env bench train --device cuda --hidden "$hidden" --iters "$iters" \
-        --warmup 20 --json >"$OUT_DIR/train-1-$tag.json"
-    if [ "$two_ranks" = 1 ] && [ "$hidden" = 256,256 ]; then
-        bash "$ROOT/launch/local.sh" 2 -- "$bin" --bootstrap env bench train --device cuda \
-            --comm nccl --iters "$iters" --warmup 20 --json |
-            sed 's/^\[rank 0\] //' >"$OUT_DIR/train-2.json"
-    fi
-    say "PyTorch reference (benches/torch_ref.py --hidden $hidden)"
-    if [ -n "$py" ]; then
-        "$py" "$ROOT/benches/torch_ref.py" --hidden "$hidden" --iters "$iters" --warmup 20 \
-            --json | tee "$OUT_DIR/torch-$tag.json"
-    else
-        echo "gpu.sh: no python with torch: PyTorch reference skipped"
-    fi
+    wanted train && stage_train "$hidden" "${hidden//,/x}"
+    wanted torch && stage_torch "$hidden" "${hidden//,/x}"
 done
 
 say "summary"
 python_any="${py:-$(command -v python3 || true)}"
 if [ -n "$python_any" ]; then
-    "$python_any" - "$OUT_DIR" <<'PY'
+    "$python_any" - "$logs" <<'PY' | tee "$logs/summary.txt"
 import json, os, sys
 d = sys.argv[1]
 def load(name):
@@ -223,6 +309,9 @@ if not rows:
     print("no figures (see the logs above)")
 PY
 fi
-echo "logs and JSON in $OUT_DIR"
+[ -f "$logs/summary.txt" ] && cp "$logs/summary.txt" "$OUT_DIR/summary.txt"
+pack
+echo "logs and JSON in $logs, packed in $OUT_DIR/gpu-logs.tar.gz"
 [ "$failed" = 0 ] || echo "gpu.sh: a test FAILED (see above)"
-exit "$failed"
+[ "$timed_out" = 0 ] || echo "gpu.sh: a stage TIMED OUT or was skipped for time (see above)"
+[ "$failed" = 0 ] && [ "$timed_out" = 0 ]

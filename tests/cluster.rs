@@ -10,6 +10,7 @@
 //! left. The time bounds below only catch hangs.
 
 mod common;
+mod libtest_args;
 mod sim;
 
 #[cfg(feature = "mpi")]

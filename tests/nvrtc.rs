@@ -10,6 +10,8 @@
 
 use ringtrain::backend::cuda::kernels::{self, SOURCES, Source};
 
+mod libtest_args;
+
 const ARCHES: [&str; 2] = ["compute_80", "compute_90"];
 
 fn check_all() -> Result<usize, String> {
@@ -46,19 +48,17 @@ fn check_all() -> Result<usize, String> {
 
 fn main() {
     let name = "nvrtc_compiles_every_kernel_for_sm80_and_sm90";
-    // `cargo test -- --list` and filters: behave like libtest enough.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
+    // `cargo test -- --list`, filters and --skip, read like libtest.
+    let selection = libtest_args::Selection::from_env();
+    if selection.list {
         println!("{name}: test");
         return;
     }
-    if let Some(f) = args.iter().find(|a| !a.starts_with('-')) {
-        if !name.contains(f.as_str()) {
-            println!(
-                "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
-            );
-            return;
-        }
+    if !selection.selects(name) {
+        println!(
+            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
+        );
+        return;
     }
     println!("\nrunning 1 test");
     let promised = std::env::var_os("RINGTRAIN_NVRTC_LIB").is_some();

@@ -10,6 +10,7 @@
 //! The time bounds only catch hangs.
 
 mod common;
+mod libtest_args;
 mod sim;
 
 #[cfg(feature = "mpi")]

@@ -195,28 +195,19 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
 /// One test: Ok(()) ran and passed, Err(Skip) did not run.
 pub type TestFn = fn() -> Result<(), Skip>;
 
-/// Runs `tests` like libtest (`--list`, a name filter, `--exact`), in
+/// Runs `tests` like libtest (`--list`, name filters, `--skip`, `--exact`), in
 /// order, one at a time; after each, checks that none of the clusters it
 /// brought up left anything behind. Prints libtest's lines, so that
 /// launch/test.sh counts a skipped test as ignored.
 pub fn harness(tests: &[(&str, TestFn)]) {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
+    let selection = crate::libtest_args::Selection::from_env();
+    if selection.list {
         for (name, _) in tests {
             println!("{name}: test");
         }
         return;
     }
-    let exact = args.iter().any(|a| a == "--exact");
-    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
-    let chosen: Vec<&(&str, TestFn)> = tests
-        .iter()
-        .filter(|(n, _)| match &filter {
-            None => true,
-            Some(f) if exact => n == f,
-            Some(f) => n.contains(f.as_str()),
-        })
-        .collect();
+    let chosen: Vec<&(&str, TestFn)> = tests.iter().filter(|(n, _)| selection.selects(n)).collect();
     let filtered = tests.len() - chosen.len();
     println!(
         "\nrunning {} test{}",
