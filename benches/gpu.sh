@@ -20,7 +20,7 @@
 # the table also goes to OUT_DIR/summary.txt.
 # Usage: benches/gpu.sh [--quick]    (OUT_DIR defaults to $OUT, else a
 #   temp dir). Environment: PYTHON (a python with torch), CARRY (default
-#   target/gpu-carry), GPU_SH_BUDGET (seconds for all stages, default 540),
+#   target/gpu-carry), GPU_SH_BUDGET (seconds for all stages, default 360),
 #   GPU_SH_STAGES (default "tests allreduce kernels train torch": a second
 #   call re-runs only the stages named; the machine stage always runs),
 #   GPU_SH_TESTS (a test-name filter for the tests stage, e.g. "two_").
@@ -46,7 +46,7 @@ CARRY="${CARRY:-$ROOT/target/gpu-carry}"
 OUT_DIR="${OUT_DIR:-${OUT:-$(mktemp -d)}}"
 mkdir -p "$OUT_DIR"
 logs="$(mktemp -d /tmp/gpu-sh.XXXXXX)"
-budget="${GPU_SH_BUDGET:-540}"
+budget="${GPU_SH_BUDGET:-360}"
 [[ "$budget" =~ ^[1-9][0-9]*$ ]] || {
     echo "gpu.sh: GPU_SH_BUDGET must be a positive number of seconds, got '$budget'" >&2
     exit 2
