@@ -74,6 +74,10 @@ touch "$carry/sources"
 strip "$carry/ringtrain" "$carry"/tests/* 2>/dev/null || strip "$carry/ringtrain"
 {
     echo "# target/gpu-carry, built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
+    # The newest glibc symbol version the binaries need: the device's image
+    # must have that glibc or newer (gpu.sh prints the one it has).
+    glibc="$(objdump -T "$carry/ringtrain" "$carry"/tests/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)"
+    echo "# needs ${glibc:-GLIBC_? (objdump not found)} or newer"
     echo "# kind path source sha256"
     echo "bin ringtrain src/main.rs $(sha256sum "$carry/ringtrain" | cut -d' ' -f1)"
     while read -r file src; do

@@ -102,6 +102,7 @@ say "machine"
 nvidia-smi || echo "gpu.sh: nvidia-smi failed"
 echo "mpirun: $(command -v mpirun || echo none)"
 cat "$CARRY/MANIFEST" 2>/dev/null
+echo "this machine's glibc: $(ldd --version 2>/dev/null | head -n 1)"
 
 # A python that has torch: $PYTHON, python3 on PATH, or a venv in the
 # usual places.
