@@ -228,8 +228,11 @@ fn check_collectives(c: &dyn Communicator) {
     }
 }
 
-/// The NCCL gradient sync on a device buffer holding rank + 1 everywhere:
-/// afterwards (n + 1) / 2 everywhere, read on the compute stream.
+/// The NCCL gradient sync on a device buffer holding rank + 1 + step
+/// everywhere: afterwards (n + 1) / 2 + step everywhere, read on the
+/// compute stream. One sync over several steps, as in training: from the
+/// second step on, `comm_s` is the previous step's all-reduce time, read
+/// although this step's first bucket started before `finish`.
 fn check_grad_sync(c: &NcclComm) {
     use cudarc::driver::DevicePtrMut;
     use ringtrain::gradsync::nccl::NcclGradSync;
@@ -249,20 +252,29 @@ fn check_grad_sync(c: &NcclComm) {
     });
     let (r, n) = (c.rank(), c.size());
     let compute: Arc<_> = c.stream().context().new_stream().unwrap();
-    for step in 0..3 {
+    let mut g = compute.alloc_zeros::<f32>(layout.total).unwrap();
+    let (ptr, guard) = g.device_ptr_mut(&compute);
+    drop(guard);
+    // Small buckets: several, launched as "backward" reaches them.
+    let buckets = plan_buckets(&layout.layer_ranges(), 500);
+    let mut sync = NcclGradSync::new(c, &compute, ptr, layout.total, buckets)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for step in 0..4 {
         let host = vec![(r + 1 + step) as f32; layout.total];
-        let mut g = compute.clone_htod(&host).unwrap();
-        let (ptr, guard) = g.device_ptr_mut(&compute);
-        drop(guard);
-        // Small buckets: several, launched as "backward" reaches them.
-        let buckets = plan_buckets(&layout.layer_ranges(), 500);
-        let mut sync = NcclGradSync::new(c, &compute, ptr, layout.total, buckets)
-            .unwrap_or_else(|e| panic!("{e}"));
+        compute.memcpy_htod(&host, &mut g).unwrap();
         for lo in [layout.trunk[2].w, layout.trunk[1].w, layout.trunk[0].w] {
             sync.ready(lo);
         }
         let report = sync.finish().unwrap();
-        assert!(report.comm_s >= 0.0);
+        if step == 0 {
+            assert_eq!(report.comm_s, 0.0, "no step before the first");
+        } else {
+            assert!(
+                report.comm_s > 0.0 && report.comm_s < 10.0,
+                "step {step}: the previous step's all-reduce took {} s",
+                report.comm_s
+            );
+        }
         let got = compute.clone_dtoh(&g).unwrap();
         let want = (n * (n + 1) / 2 + n * step) as f32 / n as f32;
         assert!(

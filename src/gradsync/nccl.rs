@@ -37,6 +37,10 @@ pub struct NcclGradSync {
     t1: CudaEvent,
     /// t0 and t1 hold a finished step not yet read.
     timed: bool,
+    /// The previous step's all-reduce time, read before this step records
+    /// t0 again (its first bucket can start during backward, before
+    /// `finish`).
+    last_comm_s: f64,
     /// The first error of `ready`, reported by `finish`.
     error: Option<Error>,
 }
@@ -82,6 +86,7 @@ impl NcclGradSync {
             t0: ev(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
             t1: ev(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
             timed: false,
+            last_comm_s: 0.0,
             error: None,
             h,
         })
@@ -98,6 +103,9 @@ impl NcclGradSync {
         }
         if end == first {
             return Ok(());
+        }
+        if first == 0 {
+            self.read_last_step()?;
         }
         let comm_stream = self.h.stream();
         self.ready_ev
@@ -124,6 +132,21 @@ impl NcclGradSync {
         self.launched = end;
         Ok(())
     }
+
+    /// Reads the previous step's t0..t1 into `last_comm_s`, once. Its t1
+    /// is long complete: the compute stream waited for it (`done_ev`)
+    /// before the work that made this step's first bucket.
+    fn read_last_step(&mut self) -> Result<()> {
+        if self.timed {
+            self.timed = false;
+            self.last_comm_s =
+                self.t0
+                    .elapsed_ms(&self.t1)
+                    .map_err(cuda_error("reading the all-reduce time"))? as f64
+                    / 1e3;
+        }
+        Ok(())
+    }
 }
 
 impl GradBuckets for NcclGradSync {
@@ -142,19 +165,12 @@ impl GradBuckets for NcclGradSync {
     /// time spent here; no per-bucket timings.
     fn finish(&mut self) -> Result<SyncReport> {
         let start = Instant::now();
-        let comm_s = if self.timed {
-            self.timed = false;
-            self.t0
-                .elapsed_ms(&self.t1)
-                .map_err(cuda_error("reading the all-reduce time"))? as f64
-                / 1e3
-        } else {
-            0.0
-        };
         self.ready(0);
         if let Some(e) = self.error.take() {
             return Err(e);
         }
+        // Read when this step's first bucket was launched (read_last_step).
+        let comm_s = std::mem::take(&mut self.last_comm_s);
         let comm_stream = self.h.stream();
         self.t1
             .record(comm_stream)
