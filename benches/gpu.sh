@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks on the lent GPU machine (no Rust toolchain):
 # runs what benches/gpu-build.sh built here and carried in target/gpu-carry.
-#   1. prints nvidia-smi, mpirun, and where NVRTC, the CUDA headers and NCCL
-#      are (/usr/local/cuda or the PyTorch venv's site-packages/nvidia/*);
+#   1. prints nvidia-smi, mpirun, `ringtrain info`, and where NVRTC, cuBLAS,
+#      the CUDA headers and NCCL are (/usr/local/cuda or the PyTorch venv's
+#      site-packages/nvidia/*);
 #      puts a libnccl.so -> libnccl.so.2 symlink on LD_LIBRARY_PATH;
 #   2. runs the GPU test executables with --include-ignored;
 #   3. bench allreduce --comm nccl at 1 rank, and at 2 ranks on one GPU
@@ -137,11 +138,15 @@ find_one() { # NAME-GLOB: the first match under the roots
     done
     return 1
 }
+# CUDA 13's: the binary is built against cudarc's cuda-13000 (a machine
+# may also carry CUDA 12 libraries).
 nccl_lib="$(find_one 'libnccl.so.2*' || true)"
-nvrtc_lib="$(find_one 'libnvrtc.so.*' || true)"
+nvrtc_lib="$(find_one 'libnvrtc.so.13*' || true)"
+cublas_lib="$(find_one 'libcublas.so.13*' || true)"
 fp16_h="$(find_one 'cuda_fp16.h' || true)"
 echo "libnccl:   ${nccl_lib:-not found}"
 echo "libnvrtc:  ${nvrtc_lib:-not found}"
+echo "libcublas: ${cublas_lib:-not found}"
 echo "headers:   ${fp16_h:-cuda_fp16.h not found}"
 
 # cudarc dlopens libnccl.so (the wheel has only libnccl.so.2) and
@@ -151,7 +156,9 @@ trap 'rm -rf "$links"' EXIT
 [ -n "$nccl_lib" ] && ln -s "$nccl_lib" "$links/libnccl.so"
 [ -n "$nvrtc_lib" ] && ln -s "$nvrtc_lib" "$links/libnvrtc.so"
 libpath="$links"
-for f in "$nccl_lib" "$nvrtc_lib"; do [ -n "$f" ] && libpath+=":$(dirname "$f")"; done
+# cuBLAS by its directory (cudarc tries libcublas.so.13; libcublasLt is
+# beside it).
+for f in "$nccl_lib" "$nvrtc_lib" "$cublas_lib"; do [ -n "$f" ] && libpath+=":$(dirname "$f")"; done
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -n "$fp16_h" ]; then
     RINGTRAIN_CUDA_INCLUDE="$(dirname "$fp16_h")"

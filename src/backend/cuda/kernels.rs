@@ -117,6 +117,23 @@ pub fn nvrtc_version() -> Result<(i32, i32), String> {
     }
 }
 
+/// Whether the driver can load the PTX this NVRTC makes: PTX carries the
+/// ISA version of the CUDA that wrote it, and a driver JIT-compiles only
+/// ISA versions up to its own CUDA version (minor-version compatibility
+/// covers machine code, not PTX). `driver` is `cuDriverGetVersion`'s
+/// (major, minor): 13000 is (13, 0).
+pub fn ptx_loadable(nvrtc: (i32, i32), driver: (i32, i32)) -> Result<(), String> {
+    if nvrtc <= driver {
+        return Ok(());
+    }
+    Err(format!(
+        "libnvrtc is CUDA {}.{} but the driver supports CUDA {}.{}: the driver cannot load \
+         the PTX it makes. Put the libnvrtc of CUDA {}.{} or older first on LD_LIBRARY_PATH \
+         (e.g. the PyPI wheel nvidia-cuda-nvrtc=={}.{}.*)",
+        nvrtc.0, nvrtc.1, driver.0, driver.1, driver.0, driver.1, driver.0, driver.1
+    ))
+}
+
 /// Compiles one kernel file to PTX text for `arch` (e.g. "compute_90").
 /// The error carries NVRTC's log. Needs libnvrtc, no GPU.
 pub fn compile(src: &Source, arch: &str, include_paths: &[String]) -> Result<String, String> {
@@ -245,5 +262,16 @@ mod tests {
         assert_ne!(k, cache_key(a, "compute_90", (13, 1)));
         assert_eq!(k, cache_key(a, "compute_90", (13, 0)));
         assert_eq!(arch_for(9, 0), "compute_90");
+    }
+
+    #[test]
+    fn ptx_of_a_newer_nvrtc_than_the_driver_is_refused_with_the_fix() {
+        assert!(ptx_loadable((13, 0), (13, 0)).is_ok());
+        assert!(ptx_loadable((12, 8), (13, 0)).is_ok());
+        assert!(ptx_loadable((13, 0), (13, 2)).is_ok());
+        let e = ptx_loadable((13, 1), (13, 0)).unwrap_err();
+        assert!(e.contains("CUDA 13.1") && e.contains("CUDA 13.0"), "{e}");
+        assert!(e.contains("nvidia-cuda-nvrtc==13.0.*"), "{e}");
+        assert!(ptx_loadable((13, 0), (12, 9)).is_err());
     }
 }

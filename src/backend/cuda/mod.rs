@@ -92,6 +92,10 @@ impl CudaRuntime {
             .result()
             .map_err(|e| gpu_err("cuBLAS math mode")(e.to_string()))?;
 
+        if let (Ok(nvrtc), Some(driver)) = (kernels::nvrtc_version(), probe::driver_cuda_version())
+        {
+            kernels::ptx_loadable(nvrtc, driver).map_err(gpu_err("NVRTC"))?;
+        }
         let include = kernels::include_paths_from_env();
         let mut funcs = HashMap::new();
         for src in kernels::SOURCES {

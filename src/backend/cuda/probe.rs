@@ -48,6 +48,19 @@ pub fn probe() -> Probe {
     }
 }
 
+/// The CUDA version the driver supports (`cuDriverGetVersion`: 13000 is
+/// (13, 0)); None without libcuda or when the call fails.
+pub fn driver_cuda_version() -> Option<(i32, i32)> {
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return None;
+    }
+    let mut v = 0;
+    // SAFETY: a valid out-pointer; callable before cuInit.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0).then_some((v / 1000, v % 1000 / 10))
+}
+
 /// The device a rank uses: its local rank modulo the device count.
 pub fn device_for(local_rank: usize, count: usize) -> usize {
     local_rank % count.max(1)
@@ -58,8 +71,8 @@ pub fn device_for(local_rank: usize, count: usize) -> usize {
 pub fn describe() -> Vec<String> {
     match probe() {
         Probe::Unusable(why) => vec![format!("gpu: none usable ({why})")],
-        Probe::Usable { count } => (0..count)
-            .map(|i| match CudaContext::new(i) {
+        Probe::Usable { count } => std::iter::once(versions_line())
+            .chain((0..count).map(|i| match CudaContext::new(i) {
                 Ok(ctx) => {
                     let name = ctx.name().unwrap_or_else(|e| format!("? ({e})"));
                     let cc = ctx
@@ -73,7 +86,7 @@ pub fn describe() -> Vec<String> {
                     format!("gpu {i}: {name}, compute capability {cc}, {mem}")
                 }
                 Err(e) => format!("gpu {i}: cannot open ({e})"),
-            })
+            }))
             .collect(),
     }
 }
@@ -94,4 +107,15 @@ mod tests {
         // Whatever this machine has, the probe returns.
         let _ = probe();
     }
+}
+
+/// "cuda: driver CUDA 13.0, NVRTC 13.0" for `ringtrain info`.
+fn versions_line() -> String {
+    let v = |x: Option<(i32, i32)>| x.map_or("?".to_string(), |(a, b)| format!("{a}.{b}"));
+    let nvrtc = super::kernels::nvrtc_version().ok();
+    format!(
+        "cuda: driver CUDA {}, NVRTC {}",
+        v(driver_cuda_version()),
+        v(nvrtc)
+    )
 }
