@@ -45,36 +45,63 @@ extern "C" __global__ void finish_sum_f32(int n, const float *__restrict__ parti
 
 // out[c] = beta * out[c] + Σ_r x[r, c] (beta == 0 overwrites, as in BLAS).
 // Block (32, 8): 32 adjacent columns (coalesced), 8 row lanes, each row
-// lane summing rows ty, ty + 8, ...; the 8 lanes are then added in order.
+// lane summing rows ty, ty + 8, ... of the block's slice of rows; the 8
+// lanes are then added in order. The rows are cut into gridDim.y slices
+// of per_slice rows so that a few columns still fill the GPU: with one
+// slice the sum goes straight to out, else to partial[slice * cols + c],
+// which col_sum_finish_f32 adds up in slice order. The slicing depends
+// only on the sizes (src/backend/gpu/mod.rs), so the sums are the same
+// bits on every run.
 // x is f32 or bf16 (--precision bf16); sums and out are f32.
 template <class T>
-__device__ __forceinline__ void col_sum(long long rows, long long cols, const T *__restrict__ x,
+__device__ __forceinline__ void col_sum(long long rows, long long cols, long long per_slice,
+                                        const T *__restrict__ x, float *__restrict__ partial,
                                         float *__restrict__ out, float beta) {
     __shared__ float sh[8][33];
     long long c = blockIdx.x * 32LL + threadIdx.x;
+    long long r0 = blockIdx.y * per_slice;
+    long long r1 = r0 + per_slice < rows ? r0 + per_slice : rows;
     float acc = 0.0f;
     if (c < cols) {
-        for (long long r = threadIdx.y; r < rows; r += 8) acc += load_f32(x, r * cols + c);
+        for (long long r = r0 + threadIdx.y; r < r1; r += 8) acc += load_f32(x, r * cols + c);
     }
     sh[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && c < cols) {
         float s = 0.0f;
         for (int k = 0; k < 8; ++k) s += sh[k][threadIdx.x];
-        out[c] = beta == 0.0f ? s : beta * out[c] + s;
+        if (gridDim.y == 1) {
+            out[c] = beta == 0.0f ? s : beta * out[c] + s;
+        } else {
+            partial[blockIdx.y * cols + c] = s;
+        }
     }
 }
 
-extern "C" __global__ void col_sum_f32(long long rows, long long cols,
+extern "C" __global__ void col_sum_f32(long long rows, long long cols, long long per_slice,
                                        const float *__restrict__ x,
-                                       float *__restrict__ out, float beta) {
-    col_sum(rows, cols, x, out, beta);
+                                       float *__restrict__ partial, float *__restrict__ out,
+                                       float beta) {
+    col_sum(rows, cols, per_slice, x, partial, out, beta);
 }
 
-extern "C" __global__ void col_sum_bf16(long long rows, long long cols,
+extern "C" __global__ void col_sum_bf16(long long rows, long long cols, long long per_slice,
                                         const unsigned short *__restrict__ x,
-                                        float *__restrict__ out, float beta) {
-    col_sum(rows, cols, x, out, beta);
+                                        float *__restrict__ partial, float *__restrict__ out,
+                                        float beta) {
+    col_sum(rows, cols, per_slice, x, partial, out, beta);
+}
+
+// out[c] = beta * out[c] + Σ_s partial[s * cols + c], s in order.
+extern "C" __global__ void col_sum_finish_f32(long long cols, int slices,
+                                              const float *__restrict__ partial,
+                                              float *__restrict__ out, float beta) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols;
+         c += (long long)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int k = 0; k < slices; ++k) s += partial[k * cols + c];
+        out[c] = beta == 0.0f ? s : beta * out[c] + s;
+    }
 }
 
 // x[i] *= s.

@@ -45,6 +45,7 @@ pub const SOURCES: &[Source] = &[
             "finish_sum_f32",
             "col_sum_f32",
             "col_sum_bf16",
+            "col_sum_finish_f32",
             "scale_f32",
         ],
     },

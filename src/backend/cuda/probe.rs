@@ -91,6 +91,17 @@ pub fn describe() -> Vec<String> {
     }
 }
 
+/// "cuda: driver CUDA 13.0, NVRTC 13.0" for `ringtrain info`.
+fn versions_line() -> String {
+    let v = |x: Option<(i32, i32)>| x.map_or("?".to_string(), |(a, b)| format!("{a}.{b}"));
+    let nvrtc = super::kernels::nvrtc_version().ok();
+    format!(
+        "cuda: driver CUDA {}, NVRTC {}",
+        v(driver_cuda_version()),
+        v(nvrtc)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,15 +118,4 @@ mod tests {
         // Whatever this machine has, the probe returns.
         let _ = probe();
     }
-}
-
-/// "cuda: driver CUDA 13.0, NVRTC 13.0" for `ringtrain info`.
-fn versions_line() -> String {
-    let v = |x: Option<(i32, i32)>| x.map_or("?".to_string(), |(a, b)| format!("{a}.{b}"));
-    let nvrtc = super::kernels::nvrtc_version().ok();
-    format!(
-        "cuda: driver CUDA {}, NVRTC {}",
-        v(driver_cuda_version()),
-        v(nvrtc)
-    )
 }

@@ -84,6 +84,9 @@ pub struct GpuBackend<R: GpuRuntime> {
     /// bf16 copies of the two GEMM operands (`--precision bf16`), grown as
     /// needed (two bf16 per f32 element); stream order keeps reuse safe.
     bf16_scratch: RefCell<[R::Mem; 2]>,
+    /// The per-slice column sums of `col_sum` (grown as needed; stream
+    /// order keeps reuse safe).
+    col_partial: RefCell<R::Mem>,
     /// Set by the first `update` under `--precision bf16`.
     params_bf16: RefCell<Option<ParamsBf16<R::Mem>>>,
     /// Grid cap of the element-wise kernels (grid-stride beyond it).
@@ -105,6 +108,7 @@ impl<R: GpuRuntime> GpuBackend<R> {
                 dtype: Dtype::F32,
             },
             bf16_scratch: RefCell::new([rt.alloc(1), rt.alloc(1)]),
+            col_partial: RefCell::new(rt.alloc(1)),
             params_bf16: RefCell::new(None),
             max_blocks: rt.sm_count().max(1) * 32,
             opts,
@@ -239,6 +243,20 @@ impl<R: GpuRuntime> GpuBackend<R> {
         self.rt
             .launch("finish_sum_f32", Launch::linear(1, REDUCE_THREADS), &args);
     }
+}
+
+/// How `col_sum` cuts `rows` into slices: (slices, rows per slice). A
+/// block sums 32 columns over at least 128 rows (16 per row lane), and
+/// there are about 1024 blocks in all when the rows allow, so that a few
+/// columns still fill the GPU. Sizes alone decide it, so a sum is the
+/// same bits on any GPU and run.
+pub fn col_sum_slices(rows: usize, cols: usize) -> (usize, usize) {
+    let by_rows = rows / 128;
+    let by_grid = 1024usize.div_ceil(cols.div_ceil(32));
+    let slices = by_rows.min(by_grid).clamp(1, 1024);
+    let per_slice = rows.div_ceil(slices).max(1);
+    // No empty slice at the end.
+    (rows.div_ceil(per_slice).max(1), per_slice)
 }
 
 /// A row-major [`Gemm`] as the column-major BLAS call that computes it.
@@ -542,23 +560,44 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
             rows * cols <= x.len && off + cols <= out.len,
             "col_sum beyond a buffer"
         );
-        // Block (32, 8): see col_sum_f32 in reduce.cu.
+        // Block (32, 8), a slice of rows per grid row: see col_sum_f32 in
+        // reduce.cu.
+        let (slices, per_slice) = col_sum_slices(rows, cols);
+        let mut partial = self.col_partial.borrow_mut();
+        if slices > 1 && self.rt.len(&partial) < slices * cols {
+            *partial = self.rt.alloc(slices * cols);
+        }
+        let partial = self.rt.addr(&partial);
         let cfg = Launch {
-            grid: (cols.div_ceil(32) as u32, 1, 1),
+            grid: (cols.div_ceil(32) as u32, slices as u32, 1),
             block: (32, 8, 1),
         };
         let name = match x.dtype {
             Dtype::F32 => "col_sum_f32",
             Dtype::Bf16 => "col_sum_bf16",
         };
+        let out = self.out_ptr(out, off);
         let args = [
             Arg::I64(rows as i64),
             Arg::I64(cols as i64),
+            Arg::I64(per_slice as i64),
             Arg::Ptr(self.ptr(x, 0)),
-            Arg::Ptr(self.out_ptr(out, off)),
+            Arg::Ptr(partial),
+            Arg::Ptr(out),
             Arg::F32(beta),
         ];
         self.rt.launch(name, cfg, &args);
+        if slices > 1 {
+            let args = [
+                Arg::I64(cols as i64),
+                Arg::I32(slices as i32),
+                Arg::Ptr(partial),
+                Arg::Ptr(out),
+                Arg::F32(beta),
+            ];
+            self.rt
+                .launch("col_sum_finish_f32", self.ew_cfg(cols), &args);
+        }
     }
 
     fn task_loss(
@@ -701,6 +740,27 @@ mod tests {
     //! a plain column-major BLAS-semantics GEMM against the CPU backend.
     use super::*;
     use crate::backend::cpu::Cpu;
+
+    #[test]
+    fn col_sum_slices_cover_the_rows_and_fill_the_gpu() {
+        assert_eq!(col_sum_slices(0, 5), (1, 1));
+        assert_eq!(col_sum_slices(37, 13), (1, 37));
+        assert_eq!(col_sum_slices(1000, 70), (7, 143));
+        assert_eq!(col_sum_slices(4096, 256), (32, 128));
+        assert_eq!(col_sum_slices(65536, 1024), (32, 2048));
+        assert_eq!(col_sum_slices(1 << 20, 1), (1024, 1024));
+        for rows in [1, 7, 127, 128, 129, 1000, 4095, 65537] {
+            for cols in [1, 31, 33, 256, 2048, 100_000] {
+                let (s, per) = col_sum_slices(rows, cols);
+                assert!((1..=1024).contains(&s), "{rows}x{cols}");
+                assert!(
+                    s * per >= rows && (s - 1) * per < rows,
+                    "{rows}x{cols}: {s} x {per}"
+                );
+                assert!(s == 1 || per >= 128, "{rows}x{cols}: slices under 128 rows");
+            }
+        }
+    }
 
     /// C = alpha op(A) op(B) + beta C, column-major, as BLAS defines it.
     fn blas_gemm(cm: &ColMajor, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) {
