@@ -160,6 +160,8 @@ libpath="$links"
 # beside it).
 for f in "$nccl_lib" "$nvrtc_lib" "$cublas_lib"; do [ -n "$f" ] && libpath+=":$(dirname "$f")"; done
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Found: tests/nvrtc.rs then fails, rather than skips, if it cannot load it.
+[ -n "$nvrtc_lib" ] && export RINGTRAIN_NVRTC_LIB="${nvrtc_lib%/*}"
 if [ -n "$fp16_h" ]; then
     RINGTRAIN_CUDA_INCLUDE="$(dirname "$fp16_h")"
     export RINGTRAIN_CUDA_INCLUDE
