@@ -133,9 +133,11 @@ impl NcclGradSync {
         Ok(())
     }
 
-    /// Reads the previous step's t0..t1 into `last_comm_s`, once. Its t1
-    /// is long complete: the compute stream waited for it (`done_ev`)
-    /// before the work that made this step's first bucket.
+    /// Reads the previous step's t0..t1 into `last_comm_s`, once. In
+    /// training its t1 is already complete, so this does not wait: the
+    /// compute stream waited for it (`done_ev`) before the loss download
+    /// that followed `finish` (Trainer::global_losses), and the host
+    /// waited for that download.
     fn read_last_step(&mut self) -> Result<()> {
         if self.timed {
             self.timed = false;
