@@ -82,6 +82,7 @@ fn kernel_names_lists_every_kernel_of_kernels_dir() {
         "sum_squares_partial_f32",
         "finish_sum_f32",
         "col_sum_f32",
+        "col_sum_finish_f32",
         "scale_f32",
     ];
     // In file order (act, cast, check, loss, optim, reduce), then source
@@ -223,23 +224,84 @@ fn col_sum_with_a_32_by_8_block() {
     let sums: Vec<f32> = (0..cols)
         .map(|c| (0..rows).map(|r| x[r * cols + c]).sum())
         .collect();
-    let grid = (cols.div_ceil(32) as u32, 1, 1);
+    let mut partial = vec![f32::NAN; 1];
     // beta == 0 overwrites, even a NaN; out[cols] is past the end.
     let mut out = vec![f32::NAN; cols + 1];
-    let args = |out: &mut [f32], beta: f32| {
+    let args = |partial: &mut [f32], out: &mut [f32], per_slice: usize, beta: f32| {
         [
             Arg::I64(rows as i64),
             Arg::I64(cols as i64),
+            Arg::I64(per_slice as i64),
             ptr(&x),
+            ptr_mut(partial),
             ptr_mut(out),
             Arg::F32(beta),
         ]
     };
-    run("col_sum_f32", grid, (32, 8, 1), &args(&mut out, 0.0));
+    // One slice of every row: the sums go straight to out.
+    let grid = (cols.div_ceil(32) as u32, 1, 1);
+    run(
+        "col_sum_f32",
+        grid,
+        (32, 8, 1),
+        &args(&mut partial, &mut out, rows, 0.0),
+    );
     assert_eq!(out[..cols], sums[..]);
     assert!(out[cols].is_nan());
-    run("col_sum_f32", grid, (32, 8, 1), &args(&mut out, 0.5));
+    assert!(partial[0].is_nan(), "one slice wrote the partials");
+    run(
+        "col_sum_f32",
+        grid,
+        (32, 8, 1),
+        &args(&mut partial, &mut out, rows, 0.5),
+    );
     let want: Vec<f32> = sums.iter().map(|s| 0.5 * s + s).collect();
+    assert_eq!(out[..cols], want[..]);
+
+    // Slices of 10 rows (the last one 7): per-slice sums into partial,
+    // out untouched, then col_sum_finish_f32 adds them up.
+    let (per, slices) = (10usize, 4usize);
+    let mut partial = vec![f32::NAN; slices * cols + 1];
+    let mut out = vec![f32::NAN; cols + 1];
+    let grid = (cols.div_ceil(32) as u32, slices as u32, 1);
+    run(
+        "col_sum_f32",
+        grid,
+        (32, 8, 1),
+        &args(&mut partial, &mut out, per, 0.0),
+    );
+    for s in 0..slices {
+        for c in 0..cols {
+            let want: f32 = (s * per..rows.min((s + 1) * per))
+                .map(|r| x[r * cols + c])
+                .sum();
+            assert_eq!(partial[s * cols + c], want, "slice {s} column {c}");
+        }
+    }
+    assert!(partial[slices * cols].is_nan() && out.iter().all(|v| v.is_nan()));
+    let finish = |partial: &[f32], out: &mut [f32], beta: f32| {
+        [
+            Arg::I64(cols as i64),
+            Arg::I32(slices as i32),
+            ptr(partial),
+            ptr_mut(out),
+            Arg::F32(beta),
+        ]
+    };
+    run(
+        "col_sum_finish_f32",
+        (1, 1, 1),
+        (32, 1, 1),
+        &finish(&partial, &mut out, 0.0),
+    );
+    assert_eq!(out[..cols], sums[..]);
+    assert!(out[cols].is_nan());
+    run(
+        "col_sum_finish_f32",
+        (2, 1, 1),
+        (16, 1, 1),
+        &finish(&partial, &mut out, 0.5),
+    );
     assert_eq!(out[..cols], want[..]);
 }
 
