@@ -73,13 +73,13 @@ pub fn run(a: &BenchTrainArgs, world: &World, comm: &dyn Communicator) -> Result
             let label = be.name();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, true);
-            bench_on(&ctx, tr, &label)
+            bench_on(&ctx, tr, &label, Some(&|be: &CudaBackend| be.synchronize()))
         }
         choice @ Choice::Cpu { .. } => {
             let be = Cpu::<f32>::new();
             let mut tr = Trainer::new(&cfg, spec.clone(), comm, &wd, data.clone(), be, &init);
             tr.prefetch = prefetch_for(&cfg, world, &*data, false);
-            bench_on(&ctx, tr, &choice.cpu_label())
+            bench_on(&ctx, tr, &choice.cpu_label(), None)
         }
     }
 }
@@ -96,8 +96,17 @@ struct Bench<'a> {
     rss_start: Option<f64>,
 }
 
-/// The timed steps and the report, on any backend.
-fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> Result<()> {
+/// The timed steps and the report, on any backend. `device_wait` waits
+/// for the work a GPU has queued: there the phase clocks time launches,
+/// not work, so the step time is the wall time of the timed steps between
+/// two waits (data fill and uploads included). Without it (the CPU) the
+/// step time is the sum of the phases, the data phase left out.
+fn bench_on<B: Backend>(
+    ctx: &Bench,
+    mut tr: Trainer<'_, B>,
+    backend: &str,
+    device_wait: Option<&dyn Fn(&B)>,
+) -> Result<()> {
     let Bench {
         a,
         world,
@@ -114,7 +123,13 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
     let mut speed = Speed::default();
     // Partition changes (auto): how many, and the step of the last.
     let mut moves: (u64, Option<u64>) = (0, None);
+    let wait = |tr: &Trainer<'_, B>| device_wait.iter().for_each(|w| w(&tr.be));
+    let mut timed_from = Instant::now();
     for step in 0..a.warmup + a.iters {
+        if step == a.warmup {
+            wait(&tr);
+            timed_from = Instant::now();
+        }
         wd.set_step(step);
         let c0 = thread_cpu_seconds();
         let r = tr.step(step, false)?;
@@ -128,6 +143,8 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
             speed.add(r.rows, t.forward + t.backward);
         }
     }
+    wait(&tr);
+    let wall_step = timed_from.elapsed().as_secs_f64() / a.iters.max(1) as f64;
     let mut mean = StepTimes::default();
     add(&mut mean, &sum, 1.0 / a.iters as f64);
     step_cpu /= a.iters as f64;
@@ -142,7 +159,11 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         mean.backward,
         mean.comm,
         mean.update,
-        compute_time(&mean),
+        match device_wait {
+            Some(_) => wall_step,
+            None => compute_time(&mean),
+        },
+        wall_step,
         gemm_s,
         mean.grad_comm,
         mean.grad_exposed,
@@ -159,6 +180,7 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         ar,
         upd,
         step_s,
+        wall_step,
         gemm_s,
         grad_comm,
         grad_exposed,
@@ -166,7 +188,11 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         gemm_cpu,
     ] = v[..]
     else {
-        unreachable!("eleven figures")
+        unreachable!("twelve figures")
+    };
+    let step_clock = match device_wait {
+        Some(_) => "wall time between device waits (phases are launch times)",
+        None => "sum of the phases (data not in it)",
     };
     let rates = speed.per_rank(comm)?;
     let ideal_s = cfg.train.global_batch as f64 / rates.iter().sum::<f64>();
@@ -200,9 +226,11 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
                            "params": tr.num_params() },
                 "batch_per_rank": a.batch_per_rank,
                 "iters": a.iters,
+                "step_clock": step_clock,
                 "read_ahead": tr.prefetch,
                 "ms": { "data": 1e3 * data_s, "forward": 1e3 * fwd, "backward": 1e3 * bwd,
                         "allreduce": 1e3 * ar, "update": 1e3 * upd, "step": 1e3 * step_s,
+                        "wall_step": 1e3 * wall_step,
                         "grad_allreduce_total": 1e3 * grad_comm,
                         "grad_allreduce_exposed": 1e3 * grad_exposed,
                         "gemm_only": 1e3 * gemm_s },
@@ -281,9 +309,10 @@ fn bench_on<B: Backend>(ctx: &Bench, mut tr: Trainer<'_, B>, backend: &str) -> R
         );
     }
     println!(
-        "samples/s: {:.0} per rank, {:.0} total",
+        "samples/s: {:.0} per rank, {:.0} total (step: {step_clock}; wall {:.3} ms/step)",
         sps_rank,
-        sps_rank * n
+        sps_rank * n,
+        1e3 * wall_step
     );
     println!(
         "GFLOP/s per rank: step {gflops:.2} | GEMM-only baseline {gemm_gflops:.2} ({:.3} ms) | ratio {:.3}",
