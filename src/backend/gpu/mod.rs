@@ -307,6 +307,10 @@ fn aligned16(p: u64) -> bool {
     p % 16 == 0
 }
 
+fn aligned8(p: u64) -> bool {
+    p % 8 == 0
+}
+
 /// Panics unless every buffer is f32 (ops whose kernels exist only for f32).
 fn f32_only<M>(op: &str, bufs: &[&GpuBuf<M>]) {
     for b in bufs {
@@ -493,8 +497,11 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         let pb = self.ptr(bias, bias_off);
         let pz = self.out_ptr(z, 0);
         let ph = h.map_or(0, |h| self.out_ptr(h, 0));
+        // Four elements a thread: 16 bytes of f32 (8 of bf16) per access.
         let v4 = cols % 4 == 0 && aligned16(pb) && aligned16(pz) && aligned16(ph);
+        let v4_bf16 = cols % 4 == 0 && aligned16(pb) && aligned8(pz) && aligned8(ph);
         let (name, cfg) = match dtype {
+            Dtype::Bf16 if v4_bf16 => ("bias_act_bf16_v4", self.ew_cfg(n / 4)),
             Dtype::Bf16 => ("bias_act_bf16", self.ew_cfg(n)),
             Dtype::F32 if v4 => ("bias_act_f32_v4", self.ew_cfg(n / 4)),
             Dtype::F32 => ("bias_act_f32", self.ew_cfg(n)),
@@ -528,7 +535,9 @@ impl<R: GpuRuntime> Backend for GpuBackend<R> {
         );
         let (pz, ph, pd) = (self.ptr(z, 0), self.ptr(h, 0), self.out_ptr(dh, 0));
         let v4 = len % 4 == 0 && aligned16(pz) && aligned16(ph) && aligned16(pd);
+        let v4_bf16 = len % 4 == 0 && aligned8(pz) && aligned8(ph) && aligned8(pd);
         let (name, cfg) = match dtype {
+            Dtype::Bf16 if v4_bf16 => ("act_backward_bf16_v4", self.ew_cfg(len / 4)),
             Dtype::Bf16 => ("act_backward_bf16", self.ew_cfg(len)),
             Dtype::F32 if v4 => ("act_backward_f32_v4", self.ew_cfg(len / 4)),
             Dtype::F32 => ("act_backward_f32", self.ew_cfg(len)),
