@@ -16,7 +16,7 @@ use super::check::{changed_inputs, count_wrong};
 use super::elem::{Elem, input};
 use super::options::Options;
 use super::output::report;
-use super::timing::{Row, Timing, slowest};
+use super::timing::{Row, Timing, over_ranks};
 use crate::cli::{Datatype, ReduceOp};
 use crate::comm::Communicator;
 use crate::comm::nccl::{NcclComm, version_string};
@@ -89,7 +89,8 @@ fn measure<T: Elem + DeviceRepr + NcclType + ValidAsZeroBits>(
         let ms = start
             .elapsed_ms(&end)
             .map_err(cuda("reading the event time"))?;
-        let seconds = slowest(ctl, ms as f64 / 1e3 / o.iters as f64)?;
+        // Over ranks as -a says, like the other communicators' rows.
+        let seconds = over_ranks(ctl, ms as f64 / 1e3 / o.iters as f64, o.average)?;
 
         let wrong = if o.check {
             if in_place {
