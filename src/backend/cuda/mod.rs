@@ -127,7 +127,10 @@ impl GpuRuntime for CudaRuntime {
     type Mem = CudaSlice<f32>;
 
     fn alloc(&self, len: usize) -> CudaSlice<f32> {
-        launched(self.stream.alloc_zeros::<f32>(len.max(1)), "alloc")
+        launched(
+            self.stream.alloc_zeros::<f32>(len.max(1)),
+            &format!("alloc of {len} floats"),
+        )
     }
 
     fn len(&self, m: &CudaSlice<f32>) -> usize {
@@ -259,7 +262,10 @@ impl GpuRuntime for CudaRuntime {
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
             )
         };
-        launched(r, "gemm_ex");
+        launched(
+            r,
+            &format!("gemm_ex ({operands:?} operands, {out:?} out, {cm:?})"),
+        );
     }
 
     fn sm_count(&self) -> u32 {
